@@ -1,0 +1,28 @@
+"""cascade-router: a learned cascade router for LLM agent pipelines.
+
+Importing this package is cheap: torch, sentence-transformers, LightGBM and MLflow load on
+first use, never at import time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["RouteResult", "Router", "Target", "aroute", "route"]
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from router.core import Router, RouteResult, aroute, route
+    from router.policy import Target
+
+
+def __getattr__(name: str) -> Any:
+    if name in {"Router", "RouteResult", "route", "aroute"}:
+        from router import core
+
+        return getattr(core, name)
+    if name == "Target":
+        from router.policy import Target
+
+        return Target
+    raise AttributeError(f"module 'router' has no attribute {name!r}")

@@ -1,0 +1,228 @@
+"""Calibrated LightGBM estimate of P(an answer is accepted | features)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from router.errors import ConfigurationError, NotFittedError
+
+
+class IsotonicCalibrator:
+    """Monotone map from raw booster scores to probabilities (isotonic, or sigmoid fallback)."""
+
+    def __init__(self, method: str = "isotonic") -> None:
+        if method not in {"isotonic", "sigmoid"}:
+            raise ConfigurationError(f"calibration must be 'isotonic' or 'sigmoid', not {method!r}")
+        self.method = method
+
+    def fit(self, raw: np.ndarray, y: np.ndarray) -> IsotonicCalibrator:
+        raw = np.asarray(raw, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if self.method == "isotonic":
+            from sklearn.isotonic import IsotonicRegression
+
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
+            self.x_ = np.asarray(iso.X_thresholds_, dtype=np.float64)
+            self.y_ = np.asarray(iso.y_thresholds_, dtype=np.float64)
+            # never return exactly 0 or 1: a calibrated probability is never certain
+            eps = 1.0 / (len(y) + 2)
+            self.y_ = np.clip(self.y_, eps, 1 - eps)
+        else:
+            from sklearn.linear_model import LogisticRegression
+
+            lr = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1), y.astype(int))
+            self.a_, self.b_ = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+        return self
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.method == "isotonic":
+            if not hasattr(self, "x_"):
+                raise NotFittedError("calibrator is not fitted")
+            return np.interp(raw, self.x_, self.y_)
+        if not hasattr(self, "a_"):
+            raise NotFittedError("calibrator is not fitted")
+        return 1.0 / (1.0 + np.exp(-(self.a_ * raw + self.b_)))
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.method == "isotonic":
+            return {"method": "isotonic", "x": self.x_.tolist(), "y": self.y_.tolist()}
+        return {"method": "sigmoid", "a": self.a_, "b": self.b_}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IsotonicCalibrator:
+        cal = cls(data["method"])
+        if cal.method == "isotonic":
+            cal.x_ = np.asarray(data["x"], dtype=np.float64)
+            cal.y_ = np.asarray(data["y"], dtype=np.float64)
+        else:
+            cal.a_, cal.b_ = float(data["a"]), float(data["b"])
+        return cal
+
+
+class AcceptanceModel:
+    """LightGBM classifier with early stopping, then calibration on a split it never saw.
+
+    ``fit(X, y, eval_set=(X_val, y_val), calibration_set=(X_cal, y_cal))``: the booster learns on
+    ``X``, stops early on ``eval_set`` and the calibrator is fitted on ``calibration_set``.
+    """
+
+    def __init__(
+        self,
+        n_estimators: int = 1500,
+        learning_rate: float = 0.03,
+        num_leaves: int = 15,
+        min_child_samples: int = 40,
+        feature_fraction: float = 0.3,
+        bagging_fraction: float = 0.8,
+        lambda_l2: float = 1.0,
+        early_stopping_rounds: int = 100,
+        calibration: str = "isotonic",
+        categorical_features: tuple[int, ...] = (0,),
+        seed: int = 0,
+        num_threads: int = 0,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.feature_fraction = feature_fraction
+        self.bagging_fraction = bagging_fraction
+        self.lambda_l2 = lambda_l2
+        self.early_stopping_rounds = early_stopping_rounds
+        self.calibration = calibration
+        self.categorical_features = categorical_features
+        self.seed = seed
+        self.num_threads = num_threads
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "objective": "binary",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": 1,
+            "lambda_l2": self.lambda_l2,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": self.num_threads,
+            "verbosity": -1,
+        }
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        *,
+        eval_set: tuple[np.ndarray, np.ndarray],
+        calibration_set: tuple[np.ndarray, np.ndarray],
+    ) -> AcceptanceModel:
+        """Train the booster with early stopping, then fit the calibrator."""
+        import lightgbm as lgb
+
+        y = np.asarray(y, dtype=np.float64)
+        X_val, y_val = eval_set
+        X_cal, y_cal = calibration_set
+        self.base_rate_ = float(np.mean(y)) if len(y) else 0.5
+        self.n_features_in_ = int(X.shape[1])
+        if len(np.unique(y)) < 2:
+            # one class only: the honest estimate is the base rate
+            self.booster_ = None
+            self.best_iteration_ = 0
+            self.calibrator_ = None
+            return self
+        categorical = [i for i in self.categorical_features if i < X.shape[1]]
+        train = lgb.Dataset(X, label=y, categorical_feature=categorical, free_raw_data=True)
+        valid = lgb.Dataset(X_val, label=np.asarray(y_val, dtype=np.float64), reference=train)
+        self.booster_ = lgb.train(
+            self._params(),
+            train,
+            num_boost_round=self.n_estimators,
+            valid_sets=[valid],
+            callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+        )
+        self.best_iteration_ = int(
+            self.booster_.best_iteration or self.booster_.current_iteration()
+        )
+        self.calibrator_ = IsotonicCalibrator(self.calibration).fit(
+            self.decision_function(X_cal), np.asarray(y_cal)
+        )
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "base_rate_"):
+            raise NotFittedError("AcceptanceModel is not fitted: call fit() first")
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Raw booster margin (uncalibrated)."""
+        self._check_fitted()
+        if self.booster_ is None:
+            return np.zeros(len(X))
+        return np.asarray(
+            self.booster_.predict(
+                X, num_iteration=self.best_iteration_, raw_score=True, num_threads=self.num_threads
+            ),
+            dtype=np.float64,
+        )
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities, shape (n, 2): columns P(rejected), P(accepted)."""
+        p = self.predict_accept(X)
+        return np.column_stack([1.0 - p, p])
+
+    def predict_accept(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated P(accepted), shape (n,)."""
+        self._check_fitted()
+        if self.booster_ is None or self.calibrator_ is None:
+            return np.full(len(X), self.base_rate_)
+        return self.calibrator_.transform(self.decision_function(X))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to predict again, as JSON-able data (the booster as text)."""
+        self._check_fitted()
+        return {
+            "params": {
+                k: getattr(self, k)
+                for k in (
+                    "n_estimators",
+                    "learning_rate",
+                    "num_leaves",
+                    "min_child_samples",
+                    "feature_fraction",
+                    "bagging_fraction",
+                    "lambda_l2",
+                    "early_stopping_rounds",
+                    "calibration",
+                    "seed",
+                )
+            }
+            | {"categorical_features": list(self.categorical_features)},
+            "base_rate": self.base_rate_,
+            "n_features_in": self.n_features_in_,
+            "best_iteration": self.best_iteration_,
+            "booster": None if self.booster_ is None else self.booster_.model_to_string(),
+            "calibrator": None if self.calibrator_ is None else self.calibrator_.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], num_threads: int = 0) -> AcceptanceModel:
+        params = dict(data["params"])
+        params["categorical_features"] = tuple(params.get("categorical_features", (0,)))
+        model = cls(**params, num_threads=num_threads)
+        model.base_rate_ = float(data["base_rate"])
+        model.n_features_in_ = int(data["n_features_in"])
+        model.best_iteration_ = int(data["best_iteration"])
+        model.booster_ = None
+        if data["booster"] is not None:
+            import lightgbm as lgb
+
+            model.booster_ = lgb.Booster(model_str=data["booster"])
+        model.calibrator_ = (
+            IsotonicCalibrator.from_dict(data["calibrator"]) if data["calibrator"] else None
+        )
+        return model

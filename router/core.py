@@ -1,0 +1,502 @@
+"""The SDK: :class:`Router` routes one agent step through the cascade and returns a RouteResult."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router.backends import ChatBackend, Completion, Messages, as_messages, input_text
+from router.embedders import Embedder, build_embedder
+from router.errors import ConfigurationError, RouterLoadError
+from router.features import answer_window
+from router.model import CascadeModel
+from router.policy import Target
+from router.settings import RouterSettings
+
+ChatInput = str | Sequence[Mapping[str, Any]]
+
+
+def tier_roles(n_tiers: int) -> tuple[str, ...]:
+    """Readable role names: small → (medium | tier1, tier2, …) → frontier."""
+    if n_tiers == 2:
+        return ("small", "frontier")
+    if n_tiers == 3:
+        return ("small", "medium", "frontier")
+    return ("small", *(f"tier{i}" for i in range(1, n_tiers - 1)), "frontier")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The router's decision at the first tier, before (and optionally after) its answer."""
+
+    step: str
+    tier: str  # the tier to call first (the first tier not skipped)
+    action: str  # "call" (tier 0), "skip" (straight to the next tier); after an answer:
+    # "accept" or "escalate"
+    p_accept: float  # pre-answer P(first tier accepted | input)
+    p_next: float  # pre-answer P(next tier accepted | input)
+    gain: float  # expected gain of escalating (post-answer when an answer was given)
+    p_accept_answer: float | None = None  # P(first tier accepted | input, answer)
+    lam: float = 0.0
+    skip_threshold: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TierStep:
+    """What happened at one tier on the way through the cascade."""
+
+    tier: str
+    role: str
+    action: str  # skipped | verified | escalated | answered
+    p_accept: float | None
+    p_accept_answer: float | None = None
+    gain: float | None = None
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    """The answer of one routed step and how it was reached."""
+
+    answer: str
+    tier: str
+    role: str
+    path: str
+    step: str
+    probabilities: dict[str, float]
+    steps: tuple[TierStep, ...]
+    cost_usd: float
+    latency_s: float
+    router_latency_s: float
+    target: str
+    router_version: str | None = None
+    score: float | None = None  # replay only: the recorded score of the answer
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Router:
+    """A fitted cascade model, its embedder and one backend per tier.
+
+    ``Router.load(uri_or_path)`` reads a router from a folder, an MLflow model URI
+    (``models:/cascade-router@champion``, ``runs:/…``) or, with no argument, the default.
+    """
+
+    def __init__(
+        self,
+        model: CascadeModel,
+        embedder: Embedder | None = None,
+        backends: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
+        prices: Mapping[str, tuple[float, float]] | None = None,
+        version: str | None = None,
+    ) -> None:
+        model._check_fitted()
+        self.model = model
+        self.embedder = embedder or build_embedder(model.embedder_ref_)
+        if self.embedder.name != model.embedder_name_:
+            raise ConfigurationError(
+                f"this router was trained with embedder {model.embedder_name_!r}; "
+                f"it cannot run with {self.embedder.name!r}"
+            )
+        self.tiers = model.tiers
+        self.roles = tier_roles(len(self.tiers))
+        self.backends = self._tier_backends(backends)
+        self.prices = dict(prices) if prices is not None else _default_prices()
+        self.version = version
+
+    def _tier_backends(
+        self, backends: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None
+    ) -> list[ChatBackend] | None:
+        if backends is None:
+            return None
+        if isinstance(backends, Mapping):
+            missing = [t for t in self.tiers if t not in backends]
+            if missing:
+                raise ConfigurationError(f"no backend for tier(s) {', '.join(missing)}")
+            return [backends[t] for t in self.tiers]
+        if len(backends) != len(self.tiers):
+            raise ConfigurationError(
+                f"{len(backends)} backends for {len(self.tiers)} tiers ({', '.join(self.tiers)})"
+            )
+        return list(backends)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        uri_or_path: str | Path | None = None,
+        *,
+        backends: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
+        settings: RouterSettings | None = None,
+        embedder: Embedder | None = None,
+    ) -> Router:
+        """Load a saved router (folder or MLflow URI); ``None`` loads the configured default."""
+        settings = settings or RouterSettings()
+        target = uri_or_path or settings.default_router
+        if target is None:
+            target = f"models:/{settings.registered_model}@{settings.champion_alias}"
+        folder, version = resolve_router_folder(str(target), settings)
+        model = CascadeModel.load(folder, num_threads=1)
+        return cls(model, embedder=embedder, backends=backends, version=version)
+
+    def with_backends(self, backends: Sequence[ChatBackend] | Mapping[str, ChatBackend]) -> Router:
+        """The same router answering through other backends."""
+        return Router(self.model, self.embedder, backends, self.prices, self.version)
+
+    # ------------------------------------------------------------------ decisions
+    def _input_matrix(self, steps: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+        emb = self.embedder.encode(list(texts))
+        return self.model.input_matrix(texts, steps, emb)
+
+    def decide_batch(
+        self,
+        steps: Sequence[str],
+        inputs: Sequence[ChatInput],
+        answers: Sequence[str | None] | None = None,
+        target: Target | str | None = None,
+    ) -> list[Decision]:
+        """Decisions for many step inputs at once, calling no model.
+
+        Without answers: whether to call the first tier or skip it. With the first tier's
+        answers: whether to accept them or escalate.
+        """
+        if len(steps) != len(inputs) or (answers is not None and len(answers) != len(inputs)):
+            raise ConfigurationError("steps, inputs and answers must have the same length")
+        tgt = Target.parse(target)
+        texts = [input_text(i) for i in inputs]
+        X = self._input_matrix(steps, texts)
+        pre = self.model.pre_probabilities(X)
+        post = None
+        if answers is not None:
+            a_emb = self.embedder.encode([answer_window(a) for a in answers])
+            post = self.model.post_probabilities(0, X, a_emb, answers)
+        decisions = []
+        for j, step in enumerate(steps):
+            point = self.model.policy_.operating(step, tgt)
+            p0, p1 = float(pre[j, 0]), float(pre[j, 1])
+            if answers is None:
+                skip = p0 < point.skip_thresholds[0]
+                decisions.append(
+                    Decision(
+                        str(step),
+                        self.tiers[1] if skip else self.tiers[0],
+                        "skip" if skip else "call",
+                        p0,
+                        p1,
+                        p1 - p0,
+                        None,
+                        point.lam,
+                        point.skip_thresholds[0],
+                    )
+                )
+            else:
+                ps, pn = (float(post[0][j]), float(post[1][j])) if post else (p0, p1)
+                gain = pn - ps
+                action = "escalate" if gain > point.lam * self.model.tier_weights_[0] else "accept"
+                decisions.append(
+                    Decision(
+                        str(step),
+                        self.tiers[0],
+                        action,
+                        p0,
+                        p1,
+                        gain,
+                        ps,
+                        point.lam,
+                        point.skip_thresholds[0],
+                    )
+                )
+        return decisions
+
+    def decide(
+        self,
+        step: str,
+        input: ChatInput,
+        answer: str | None = None,
+        target: Target | str | None = None,
+    ) -> Decision:
+        """The decision for one step input (see :meth:`decide_batch`)."""
+        return self.decide_batch([step], [input], None if answer is None else [answer], target)[0]
+
+    # ------------------------------------------------------------------ routing
+    def _require_backends(self) -> list[ChatBackend]:
+        if self.backends is None:
+            raise ConfigurationError(
+                "this router has no backends: pass backends=[...] (one per tier: "
+                f"{', '.join(self.tiers)}) to Router.load or use decide() for decisions only"
+            )
+        return self.backends
+
+    def _cost(self, completion: Completion) -> float:
+        if completion.cost_usd is not None:
+            return float(completion.cost_usd)
+        price_in, price_out = self.prices.get(completion.model, (0.0, 0.0))
+        return (completion.input_tokens * price_in + completion.output_tokens * price_out) / 1e6
+
+    def route(
+        self,
+        step: str,
+        input: ChatInput,
+        target: Target | str | None = None,
+        max_tokens: int | None = None,
+    ) -> RouteResult:
+        """Answer one step through the cascade (blocking)."""
+        runner = _Cascade(self, step, input, target)
+        while (call := runner.next_call()) is not None:
+            runner.receive(
+                self._require_backends()[call].complete(runner.messages, max_tokens=max_tokens)
+            )
+        return runner.result()
+
+    async def aroute(
+        self,
+        step: str,
+        input: ChatInput,
+        target: Target | str | None = None,
+        max_tokens: int | None = None,
+    ) -> RouteResult:
+        """Answer one step through the cascade (asyncio); the embedding runs in a thread."""
+        runner = await asyncio.to_thread(_Cascade, self, step, input, target)
+        while (call := runner.next_call()) is not None:
+            completion = await self._require_backends()[call].acomplete(
+                runner.messages, max_tokens=max_tokens
+            )
+            await asyncio.to_thread(runner.receive, completion)
+        return runner.result()
+
+
+class _Cascade:
+    """One request's walk down the tiers; the I/O is done by the caller (sync or async)."""
+
+    def __init__(self, router: Router, step: str, input: ChatInput, target: Target | str | None):
+        if not isinstance(step, str) or not step.strip():
+            raise ConfigurationError("step must be a non-empty string (e.g. 'intent')")
+        started = time.perf_counter()
+        self.router, self.step = router, step
+        self.target = Target.parse(target) or router.model.target
+        self.messages: Messages = as_messages(input)
+        self.text = input_text(self.messages)
+        self.X = router._input_matrix([step], [self.text])
+        self.pre = router.model.pre_probabilities(self.X)[0]
+        self.point = router.model.policy_.operating(step, self.target)
+        self.tier = 0
+        self.trail: list[TierStep] = []
+        self.probabilities: dict[str, float] = {
+            f"pre:{t}": float(p) for t, p in zip(router.tiers, self.pre, strict=True)
+        }
+        self.answer: Completion | None = None
+        self.cost = 0.0
+        self.router_s = time.perf_counter() - started
+        self.started = started
+        self._advance_skips()
+
+    def _advance_skips(self) -> None:
+        tiers, roles = self.router.tiers, self.router.roles
+        while (
+            self.tier < len(tiers) - 1
+            and self.pre[self.tier] < self.point.skip_thresholds[self.tier]
+        ):
+            self.trail.append(
+                TierStep(tiers[self.tier], roles[self.tier], "skipped", float(self.pre[self.tier]))
+            )
+            self.tier += 1
+
+    def next_call(self) -> int | None:
+        return None if self.answer is not None else self.tier
+
+    def receive(self, completion: Completion) -> None:
+        t0 = time.perf_counter()
+        router, i = self.router, self.tier
+        cost = router._cost(completion)
+        self.cost += cost
+        top = len(router.tiers) - 1
+        if i == top:
+            self.trail.append(
+                TierStep(
+                    router.tiers[i],
+                    router.roles[i],
+                    "answered",
+                    float(self.pre[i]),
+                    None,
+                    None,
+                    cost,
+                    completion.latency_s,
+                )
+            )
+            self.answer = completion
+            self.router_s += time.perf_counter() - t0
+            return
+        a_emb = router.embedder.encode([answer_window(completion.text)])
+        post = router.model.post_probabilities(
+            i, self.X, a_emb, [completion.text], [completion.logprobs]
+        )
+        p_self, p_next = (
+            (float(post[0][0]), float(post[1][0]))
+            if post
+            else (float(self.pre[i]), float(self.pre[i + 1]))
+        )
+        gain = p_next - p_self
+        self.probabilities[f"post:{router.tiers[i]}"] = p_self
+        escalate = gain > self.point.lam * router.model.tier_weights_[i]
+        self.trail.append(
+            TierStep(
+                router.tiers[i],
+                router.roles[i],
+                "escalated" if escalate else "verified",
+                float(self.pre[i]),
+                p_self,
+                gain,
+                cost,
+                completion.latency_s,
+            )
+        )
+        if escalate:
+            self.tier += 1
+            self._advance_skips()
+        else:
+            self.answer = completion
+        self.router_s += time.perf_counter() - t0
+
+    def result(self) -> RouteResult:
+        assert self.answer is not None
+        router = self.router
+        parts: list[str] = []
+        for s in self.trail:
+            if s.action == "skipped":
+                parts.append("skipped")
+            elif s.action == "answered":
+                parts.append(s.role)
+            else:
+                parts += [s.role, s.action]
+        index = (
+            router.tiers.index(self.answer.model)
+            if self.answer.model in router.tiers
+            else self.tier
+        )
+        return RouteResult(
+            answer=self.answer.text,
+            tier=router.tiers[index],
+            role=router.roles[index],
+            path="→".join(parts),
+            step=self.step,
+            probabilities=self.probabilities,
+            steps=tuple(self.trail),
+            cost_usd=self.cost,
+            latency_s=time.perf_counter() - self.started,
+            router_latency_s=self.router_s,
+            target=str(self.target),
+            router_version=router.version,
+            score=self.answer.score,
+        )
+
+
+def _default_prices() -> dict[str, tuple[float, float]]:
+    from router.data import load_prices
+
+    return load_prices()
+
+
+def resolve_router_folder(target: str, settings: RouterSettings) -> tuple[Path, str | None]:
+    """A local folder holding ``router.json`` for a path or an MLflow model URI."""
+    path = Path(target)
+    for candidate in (path, path / "artifacts" / "router"):
+        if (candidate / "router.json").exists():
+            return candidate, None
+    if "://" in target or target.startswith(("models:/", "runs:/")):
+        return _download_mlflow_router(target, settings)
+    raise RouterLoadError(
+        f"no router at {target!r}: give a folder written by CascadeModel.save, an MLflow "
+        "model folder, or a URI such as models:/cascade-router@champion"
+    )
+
+
+def _download_mlflow_router(uri: str, settings: RouterSettings) -> tuple[Path, str | None]:
+    try:
+        import mlflow
+        from mlflow.exceptions import MlflowException
+    except ImportError as exc:  # pragma: no cover - mlflow is a dependency
+        raise RouterLoadError("loading a router from a model URI needs mlflow") from exc
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    version = None
+    try:
+        if uri.startswith("models:/") and "@" in uri:
+            name, alias = uri[len("models:/") :].split("@", 1)
+            mv = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+            version = str(mv.version)
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                uri, dst_path=tempfile.mkdtemp(prefix="cascade-router-")
+            )
+        )
+    except MlflowException as exc:
+        raise RouterLoadError(
+            f"cannot load {uri} from {settings.tracking_uri}: {exc.message.splitlines()[0]}. "
+            "Train and register one with `cascade-router train`."
+        ) from exc
+    for candidate in (local / "artifacts" / "router", local / "router", local):
+        if (candidate / "router.json").exists():
+            return candidate, version
+    raise RouterLoadError(f"{uri} holds no cascade router (router.json missing)")
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_default_router(target: str | None, tracking_uri: str) -> Router:
+    settings = RouterSettings(tracking_uri=tracking_uri)
+    router = Router.load(target, settings=settings)
+    from router.backends import ReplayBackend
+    from router.data import bundled_dataset
+
+    if router.backends is None:
+        # the embedded default answers from the bundled recorded outcomes
+        paths = [bundled_dataset(name) for name in ("mmlu_pro", "gsm8k", "routerbench")]
+        backends = []
+        for tier in router.tiers:
+            for p in paths:
+                try:
+                    backends.append(ReplayBackend.from_files([p], tier))
+                    break
+                except Exception:
+                    continue
+            else:
+                return router
+        router = router.with_backends(backends)
+    return router
+
+
+def route(
+    step: str, input: ChatInput, target: Target | str | None = None, max_tokens: int | None = None
+) -> RouteResult:
+    """Route one step with the default router (``CASCADE_DEFAULT_ROUTER`` or ``@champion``)."""
+    settings = RouterSettings()
+    router = _cached_default_router(settings.default_router, settings.tracking_uri)
+    return router.route(step, input, target=target, max_tokens=max_tokens)
+
+
+async def aroute(
+    step: str, input: ChatInput, target: Target | str | None = None, max_tokens: int | None = None
+) -> RouteResult:
+    """Async twin of :func:`route`."""
+    settings = RouterSettings()
+    router = await asyncio.to_thread(
+        _cached_default_router, settings.default_router, settings.tracking_uri
+    )
+    return await router.aroute(step, input, target=target, max_tokens=max_tokens)
+
+
+def finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None

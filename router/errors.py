@@ -1,0 +1,59 @@
+"""Exceptions that the CLI and the service turn into clear messages and exit codes."""
+
+from __future__ import annotations
+
+
+class CascadeRouterError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+    exit_code = 1
+
+
+class DataValidationError(CascadeRouterError, ValueError):
+    """Bad input data: names the file, the row and the column at fault."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+    ) -> None:
+        self.file, self.row, self.column, self.detail = file, row, column, message
+        where = []
+        if file is not None:
+            where.append(f"file {file}")
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+class ConfigurationError(CascadeRouterError, ValueError):
+    """An impossible setting or argument (unknown model, bad target, ...)."""
+
+    exit_code = 2
+
+
+class NotFittedError(CascadeRouterError, RuntimeError):
+    """A learned object was used before `fit`."""
+
+
+class BackendError(CascadeRouterError, RuntimeError):
+    """A model backend failed to answer."""
+
+    exit_code = 3
+
+
+class BackendUnavailableError(BackendError):
+    """A model backend could not be reached (connection refused, DNS, timeout)."""
+
+
+class RouterLoadError(CascadeRouterError, RuntimeError):
+    """A saved router could not be found or read."""
+
+    exit_code = 4

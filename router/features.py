@@ -1,0 +1,74 @@
+"""Feature matrices of the acceptance models: input embedding, cheap features, answer features."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from router.answers import parse_final_answer
+
+N_INPUT_EXTRA = 3  # step code, log chars, log words
+N_ANSWER_EXTRA = 5  # log chars, parsed, logprob mean, logprob min, answer ends cleanly
+
+
+@dataclass(frozen=True)
+class StepVocabulary:
+    """Maps step kinds to integer codes; unknown steps map to -1 (LightGBM: missing)."""
+
+    steps: tuple[str, ...]
+
+    @classmethod
+    def fit(cls, steps: Sequence[str], min_count: int = 1) -> StepVocabulary:
+        values, counts = np.unique(np.asarray(steps, dtype=object).astype(str), return_counts=True)
+        return cls(tuple(str(v) for v, c in zip(values, counts, strict=True) if c >= min_count))
+
+    def encode(self, steps: Sequence[str]) -> np.ndarray:
+        index = {s: i for i, s in enumerate(self.steps)}
+        return np.array([index.get(str(s), -1) for s in steps], dtype=np.float32)
+
+
+def input_features(
+    embeddings: np.ndarray, texts: Sequence[str], step_codes: np.ndarray
+) -> np.ndarray:
+    """Pre-answer features: ``[step code, log chars, log words, embedding...]``."""
+    n = len(texts)
+    extra = np.empty((n, N_INPUT_EXTRA), dtype=np.float32)
+    extra[:, 0] = step_codes
+    extra[:, 1] = [math.log1p(len(t)) for t in texts]
+    extra[:, 2] = [math.log1p(len(t.split())) for t in texts]
+    return np.hstack([extra, embeddings.astype(np.float32)])
+
+
+def answer_extra_features(
+    answers: Sequence[str | None], logprobs: Sequence[Sequence[float] | None] | None = None
+) -> np.ndarray:
+    """Cheap signals from an answer: length, whether a final answer parses, token log-probs."""
+    n = len(answers)
+    out = np.full((n, N_ANSWER_EXTRA), np.nan, dtype=np.float32)
+    for i, answer in enumerate(answers):
+        text = answer or ""
+        out[i, 0] = math.log1p(len(text))
+        out[i, 1] = 1.0 if parse_final_answer(text) is not None else 0.0
+        out[i, 4] = 1.0 if text.rstrip().endswith((".", ")", "]", "}")) else 0.0
+        lp = logprobs[i] if logprobs is not None else None
+        if lp:
+            arr = np.asarray(lp, dtype=np.float64)
+            out[i, 2] = float(arr.mean())
+            out[i, 3] = float(arr.min())
+    return out
+
+
+def answer_window(answer: str | None, max_chars: int = 600) -> str:
+    """The part of an answer that the answer embedding reads: its end, where it concludes."""
+    text = answer or ""
+    return text[-max_chars:] if len(text) > max_chars else text
+
+
+def answer_features(
+    input_matrix: np.ndarray, answer_embeddings: np.ndarray, answer_extra: np.ndarray
+) -> np.ndarray:
+    """Answer-aware features: the input features, then answer extras, then answer embedding."""
+    return np.hstack([input_matrix, answer_extra, answer_embeddings.astype(np.float32)])

@@ -1,0 +1,308 @@
+"""CascadeModel: the learned part of a router (acceptance models per tier + the policy).
+
+``fit(table, embedder)`` learns from recorded outcomes (an :class:`~router.data.OutcomeTable`):
+
+* for every tier ``t``, a pre-answer model ``P(t accepted | input)``;
+* for every tier ``i`` below the top whose answers are recorded, two answer-aware models
+  ``P(i accepted | input, i's answer)`` and ``P(i+1 accepted | input, i's answer)``, whose
+  difference is the expected gain of escalating;
+* the :class:`~router.policy.CascadePolicy` fitted for a target on a calibration split that
+  neither the boosters nor their early stopping saw.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from router.acceptance import AcceptanceModel
+from router.embedders import Embedder
+from router.errors import ConfigurationError, NotFittedError, RouterLoadError
+from router.features import (
+    StepVocabulary,
+    answer_extra_features,
+    answer_features,
+    answer_window,
+    input_features,
+)
+from router.policy import CascadePolicy, CascadeSignals, Target
+
+if TYPE_CHECKING:
+    from router.data import OutcomeTable
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FitSplits:
+    """Row indices of an OutcomeTable used to fit boosters, stop them early, and calibrate."""
+
+    fit: np.ndarray
+    val: np.ndarray
+    cal: np.ndarray
+
+    @classmethod
+    def make(cls, prompt_ids: np.ndarray, val: float, cal: float, seed: int) -> FitSplits:
+        order = np.argsort(np.asarray(prompt_ids).astype(str), kind="stable")
+        perm = order[np.random.default_rng(seed).permutation(len(order))]
+        n_val, n_cal = round(len(perm) * val), round(len(perm) * cal)
+        return cls(
+            np.sort(perm[n_val + n_cal :]),
+            np.sort(perm[:n_val]),
+            np.sort(perm[n_val : n_val + n_cal]),
+        )
+
+
+@dataclass
+class TableFeatures:
+    """Feature matrices of a table: the input features and, per tier, the answer features."""
+
+    inputs: np.ndarray
+    answers: dict[int, np.ndarray]
+
+
+class CascadeModel:
+    """Acceptance models for an ordered tier list (cheapest first) and the fitted policy."""
+
+    def __init__(
+        self,
+        tiers: Sequence[str],
+        target: Target | None = None,
+        answer_aware: bool = True,
+        val_fraction: float = 0.15,
+        cal_fraction: float = 0.25,
+        skip_tolerance: float | None = 0.1,
+        min_step_samples: int = 200,
+        acceptance_params: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        if len(tiers) < 2 or len(set(tiers)) != len(tiers):
+            raise ConfigurationError("a cascade needs two or more distinct tiers, cheapest first")
+        self.tiers = tuple(tiers)
+        self.target = target or Target(quality_ratio=0.95)
+        self.answer_aware = answer_aware
+        self.val_fraction = val_fraction
+        self.cal_fraction = cal_fraction
+        self.skip_tolerance = skip_tolerance
+        self.min_step_samples = min_step_samples
+        self.acceptance_params = dict(acceptance_params or {})
+        self.seed = seed
+
+    # ------------------------------------------------------------------ features
+    def featurize(
+        self,
+        table: OutcomeTable,
+        embedder: Embedder,
+        progress: bool = False,
+        answers: bool = True,
+    ) -> TableFeatures:
+        """Input features for every prompt and answer features for tiers with recorded answers."""
+        vocab = getattr(self, "steps_", None) or StepVocabulary.fit(table.steps)
+        emb = embedder.encode(table.prompts, progress=progress)
+        inputs = input_features(emb, table.prompts, vocab.encode(table.steps))
+        per_tier: dict[int, np.ndarray] = {}
+        if answers and self.answer_aware:
+            for i in range(len(self.tiers) - 1):
+                responses = table.responses[i]
+                if all(r is None for r in responses):
+                    continue
+                a_emb = embedder.encode([answer_window(r) for r in responses], progress=progress)
+                per_tier[i] = answer_features(inputs, a_emb, answer_extra_features(responses))
+        return TableFeatures(inputs, per_tier)
+
+    # ------------------------------------------------------------------ fitting
+    def _new_model(self) -> AcceptanceModel:
+        return AcceptanceModel(seed=self.seed, **self.acceptance_params)
+
+    def fit(
+        self,
+        table: OutcomeTable,
+        embedder: Embedder,
+        progress: bool = False,
+        features: TableFeatures | None = None,
+    ) -> CascadeModel:
+        """Learn every acceptance model and fit the policy for ``self.target``."""
+        if tuple(table.tiers) != self.tiers:
+            raise ConfigurationError(f"table tiers {table.tiers} differ from {self.tiers}")
+        if len(table) < 50:
+            raise ConfigurationError(f"too few prompts to train a router: {len(table)} (< 50)")
+        self.embedder_ref_ = embedder.reference()
+        self.embedder_name_ = embedder.name
+        self.steps_ = StepVocabulary.fit(table.steps)
+        feats = features or self.featurize(table, embedder, progress=progress)
+        splits = FitSplits.make(table.prompt_ids, self.val_fraction, self.cal_fraction, self.seed)
+        self.splits_ = splits
+        labels = [table.labels(t) for t in range(len(self.tiers))]
+        self.pre_models_ = [
+            self._fit_one(feats.inputs, labels[t], splits) for t in range(len(self.tiers))
+        ]
+        self.post_models_: dict[int, tuple[AcceptanceModel, AcceptanceModel]] = {}
+        for i, X in feats.answers.items():
+            self.post_models_[i] = (
+                self._fit_one(X, labels[i], splits),
+                self._fit_one(X, labels[i + 1], splits),
+            )
+        mean_cost = table.costs[splits.fit].mean(axis=0)
+        self.tier_weights_ = np.array(
+            [
+                mean_cost[i + 1] / mean_cost[-1] if mean_cost[-1] > 0 else 1.0
+                for i in range(len(self.tiers) - 1)
+            ]
+        )
+        cal = table.subset(splits.cal)
+        cal_signals = self.signals_from_features(subset_features(feats, splits.cal))
+        self.policy_ = CascadePolicy(
+            tiers=self.tiers,
+            tier_weights=self.tier_weights_,
+            skip_tolerance=self.skip_tolerance,
+            min_step_samples=self.min_step_samples,
+            target=self.target,
+        ).fit(cal_signals, cal.scores, cal.costs, cal.steps)
+        self.mean_output_tokens_ = table.output_tokens[splits.fit].mean(axis=0).tolist()
+        return self
+
+    def _fit_one(self, X: np.ndarray, y: np.ndarray, s: FitSplits) -> AcceptanceModel:
+        return self._new_model().fit(
+            X[s.fit], y[s.fit], eval_set=(X[s.val], y[s.val]), calibration_set=(X[s.cal], y[s.cal])
+        )
+
+    # ------------------------------------------------------------------ prediction
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "policy_"):
+            raise NotFittedError("CascadeModel is not fitted: call fit() or load() first")
+
+    def signals_from_features(self, feats: TableFeatures) -> CascadeSignals:
+        """Probabilities of every model for every row (NaN post columns where no answer model)."""
+        n = len(feats.inputs)
+        pre = np.column_stack([m.predict_accept(feats.inputs) for m in self.pre_models_])
+        post_self = np.full((n, len(self.tiers) - 1), np.nan)
+        post_next = np.full((n, len(self.tiers) - 1), np.nan)
+        for i, (m_self, m_next) in self.post_models_.items():
+            if i in feats.answers:
+                post_self[:, i] = m_self.predict_accept(feats.answers[i])
+                post_next[:, i] = m_next.predict_accept(feats.answers[i])
+        return CascadeSignals(pre, post_self, post_next)
+
+    def signals(
+        self, table: OutcomeTable, embedder: Embedder, progress: bool = False
+    ) -> CascadeSignals:
+        """Signals for recorded outcomes, the recorded answers standing in for live ones."""
+        self._check_fitted()
+        return self.signals_from_features(self.featurize(table, embedder, progress=progress))
+
+    def input_matrix(
+        self, texts: Sequence[str], steps: Sequence[str], embeddings: np.ndarray
+    ) -> np.ndarray:
+        self._check_fitted()
+        return input_features(embeddings, texts, self.steps_.encode(steps))
+
+    def pre_probabilities(self, X_inputs: np.ndarray) -> np.ndarray:
+        """P(tier t accepted | input) for every tier, shape (n, T)."""
+        self._check_fitted()
+        return np.column_stack([m.predict_accept(X_inputs) for m in self.pre_models_])
+
+    def post_probabilities(
+        self,
+        tier: int,
+        X_inputs: np.ndarray,
+        answer_embeddings: np.ndarray,
+        answers: Sequence[str | None],
+        logprobs: Sequence[Sequence[float] | None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """P(tier accepted | input, answer) and P(next tier accepted | ...); None if no model."""
+        self._check_fitted()
+        if tier not in self.post_models_:
+            return None
+        X = answer_features(X_inputs, answer_embeddings, answer_extra_features(answers, logprobs))
+        m_self, m_next = self.post_models_[tier]
+        return m_self.predict_accept(X), m_next.predict_accept(X)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write the model as JSON + LightGBM text + an npz of calibration outcomes (no pickle)."""
+        self._check_fitted()
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "tiers": list(self.tiers),
+            "params": {
+                "target": str(self.target),
+                "answer_aware": self.answer_aware,
+                "val_fraction": self.val_fraction,
+                "cal_fraction": self.cal_fraction,
+                "skip_tolerance": self.skip_tolerance,
+                "min_step_samples": self.min_step_samples,
+                "acceptance_params": self.acceptance_params,
+                "seed": self.seed,
+            },
+            "embedder": self.embedder_ref_,
+            "embedder_name": self.embedder_name_,
+            "steps": list(self.steps_.steps),
+            "tier_weights": self.tier_weights_.tolist(),
+            "mean_output_tokens": self.mean_output_tokens_,
+            "policy": self.policy_.to_dict(),
+            "pre_models": [m.to_dict() for m in self.pre_models_],
+            "post_models": {
+                str(i): [a.to_dict(), b.to_dict()] for i, (a, b) in self.post_models_.items()
+            },
+        }
+        (path / "router.json").write_text(json.dumps(meta))
+        np.savez_compressed(path / "calibration.npz", **self.policy_.calibration_arrays())
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path, num_threads: int = 0) -> CascadeModel:
+        """Read a model written by :meth:`save`."""
+        path = Path(directory)
+        meta_path = path / "router.json"
+        if not meta_path.exists():
+            raise RouterLoadError(f"no saved router at {path} (router.json missing)")
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise RouterLoadError(
+                    f"router at {path} has format {meta.get('format_version')}, "
+                    f"expected {FORMAT_VERSION}"
+                )
+            params = dict(meta["params"])
+            params["target"] = Target.parse(params["target"])
+            model = cls(tiers=meta["tiers"], **params)
+            model.embedder_ref_ = meta["embedder"]
+            model.embedder_name_ = meta["embedder_name"]
+            model.steps_ = StepVocabulary(tuple(meta["steps"]))
+            model.tier_weights_ = np.asarray(meta["tier_weights"], dtype=np.float64)
+            model.mean_output_tokens_ = list(meta["mean_output_tokens"])
+            model.pre_models_ = [
+                AcceptanceModel.from_dict(d, num_threads) for d in meta["pre_models"]
+            ]
+            model.post_models_ = {
+                int(i): (
+                    AcceptanceModel.from_dict(a, num_threads),
+                    AcceptanceModel.from_dict(b, num_threads),
+                )
+                for i, (a, b) in meta["post_models"].items()
+            }
+            with np.load(path / "calibration.npz", allow_pickle=False) as arrays:
+                model.policy_ = CascadePolicy.from_dict(meta["policy"], dict(arrays))
+        except RouterLoadError:
+            raise
+        except (KeyError, ValueError, OSError, TypeError) as exc:
+            raise RouterLoadError(f"router at {path} is damaged or incompatible: {exc}") from exc
+        return model
+
+
+def subset_features(feats: TableFeatures, index: np.ndarray) -> TableFeatures:
+    """Rows ``index`` of every feature matrix."""
+    return TableFeatures(feats.inputs[index], {i: X[index] for i, X in feats.answers.items()})
+
+
+def finite(x: float) -> float | None:
+    """JSON-friendly number (None for NaN/inf)."""
+    return x if math.isfinite(x) else None

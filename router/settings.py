@@ -1,0 +1,37 @@
+"""One typed settings object for the whole package, read from the environment (``CASCADE_*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RouterSettings(BaseSettings):
+    """Configuration of cascade-router.
+
+    Every field can be set through an environment variable with the ``CASCADE_`` prefix
+    (``CASCADE_TRACKING_URI``, ``CASCADE_CACHE_DIR``, ...) or passed explicitly.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CASCADE_", extra="ignore")
+
+    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking store")
+    artifact_location: str = Field("./mlruns", description="MLflow artifact root for experiments")
+    experiment: str = Field("cascade-router", description="MLflow experiment name")
+    registered_model: str = Field("cascade-router", description="Model Registry name")
+    champion_alias: str = Field("champion", description="alias of the production version")
+    cache_dir: Path = Field(Path(".cascade-cache"), description="embedding cache folder")
+    embedder: str = Field("minilm", description="embedder kind (see router.embedders)")
+    embed_max_seq_length: int = Field(128, ge=16, le=512, description="tokens the encoder reads")
+    embed_max_chars: int = Field(1000, ge=64, description="input window: head and tail characters")
+    embed_batch_size: int = Field(64, ge=1)
+    seed: int = 0
+    test_size: float = Field(0.2, gt=0.0, lt=1.0)
+    prices_path: Path | None = Field(None, description="prices JSON; default: the bundled one")
+    backend_timeout_s: float = Field(30.0, gt=0.0)
+    default_router: str | None = Field(
+        None, description="URI or folder the module-level route() loads; default: bundled router"
+    )
+    progress: bool = Field(True, description="show progress bars on long work")

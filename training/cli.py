@@ -1,0 +1,409 @@
+"""`cascade-router`: train, evaluate and route from the command line.
+
+Exit codes: 0 success; 1 unexpected failure; 2 bad input (data, arguments, configuration);
+3 a model backend failed or was unreachable; 4 a router could not be loaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from router.errors import CascadeRouterError, ConfigurationError
+
+app = typer.Typer(
+    name="cascade-router",
+    help="A learned cascade router for LLM agent pipelines: train, evaluate, route.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DataOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data",
+        "-d",
+        help="bundled dataset (mmlu_pro, gsm8k, routerbench) or a "
+        ".parquet/.csv/.jsonl file in the outcome schema; repeatable",
+    ),
+]
+TiersOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tiers",
+        "-t",
+        help="comma-separated models, cheapest first "
+        "(default: llama-3.1-8b-instruct,gpt-4o-2024-05-13)",
+    ),
+]
+TargetOpt = Annotated[
+    str, typer.Option("--target", help="quality=0.95 | share=0.2 | cost=0.002 (USD per request)")
+]
+SampleOpt = Annotated[int | None, typer.Option("--sample", help="use N prompts (seeded sample)")]
+
+
+def handle_errors(fn: F) -> F:
+    """Turn package errors into one clear line and a documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CascadeRouterError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+        except typer.Exit:
+            raise
+        except Exception as exc:
+            if os.environ.get("CASCADE_DEBUG"):
+                raise
+            console.print(
+                f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+                "(set CASCADE_DEBUG=1 to see the traceback)",
+                highlight=False,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Any:
+    from router.settings import RouterSettings
+
+    return RouterSettings()
+
+
+def _config(
+    data: list[str] | None, tiers: str | None, target: str, sample: int | None, **kw: Any
+) -> Any:
+    from router.policy import Target
+    from training.pipeline import DEFAULT_TIERS, TrainConfig
+
+    tier_list = [t.strip() for t in tiers.split(",") if t.strip()] if tiers else list(DEFAULT_TIERS)
+    if len(tier_list) < 2:
+        raise ConfigurationError("--tiers needs at least two models, cheapest first")
+    parsed = Target.parse(target)
+    assert parsed is not None
+    if sample is not None and sample < 100:
+        raise ConfigurationError("--sample must be at least 100 prompts")
+    return TrainConfig(
+        data=data or ["mmlu_pro"], tiers=tier_list, target=parsed, sample=sample, **kw
+    )
+
+
+def _fmt(x: Any, pct: bool = False) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, list):
+        return "[" + ", ".join(_fmt(v) for v in x) + "]"
+    return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    """Router, cascade and baselines side by side."""
+    table = Table(title=f"{' → '.join(report['tiers'])}: test split (n={report['n_test']})")
+    for col in (
+        "router",
+        "APGR",
+        "CPT50",
+        "CPT80",
+        "CPT95",
+        "share @95% quality",
+        "ROC AUC",
+        "ECE",
+    ):
+        table.add_column(col, justify="right" if col != "router" else "left")
+    rows: list[tuple[str, dict[str, Any] | None]] = [
+        ("cascade (answer-aware)", report.get("cascade_answer_aware")),
+        ("router (pre-answer)", report.get("router_pre_answer")),
+    ]
+    rows += [
+        (f"baseline: {k}", v)
+        for k, v in report.get("baselines", {}).items()
+        if not k.startswith("always")
+    ]
+    for name, m in rows:
+        if not m:
+            continue
+        table.add_row(
+            name,
+            _fmt(m.get("apgr")),
+            _fmt(m.get("cpt50")),
+            _fmt(m.get("cpt80")),
+            _fmt(m.get("cpt95")),
+            _fmt(m.get("share_at_95pct_quality")),
+            _fmt(m.get("roc_auc")),
+            _fmt(m.get("ece")),
+        )
+    return table
+
+
+def policy_lines(report: dict[str, Any]) -> list[str]:
+    p = report["policy"]
+    lines = [
+        f"always-small quality {_fmt(report['q_small'])}, "
+        f"always-frontier {_fmt(report['q_frontier'])}"
+        f" (${report['cost_always_frontier'] * 1000:.3f} per 1k requests)",
+        f"policy at target {p['target']} (fitted on the calibration split, measured on test): "
+        f"quality ratio {_fmt(p['quality_ratio'], pct=True)}, frontier share "
+        f"{_fmt(p['frontier_share'], pct=True)}, "
+        f"skipped small calls {_fmt(p['skip_share'], pct=True)}, "
+        f"cost saved {_fmt(p['cost_saved'], pct=True)} vs always-frontier",
+    ]
+    for name, iv in report.get("intervals", {}).items():
+        if isinstance(iv, dict):
+            lines.append(
+                f"{name}: APGR 95% CI {_fmt(iv.get('apgr_ci95'))}, "
+                f"share@95% CI {_fmt(iv.get('share_at_95pct_quality_ci95'))}"
+            )
+        else:
+            lines.append(f"{name}: {_fmt(iv)}")
+    return lines
+
+
+@app.command()
+@handle_errors
+def train(
+    data: DataOpt = None,
+    tiers: TiersOpt = None,
+    target: TargetOpt = "quality=0.95",
+    sample: SampleOpt = None,
+    source_split: Annotated[bool, typer.Option(help="use the data's own train/test split")] = False,
+    answer_aware: Annotated[bool, typer.Option(help="learn the answer-aware models")] = True,
+    register: Annotated[bool, typer.Option(help="register in the MLflow Model Registry")] = True,
+    output_dir: Annotated[Path, typer.Option(help="where the plot and report go")] = Path(
+        "outputs"
+    ),
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 200,
+    json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Train a router, evaluate it, log the run to MLflow and register it (first → @champion)."""
+    from training.pipeline import log_to_mlflow, train_and_evaluate
+
+    settings = _settings()
+    config = _config(
+        data,
+        tiers,
+        target,
+        sample,
+        source_split=source_split,
+        answer_aware=answer_aware,
+        register=register,
+        output_dir=output_dir,
+        bootstrap=bootstrap,
+    )
+    result = train_and_evaluate(config, settings, log=lambda m: console.print(f"[cyan]›[/] {m}"))
+    result = log_to_mlflow(
+        result,
+        config,
+        settings,
+        result.report["dataset_digest"],
+        log=lambda m: console.print(f"[cyan]›[/] {m}"),
+    )
+    if json_out:
+        print(
+            json.dumps(
+                result.report | {"run_id": result.run_id, "version": result.version}, indent=2
+            )
+        )
+        return
+    out.print(summary_table(result.report))
+    for line in policy_lines(result.report):
+        out.print(line, highlight=False)
+    reg = (
+        f"registered {settings.registered_model} v{result.version}"
+        + (f" as @{settings.champion_alias}" if result.aliased else " (champion unchanged)")
+        if result.version
+        else "not registered"
+    )
+    out.print(f"plot: {result.plot_path}  report: {result.report_path}  {reg}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    data: DataOpt = None,
+    tiers: TiersOpt = None,
+    target: TargetOpt = "quality=0.95",
+    sample: SampleOpt = None,
+    source_split: Annotated[bool, typer.Option(help="use the data's own train/test split")] = False,
+    answer_aware: Annotated[bool, typer.Option(help="learn the answer-aware models")] = True,
+    output_dir: Annotated[Path, typer.Option(help="where the plot and report go")] = Path(
+        "outputs"
+    ),
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 200,
+    json_out: Annotated[bool, typer.Option("--json", help="print everything as JSON")] = False,
+) -> None:
+    """Fit on a seeded split of any dataset and tier list; report curves, APGR, CPT, baselines."""
+    from training.pipeline import train_and_evaluate
+
+    settings = _settings()
+    config = _config(
+        data,
+        tiers,
+        target,
+        sample,
+        source_split=source_split,
+        answer_aware=answer_aware,
+        register=False,
+        output_dir=output_dir,
+        bootstrap=bootstrap,
+    )
+    quiet = json_out
+    result = train_and_evaluate(
+        config,
+        settings.model_copy(update={"progress": settings.progress and not quiet}),
+        log=(lambda m: None) if quiet else (lambda m: console.print(f"[cyan]›[/] {m}")),
+    )
+    if json_out:
+        print(json.dumps(result.report, indent=2))
+        return
+    out.print(summary_table(result.report))
+    for line in policy_lines(result.report):
+        out.print(line, highlight=False)
+    out.print(f"plot: {result.plot_path}  report: {result.report_path}", highlight=False)
+
+
+def _backends(
+    router_tiers: tuple[str, ...], specs: list[str] | None, replay: list[str] | None
+) -> list[Any]:
+    from router.backends import OpenAIBackend, ReplayBackend
+    from training.pipeline import resolve_data_paths
+
+    chosen: dict[str, Any] = {}
+    for spec in specs or []:
+        model, sep, url = spec.partition("=")
+        if not sep or not url:
+            raise ConfigurationError(f"--backend {spec!r}: use MODEL=BASE_URL")
+        if model not in router_tiers:
+            raise ConfigurationError(
+                f"--backend names {model!r}, not a tier of this router ({', '.join(router_tiers)})"
+            )
+        chosen[model] = OpenAIBackend(model=model, base_url=url, api_key_env=_key_env(model))
+    paths = resolve_data_paths(replay or ["mmlu_pro", "gsm8k", "routerbench"])
+    for tier in router_tiers:
+        if tier in chosen:
+            continue
+        for path in paths:
+            try:
+                chosen[tier] = ReplayBackend.from_files([path], tier)
+                break
+            except CascadeRouterError:
+                continue
+        else:
+            raise ConfigurationError(f"no backend for tier {tier!r}: pass --backend {tier}=URL")
+    return [chosen[t] for t in router_tiers]
+
+
+def _key_env(model: str) -> str:
+    return "CASCADE_KEY_" + "".join(c if c.isalnum() else "_" for c in model).upper()
+
+
+@app.command()
+@handle_errors
+def route(
+    input: Annotated[
+        str, typer.Option("--input", "-i", help="the step input text ('-' reads stdin)")
+    ],
+    step: Annotated[
+        str, typer.Option("--step", "-s", help="step kind, e.g. intent or math")
+    ] = "default",
+    router_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--router", help="folder or MLflow URI (default models:/cascade-router@champion)"
+        ),
+    ] = None,
+    backend: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend",
+            help="MODEL=BASE_URL of an "
+            "OpenAI-compatible server (vllm serve, llama.cpp, OpenAI); key from "
+            "CASCADE_KEY_<MODEL>; repeatable",
+        ),
+    ] = None,
+    replay: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--replay",
+            help="answer the other tiers from recorded outcomes (default: the bundled data)",
+        ),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", help="override the router's target")
+    ] = None,
+    decide_only: Annotated[
+        bool, typer.Option("--decide-only", help="print the decision, call no model")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Route one step input through the cascade and show the decision and the answer."""
+    from router.core import Router
+
+    text = sys.stdin.read() if input == "-" else input
+    if not text.strip():
+        raise ConfigurationError("--input is empty")
+    settings = _settings()
+    router = Router.load(router_uri, settings=settings)
+    if decide_only:
+        decision = router.decide(step, text, target=target)
+        print(json.dumps(decision.to_dict(), indent=2) if json_out else decision)
+        return
+    router = router.with_backends(_backends(router.tiers, backend, replay))
+    result = router.route(step, text, target=target)
+    if json_out:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    print_route(result)
+
+
+def print_route(result: Any) -> None:
+    probs = ", ".join(f"{k}={v:.2f}" for k, v in result.probabilities.items())
+    out.print(
+        f"[bold]{result.step}[/] → [green]{result.tier}[/] ({result.role}) via {result.path}; "
+        f"{probs}; ${result.cost_usd:.6f}; router {1000 * result.router_latency_s:.1f} ms",
+        highlight=False,
+    )
+    answer = result.answer.strip().replace("\n", " ")
+    out.print(f"  answer: {answer[:160]}{'…' if len(answer) > 160 else ''}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def demo(
+    sample: SampleOpt = None,
+    output_dir: Annotated[Path, typer.Option(help="where the plot and report go")] = Path(
+        "outputs"
+    ),
+) -> None:
+    """The main job on the embedded default: train, evaluate, register @champion, route samples."""
+    from training.demo import run_demo
+
+    run_demo(_settings(), sample=sample, output_dir=output_dir, console=console, out=out)
+
+
+def main() -> None:
+    """Entry point of the ``cascade-router`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""Evaluation of a fitted router on a held-out split, next to the baselines (see metrics.md)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from router import metrics as M
+from router.model import CascadeModel, TableFeatures
+from router.policy import CascadeSignals, Target, lambda_grid, simulate
+
+if TYPE_CHECKING:
+    from router.data import OutcomeTable
+
+N_EMBED_EXTRA = 3  # input features start with step code, log chars, log words
+
+
+def _f(x: float) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else round(float(x), 6)
+
+
+@dataclass
+class CurveSet:
+    """Named curves for the plot, plus the reference points."""
+
+    curves: dict[str, M.Curve] = field(default_factory=dict)
+    points: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+
+
+def curve_metrics(curve: M.Curve, q_s: float, q_f: float) -> dict[str, float | None]:
+    """APGR, CPT(50/80/95%) and the frontier share at 95% of frontier quality of one curve."""
+    return {
+        "apgr": _f(M.apgr(curve, q_s, q_f)),
+        "cpt50": _f(M.cpt(curve, q_s, q_f, 0.5)),
+        "cpt80": _f(M.cpt(curve, q_s, q_f, 0.8)),
+        "cpt95": _f(M.cpt(curve, q_s, q_f, 0.95)),
+        "share_at_95pct_quality": _f(M.share_at_quality(curve, 0.95 * q_f)),
+        "aiq": _f(M.aiq(curve.cost, curve.quality)),
+    }
+
+
+def sweep_curve(
+    signals: CascadeSignals,
+    scores: np.ndarray,
+    costs: np.ndarray,
+    weights: np.ndarray,
+    skip_tolerance: float | None = None,
+) -> M.Curve:
+    """The N-tier policy curve: one operating point per cost weight."""
+    points = []
+    for lam in lambda_grid(signals, weights, size=200):
+        out, _ = simulate(signals, scores, costs, lam, weights, skip_tolerance=skip_tolerance)
+        s = out.summary()
+        points.append((s["frontier_share"], s["quality"], s["cost"]))
+    return M.policy_curve(points)
+
+
+def _bootstrap(
+    fn: Callable[[np.ndarray], float], n: int, seed: int, resamples: int
+) -> list[float | None]:
+    lo, hi = M.bootstrap_interval(fn, n, n_resamples=resamples, seed=seed)
+    return [_f(lo), _f(hi)]
+
+
+def evaluate(
+    model: CascadeModel,
+    train: OutcomeTable,
+    test: OutcomeTable,
+    train_features: TableFeatures,
+    test_features: TableFeatures,
+    target: Target | None = None,
+    seed: int = 0,
+    bootstrap_resamples: int = 200,
+    baselines: bool = True,
+) -> tuple[dict[str, Any], CurveSet]:
+    """All the numbers of metrics.md for ``model`` on ``test``, baselines fitted on ``train``."""
+    target = target or model.target
+    scores, costs = test.scores, test.costs
+    n_tiers = len(model.tiers)
+    s, f = scores[:, 0], scores[:, -1]
+    cs, cf = costs[:, 0], costs[:, -1]
+    q_s, q_f = float(s.mean()), float(f.mean())
+    signals = model.signals_from_features(test_features)
+    has_post = 0 in model.post_models_
+    curves = CurveSet()
+    curves.points = {
+        "always-small": (0.0, q_s, float(cs.mean())),
+        "always-frontier": (1.0, q_f, float(cf.mean())),
+    }
+
+    pre_only = CascadeSignals(
+        signals.pre,
+        np.full_like(signals.post_self, np.nan),
+        np.full_like(signals.post_next, np.nan),
+    )
+    if n_tiers == 2:
+        pre_curve = M.deferral_curve(signals.pre_gain(0), s, f, cs, cf, cascade=False)
+        post_curve = (
+            M.deferral_curve(signals.post_gain(0), s, f, cs, cf, cascade=True) if has_post else None
+        )
+    else:
+        pre_curve = sweep_curve(pre_only, scores, costs, model.tier_weights_)
+        post_curve = sweep_curve(signals, scores, costs, model.tier_weights_) if has_post else None
+    policy_curve = sweep_curve(signals, scores, costs, model.tier_weights_, model.skip_tolerance)
+    curves.curves["router (pre-answer)"] = pre_curve
+    if post_curve is not None:
+        curves.curves["cascade (answer-aware)"] = post_curve
+    curves.curves["cascade policy (with skips)"] = policy_curve
+
+    y_s = test.labels(0)
+    pre_section: dict[str, Any] = curve_metrics(pre_curve, q_s, q_f) | {
+        "roc_auc": _f(M.roc_auc(signals.pre[:, 0], y_s)),
+        "ece": _f(M.expected_calibration_error(signals.pre[:, 0], y_s)),
+        "roc_auc_next_tier": _f(M.roc_auc(signals.pre[:, 1], test.labels(1))),
+    }
+    main = pre_section
+    post_section: dict[str, Any] | None = None
+    if post_curve is not None:
+        post_section = curve_metrics(post_curve, q_s, q_f) | {
+            "roc_auc": _f(M.roc_auc(signals.post_self[:, 0], y_s)),
+            "ece": _f(M.expected_calibration_error(signals.post_self[:, 0], y_s)),
+        }
+        main = post_section
+
+    # realised operating point of the fitted policy at the target, on the test split
+    outcome = model.policy_.run(signals, scores, costs, test.steps, target)
+    summary = outcome.summary()
+    policy_section = {
+        "target": str(target),
+        "quality": _f(summary["quality"]),
+        "quality_ratio": _f(summary["quality"] / q_f) if q_f else None,
+        "frontier_share": _f(summary["frontier_share"]),
+        "cost_per_request": _f(summary["cost"]),
+        "cost_saved": _f(M.cost_saved(summary["cost"], float(cf.mean()))),
+        "skip_share": _f(summary["skip_share"]),
+        "per_step_points": len(model.policy_.per_step_),
+        "curve": curve_metrics(policy_curve, q_s, q_f),
+    }
+
+    # bootstrap intervals (2 tiers: the sorted deferral curves are cheap to recompute)
+    intervals: dict[str, Any] = {}
+    if n_tiers == 2 and bootstrap_resamples > 0:
+
+        def boot(gain: np.ndarray, cascade: bool, what: str) -> Callable[[np.ndarray], float]:
+            def stat(idx: np.ndarray) -> float:
+                c = M.deferral_curve(gain[idx], s[idx], f[idx], cs[idx], cf[idx], cascade=cascade)
+                if what == "apgr":
+                    return M.apgr(c, float(s[idx].mean()), float(f[idx].mean()))
+                return M.share_at_quality(c, 0.95 * float(f[idx].mean()))
+
+            return stat
+
+        intervals["router_pre_answer"] = {
+            "apgr_ci95": _bootstrap(
+                boot(signals.pre_gain(0), False, "apgr"), len(s), seed, bootstrap_resamples
+            ),
+            "share_at_95pct_quality_ci95": _bootstrap(
+                boot(signals.pre_gain(0), False, "share"), len(s), seed, bootstrap_resamples
+            ),
+        }
+        if post_curve is not None:
+            intervals["cascade_answer_aware"] = {
+                "apgr_ci95": _bootstrap(
+                    boot(signals.post_gain(0), True, "apgr"), len(s), seed, bootstrap_resamples
+                ),
+                "share_at_95pct_quality_ci95": _bootstrap(
+                    boot(signals.post_gain(0), True, "share"), len(s), seed, bootstrap_resamples
+                ),
+            }
+            intervals["apgr_gain_cascade_minus_router_ci95"] = _bootstrap(
+                lambda idx: (
+                    boot(signals.post_gain(0), True, "apgr")(idx)
+                    - boot(signals.pre_gain(0), False, "apgr")(idx)
+                ),
+                len(s),
+                seed,
+                bootstrap_resamples,
+            )
+
+    baseline_section: dict[str, Any] = {}
+    if baselines:
+        baseline_section, base_curves = evaluate_baselines(
+            train, test, train_features, test_features, seed
+        )
+        curves.curves.update(base_curves)
+
+    report: dict[str, Any] = {
+        "tiers": list(model.tiers),
+        "n_train": len(train),
+        "n_test": len(test),
+        "q_small": _f(q_s),
+        "q_frontier": _f(q_f),
+        "cost_always_small": _f(float(cs.mean())),
+        "cost_always_frontier": _f(float(cf.mean())),
+        "apgr": main["apgr"],
+        "cpt50": main["cpt50"],
+        "cpt80": main["cpt80"],
+        "cpt95": main["cpt95"],
+        "share_at_95pct_quality": main["share_at_95pct_quality"],
+        "roc_auc": main["roc_auc"],
+        "ece": main["ece"],
+        "cost_saved": policy_section["cost_saved"],
+        "router_pre_answer": pre_section,
+        "cascade_answer_aware": post_section,
+        "policy": policy_section,
+        "intervals": intervals,
+        "baselines": baseline_section,
+    }
+    return report, curves
+
+
+def evaluate_baselines(
+    train: OutcomeTable,
+    test: OutcomeTable,
+    train_features: TableFeatures,
+    test_features: TableFeatures,
+    seed: int = 0,
+) -> tuple[dict[str, Any], dict[str, M.Curve]]:
+    """Random, always-small/frontier, kNN and logistic regression on the same embeddings, oracle."""
+    from training.baselines import KNNScorer, LogRegScorer, SmallFailScorer, endpoint_points
+
+    s, f = test.scores[:, 0], test.scores[:, -1]
+    cs, cf = test.costs[:, 0], test.costs[:, -1]
+    q_s, q_f = float(s.mean()), float(f.mean())
+    X_train = train_features.inputs[:, N_EMBED_EXTRA:]
+    X_test = test_features.inputs[:, N_EMBED_EXTRA:]
+    train_scores = np.column_stack([train.scores[:, 0], train.scores[:, -1]])
+    out: dict[str, Any] = {}
+    curves: dict[str, M.Curve] = {}
+    rand = M.random_curve(s, f, cs, cf)
+    out["random"] = curve_metrics(rand, q_s, q_f)
+    curves["random"] = rand
+    for name, scorer in (
+        ("knn", KNNScorer(seed=seed)),
+        ("logreg", LogRegScorer(seed=seed)),
+        ("small_fail_logreg", SmallFailScorer(seed=seed)),
+    ):
+        scorer.fit(X_train, train_scores)
+        c = M.deferral_curve(scorer.escalation_score(X_test), s, f, cs, cf, cascade=False)
+        out[name] = curve_metrics(c, q_s, q_f)
+        if name == "knn":
+            out[name]["k"] = int(scorer.k_)  # type: ignore[attr-defined]
+        curves[name] = c
+    oracle = M.deferral_curve(M.oracle_escalation_score(s, f), s, f, cs, cf, cascade=False)
+    out["oracle"] = curve_metrics(oracle, q_s, q_f) | {
+        "quality_max": _f(float(oracle.quality.max()))
+    }
+    curves["oracle"] = oracle
+    ends = endpoint_points(s, f, cs, cf)
+    out["always_small"] = {k: _f(v) for k, v in ends["always_small"].items()}
+    out["always_frontier"] = {k: _f(v) for k, v in ends["always_frontier"].items()}
+    return out, curves
+
+
+def plot_curves(curves: CurveSet, path: str | Path, title: str) -> Path:
+    """A PNG with quality against frontier-call share and against dollars per request."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    styles = {"random": ":", "oracle": "--"}
+    for name, c in curves.curves.items():
+        ls = styles.get(name, "-")
+        lw = 2.4 if name.startswith(("cascade", "router")) else 1.3
+        ax1.plot(c.share, c.quality, ls, label=name, linewidth=lw)
+        order = np.argsort(c.cost)
+        ax2.plot(c.cost[order] * 1000, c.quality[order], ls, label=name, linewidth=lw)
+    for name, (share, q, cost) in curves.points.items():
+        ax1.scatter([share], [q], marker="o", s=50, zorder=5)
+        ax1.annotate(name, (share, q), textcoords="offset points", xytext=(5, -12), fontsize=8)
+        ax2.scatter([cost * 1000], [q], marker="o", s=50, zorder=5)
+        ax2.annotate(
+            name, (cost * 1000, q), textcoords="offset points", xytext=(5, -12), fontsize=8
+        )
+    ax1.set_xlabel("frontier-call share")
+    ax1.set_ylabel("quality (mean score)")
+    ax2.set_xlabel("cost per 1,000 requests (USD)")
+    ax2.set_xscale("log")
+    ax2.set_ylabel("quality (mean score)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    ax1.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,183 @@
+"""The router as an MLflow pyfunc model: a DataFrame of step inputs in, one decision per row out.
+
+The logged model carries the saved :class:`~router.model.CascadeModel` folder as its artifact
+``router`` and no code: ``training.pyfunc_model`` is imported from the installed package.
+``mlflow.pyfunc.load_model("models:/cascade-router@champion").predict(frame)`` takes columns
+
+* ``step`` (str): the step kind (``"intent"``, ``"math"``, ...);
+* ``input`` (str): the step's input text;
+* ``answer`` (str or null, optional): the first tier's answer; rows with one get the
+  post-answer decision (``accept`` / ``escalate``), rows without the pre-answer one
+  (``call`` / ``skip``);
+
+and the optional param ``target`` (``"quality=0.95"``, ``"share=0.2"``, ``"cost=0.002"``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+from router.core import Decision, Router
+from router.embedders import Embedder, build_embedder
+from router.errors import CascadeRouterError
+from router.model import CascadeModel
+
+ARTIFACT_KEY = "router"  # context.artifacts key; folder <model>/artifacts/router
+INPUT_COLUMNS = ("step", "input")
+ANSWER_COLUMN = "answer"
+TARGET_PARAM = "target"
+DECISION_COLUMNS = (
+    "step",
+    "tier",
+    "action",
+    "p_accept",
+    "p_next",
+    "gain",
+    "p_accept_answer",
+    "lam",
+    "skip_threshold",
+)
+_STRING_OUTPUTS = ("step", "tier", "action")
+
+
+def router_signature() -> ModelSignature:
+    """The model's signature, written out rather than inferred (inferring runs the model)."""
+    inputs = Schema(
+        [
+            ColSpec("string", "step"),
+            ColSpec("string", "input"),
+            ColSpec("string", ANSWER_COLUMN, required=False),
+        ]
+    )
+    outputs = Schema(
+        [ColSpec("string", c) for c in _STRING_OUTPUTS]
+        + [ColSpec("double", c) for c in DECISION_COLUMNS if c not in _STRING_OUTPUTS]
+    )
+    params = ParamSchema([ParamSpec(TARGET_PARAM, "string", None)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+@functools.lru_cache(maxsize=4)
+def _embedder_for(reference_json: str) -> Embedder:
+    return build_embedder(json.loads(reference_json))
+
+
+def shared_embedder(reference: dict[str, Any]) -> Embedder:
+    """One embedder per reference in this process (the encoder is loaded once, lazily)."""
+    return _embedder_for(json.dumps(reference, sort_keys=True))
+
+
+def _invalid(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or an array: not a scalar null
+        return False
+
+
+def _text_column(frame: pd.DataFrame, column: str) -> list[str]:
+    values = frame[column].tolist()
+    for row, value in enumerate(values):
+        if _is_missing(value):
+            raise _invalid(f"column {column!r} is null at row {row}: every row needs a {column}")
+    return [str(v) for v in values]
+
+
+def decisions_frame(decisions: list[Decision], index: pd.Index | None = None) -> pd.DataFrame:
+    """Decisions as a DataFrame with :data:`DECISION_COLUMNS` (None → NaN in float columns)."""
+    frame = pd.DataFrame(
+        [d.to_dict() for d in decisions], columns=list(DECISION_COLUMNS), index=index
+    )
+    for column in DECISION_COLUMNS:
+        if column not in _STRING_OUTPUTS:
+            frame[column] = frame[column].astype(np.float64)
+    return frame
+
+
+def predict_frame(
+    router: Router, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+) -> pd.DataFrame:
+    """Decisions for a frame of step inputs (see the module docstring); one output row per row."""
+    if not isinstance(model_input, pd.DataFrame):
+        try:
+            model_input = pd.DataFrame(model_input)
+        except (TypeError, ValueError) as exc:
+            raise _invalid(
+                f"cascade router input must be a table with columns 'step' and 'input': {exc}"
+            ) from exc
+    missing = [c for c in INPUT_COLUMNS if c not in model_input.columns]
+    if missing:
+        raise _invalid(
+            f"cascade router input is missing column(s) {', '.join(map(repr, missing))}: it needs "
+            f"'step' and 'input' (and optionally 'answer'); got {list(map(str, model_input.columns))}"
+        )
+    target = (params or {}).get(TARGET_PARAM) or None
+    steps = _text_column(model_input, "step")
+    texts = _text_column(model_input, "input")
+    n = len(steps)
+    if ANSWER_COLUMN in model_input.columns:
+        raw = model_input[ANSWER_COLUMN].tolist()
+        answers: list[str | None] = [None if _is_missing(a) else str(a) for a in raw]
+    else:
+        answers = [None] * n
+    with_answer = [j for j in range(n) if answers[j] is not None]
+    without = [j for j in range(n) if answers[j] is None]
+    out: list[Decision | None] = [None] * n
+    try:
+        if without:
+            pre = router.decide_batch(
+                [steps[j] for j in without], [texts[j] for j in without], target=target
+            )
+            for j, d in zip(without, pre, strict=True):
+                out[j] = d
+        if with_answer:
+            post = router.decide_batch(
+                [steps[j] for j in with_answer],
+                [texts[j] for j in with_answer],
+                answers=[answers[j] for j in with_answer],
+                target=target,
+            )
+            for j, d in zip(with_answer, post, strict=True):
+                out[j] = d
+    except CascadeRouterError as exc:  # a bad target, mostly: a client error, not a crash
+        raise _invalid(str(exc)) from exc
+    return decisions_frame([d for d in out if d is not None], index=model_input.index)
+
+
+class CascadeRouterPyfunc(mlflow.pyfunc.PythonModel):
+    """Decisions of a saved cascade router, calling no model (no backends)."""
+
+    def __init__(self) -> None:
+        self.router: Router | None = None
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        model = CascadeModel.load(context.artifacts[ARTIFACT_KEY], num_threads=1)
+        self.router = Router(model, embedder=shared_embedder(model.embedder_ref_))
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext | None,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        if self.router is None:
+            if context is None:
+                raise MlflowException("CascadeRouterPyfunc.predict before load_context")
+            self.load_context(context)
+        assert self.router is not None
+        return predict_frame(self.router, model_input, params)

@@ -1,0 +1,244 @@
+"""MLflow tracking and Model Registry plumbing: log a router as a pyfunc, register, alias it.
+
+MLflow 3: the tracking store is a database (``sqlite:///mlflow.db``, relative to the current
+directory as MLflow reads it); artifacts go under the experiment's artifact location
+(``./mlruns`` by default); registry stages are deprecated, so production is the alias
+``@champion``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.models.model import ModelInfo
+
+from router.errors import ConfigurationError, RouterLoadError
+from router.settings import RouterSettings
+from training.pyfunc_model import ARTIFACT_KEY, CascadeRouterPyfunc, router_signature
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "router"  # the logged model's name inside its run ("runs:/<id>/router")
+
+
+def artifact_uri(location: str | Path) -> str:
+    """An artifact location as a URI: local paths become absolute ``file://`` URIs."""
+    text = str(location)
+    if "://" in text or text.startswith(("file:", "mlflow-artifacts:")):
+        return text  # s3://..., file:///..., mlflow-artifacts:/...
+    return Path(text).expanduser().resolve().as_uri()
+
+
+def open_tracking(settings: RouterSettings | None = None) -> MlflowClient:
+    """Point MLflow at ``settings.tracking_uri`` and make ``settings.experiment`` the active one.
+
+    The experiment is created with ``settings.artifact_location`` (made absolute) as its
+    artifact root, so logged routers land under ``./mlruns`` whatever the tracking store is.
+    An existing experiment keeps the artifact root it was created with.
+    """
+    settings = settings or RouterSettings()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    location = artifact_uri(settings.artifact_location)
+    try:
+        experiment = client.get_experiment_by_name(settings.experiment)
+        if experiment is None:
+            try:
+                experiment_id = client.create_experiment(
+                    settings.experiment, artifact_location=location
+                )
+            except MlflowException:
+                # another process created it in between
+                experiment = client.get_experiment_by_name(settings.experiment)
+                if experiment is None:
+                    raise
+                experiment_id = experiment.experiment_id
+        else:
+            experiment_id = experiment.experiment_id
+            if experiment.lifecycle_stage == "deleted":
+                client.restore_experiment(experiment_id)
+            if experiment.artifact_location.rstrip("/") != location.rstrip("/"):
+                logger.info(
+                    "experiment %r keeps its artifact location %s (settings: %s)",
+                    settings.experiment,
+                    experiment.artifact_location,
+                    location,
+                )
+        mlflow.set_experiment(experiment_id=experiment_id)
+    except MlflowException as exc:
+        raise ConfigurationError(
+            f"cannot open MLflow tracking at {settings.tracking_uri!r}: "
+            f"{exc.message.splitlines()[0]} (use a database store, e.g. sqlite:///mlflow.db)"
+        ) from exc
+    return client
+
+
+def default_pip_requirements() -> list[str]:
+    """What the logged model needs: this package (installed, not shipped as code) and mlflow."""
+    try:
+        ours = f"cascade-router=={importlib_metadata.version('cascade-router')}"
+    except importlib_metadata.PackageNotFoundError:  # pragma: no cover - always installed
+        ours = "cascade-router"
+    return [ours, f"mlflow=={mlflow.__version__}"]
+
+
+def _run_id(run: Any) -> str | None:
+    if run is None:
+        return None
+    if isinstance(run, str):
+        return run
+    info = getattr(run, "info", None)
+    if info is not None:
+        return str(info.run_id)
+    raise ConfigurationError(f"run must be an MLflow run or a run id, got {type(run).__name__}")
+
+
+def _router_metadata(model_dir: Path) -> dict[str, Any]:
+    meta = json.loads((model_dir / "router.json").read_text())
+    return {
+        "tiers": list(meta.get("tiers", [])),
+        "target": meta.get("params", {}).get("target"),
+        "embedder": meta.get("embedder_name"),
+        "format_version": meta.get("format_version"),
+    }
+
+
+def log_router(
+    model_dir: str | Path,
+    *,
+    run: mlflow.ActiveRun | Run | str | None,
+    input_example: pd.DataFrame | None,
+    registered_model: str | None,
+    pip_requirements: list[str] | None = None,
+) -> ModelInfo:
+    """Log the saved router in ``model_dir`` as the pyfunc model ``router`` of ``run``.
+
+    With ``registered_model`` the model is also registered (a new version). ``input_example``
+    (columns ``step``, ``input``, optional ``answer``) is stored with the model; MLflow checks
+    it by loading the logged model and predicting once, which loads the embedder.
+
+    Returns the :class:`~mlflow.models.model.ModelInfo`; ``registered_model_version`` holds the
+    new version when registered.
+    """
+    folder = Path(model_dir)
+    if not (folder / "router.json").exists():
+        raise RouterLoadError(f"no saved router at {folder} (router.json missing)")
+    with tempfile.TemporaryDirectory(prefix="cascade-router-log-") as staging:
+        # MLflow stores a directory artifact under its own base name: stage the folder as
+        # ``router`` so the logged model holds ``artifacts/router/router.json`` whatever
+        # ``model_dir`` is called (Router.load looks there).
+        staged = Path(staging) / ARTIFACT_KEY
+        shutil.copytree(folder, staged)
+        return _log(staged, run, input_example, registered_model, pip_requirements)
+
+
+def _log(
+    staged: Path,
+    run: mlflow.ActiveRun | Run | str | None,
+    input_example: pd.DataFrame | None,
+    registered_model: str | None,
+    pip_requirements: list[str] | None,
+) -> ModelInfo:
+    kwargs: dict[str, Any] = {
+        "name": MODEL_NAME,
+        "python_model": CascadeRouterPyfunc(),
+        "artifacts": {ARTIFACT_KEY: str(staged)},
+        "signature": router_signature(),
+        "input_example": input_example,
+        "registered_model_name": registered_model,
+        # explicit requirements: MLflow does not load the model in a subprocess to infer them
+        "pip_requirements": pip_requirements or default_pip_requirements(),
+        "metadata": {"cascade_router": _router_metadata(staged)},
+    }
+    run_id = _run_id(run)
+    active = mlflow.active_run()
+    if run_id is None or (active is not None and active.info.run_id == run_id):
+        return mlflow.pyfunc.log_model(**kwargs)
+    with mlflow.start_run(run_id=run_id, nested=active is not None):
+        return mlflow.pyfunc.log_model(**kwargs)
+
+
+def set_alias(
+    name: str, alias: str, version: str | int, client: MlflowClient | None = None
+) -> None:
+    """Point ``name@alias`` at ``version`` (moving the alias if another version held it)."""
+    (client or MlflowClient()).set_registered_model_alias(name, alias, str(version))
+
+
+def alias_version(name: str, alias: str, client: MlflowClient | None = None) -> str | None:
+    """The version that ``name@alias`` points at, or None (no such alias or model)."""
+    try:
+        return str((client or MlflowClient()).get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def promote_first_version(
+    name: str, version: str | int, alias: str = "champion", client: MlflowClient | None = None
+) -> bool:
+    """Give ``alias`` to ``version`` if no version holds it yet; True when it did.
+
+    A later training never replaces the champion by itself: moving it is a deliberate
+    :func:`set_alias`.
+    """
+    client = client or MlflowClient()
+    if alias_version(name, alias, client) is not None:
+        return False
+    set_alias(name, alias, version, client)
+    return True
+
+
+def list_versions(name: str, client: MlflowClient | None = None) -> list[dict[str, Any]]:
+    """Every version of the registered model ``name``, oldest first; [] if it does not exist.
+
+    Each item: ``version`` (int), ``aliases`` (list), ``run_id``, ``created`` (UTC ISO time),
+    ``status``, ``source`` and ``description``.
+    """
+    client = client or MlflowClient()
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException:
+        return []
+    by_version: dict[str, list[str]] = {}
+    for alias, version in (registered.aliases or {}).items():
+        by_version.setdefault(str(version), []).append(alias)
+    quoted = name.replace("'", "\\'")
+    found = []
+    page_token = None
+    while True:
+        page = client.search_model_versions(f"name = '{quoted}'", page_token=page_token)
+        found.extend(page)
+        page_token = page.token
+        if not page_token:
+            break
+    rows = []
+    for mv in sorted(found, key=lambda v: int(v.version)):
+        created = (
+            datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC).isoformat()
+            if mv.creation_timestamp
+            else None
+        )
+        rows.append(
+            {
+                "version": int(mv.version),
+                "aliases": sorted(by_version.get(str(mv.version), [])),
+                "run_id": mv.run_id,
+                "created": created,
+                "status": mv.status,
+                "source": mv.source,
+                "description": mv.description or "",
+            }
+        )
+    return rows
