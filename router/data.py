@@ -520,7 +520,7 @@ def _as_paths(paths: str | Path | Sequence[str | Path]) -> list[str | Path]:
 
 
 def _where(frame: pd.DataFrame, position: int) -> tuple[str, int]:
-    return str(frame[_FILE_COL].iat[position]), int(frame[_ROW_COL].iat[position])
+    return str(frame[_FILE_COL].iat[position]), int(frame[_ROW_COL].to_numpy()[position])
 
 
 def load_outcomes(

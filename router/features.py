@@ -21,11 +21,11 @@ class StepVocabulary:
     steps: tuple[str, ...]
 
     @classmethod
-    def fit(cls, steps: Sequence[str], min_count: int = 1) -> StepVocabulary:
+    def fit(cls, steps: Sequence[str] | np.ndarray, min_count: int = 1) -> StepVocabulary:
         values, counts = np.unique(np.asarray(steps, dtype=object).astype(str), return_counts=True)
         return cls(tuple(str(v) for v, c in zip(values, counts, strict=True) if c >= min_count))
 
-    def encode(self, steps: Sequence[str]) -> np.ndarray:
+    def encode(self, steps: Sequence[str] | np.ndarray) -> np.ndarray:
         index = {s: i for i, s in enumerate(self.steps)}
         return np.array([index.get(str(s), -1) for s in steps], dtype=np.float32)
 

@@ -254,7 +254,7 @@ class CascadeModel:
             },
         }
         (path / "router.json").write_text(json.dumps(meta))
-        np.savez_compressed(path / "calibration.npz", **self.policy_.calibration_arrays())
+        np.savez_compressed(path / "calibration.npz", **self.policy_.calibration_arrays())  # type: ignore[arg-type]
         return path
 
     @classmethod

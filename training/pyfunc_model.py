@@ -19,13 +19,13 @@ import functools
 import json
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from router.core import Decision, Router
 from router.embedders import Embedder, build_embedder
@@ -59,10 +59,10 @@ def router_signature() -> ModelSignature:
             ColSpec("string", ANSWER_COLUMN, required=False),
         ]
     )
-    outputs = Schema(
-        [ColSpec("string", c) for c in _STRING_OUTPUTS]
-        + [ColSpec("double", c) for c in DECISION_COLUMNS if c not in _STRING_OUTPUTS]
-    )
+    columns: list[ColSpec | TensorSpec] = [
+        ColSpec("string" if c in _STRING_OUTPUTS else "double", c) for c in DECISION_COLUMNS
+    ]
+    outputs = Schema(columns)
     params = ParamSchema([ParamSpec(TARGET_PARAM, "string", None)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
@@ -122,9 +122,10 @@ def predict_frame(
             ) from exc
     missing = [c for c in INPUT_COLUMNS if c not in model_input.columns]
     if missing:
+        got = [str(c) for c in model_input.columns]
         raise _invalid(
             f"cascade router input is missing column(s) {', '.join(map(repr, missing))}: it needs "
-            f"'step' and 'input' (and optionally 'answer'); got {list(map(str, model_input.columns))}"
+            f"'step' and 'input' (and optionally 'answer'); got {got}"
         )
     target = (params or {}).get(TARGET_PARAM) or None
     steps = _text_column(model_input, "step")
@@ -159,19 +160,19 @@ def predict_frame(
     return decisions_frame([d for d in out if d is not None], index=model_input.index)
 
 
-class CascadeRouterPyfunc(mlflow.pyfunc.PythonModel):
+class CascadeRouterPyfunc(PythonModel):
     """Decisions of a saved cascade router, calling no model (no backends)."""
 
     def __init__(self) -> None:
         self.router: Router | None = None
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         model = CascadeModel.load(context.artifacts[ARTIFACT_KEY], num_threads=1)
         self.router = Router(model, embedder=shared_embedder(model.embedder_ref_))
 
     def predict(
         self,
-        context: mlflow.pyfunc.PythonModelContext | None,
+        context: PythonModelContext | None,
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:

@@ -21,6 +21,7 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
 
@@ -215,7 +216,7 @@ def list_versions(name: str, client: MlflowClient | None = None) -> list[dict[st
     for alias, version in (registered.aliases or {}).items():
         by_version.setdefault(str(version), []).append(alias)
     quoted = name.replace("'", "\\'")
-    found = []
+    found: list[ModelVersion] = []
     page_token = None
     while True:
         page = client.search_model_versions(f"name = '{quoted}'", page_token=page_token)

@@ -10,9 +10,10 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -22,7 +23,12 @@ from mlflow.exceptions import MlflowException
 
 from router.core import Decision, Router
 from router.data import OutcomeTable, bundled_dataset, load_table
-from router.embedders import Embedder, SentenceTransformerEmbedder
+from router.embedders import (
+    CachedEmbedder,
+    Embedder,
+    EmbeddingCache,
+    SentenceTransformerEmbedder,
+)
 from router.errors import RouterLoadError
 from router.model import CascadeModel
 from router.settings import RouterSettings
@@ -50,16 +56,55 @@ class Store:
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> Fitted:
+def fitted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Fitted:
     table = load_table(bundled_dataset("mmlu_pro"), TIERS).sample(400, seed=0)
     # the process-wide embedder the pyfunc model uses too: all-MiniLM is loaded once here
     embedder = shared_embedder(SentenceTransformerEmbedder().reference())
+    # training vectors persist between test sessions in pytest's cache folder; the decisions
+    # compared below are computed uncached (a vector depends slightly on its batch)
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    cache_dir = (
+        cache.mkdir("cascade-router-embeddings") if cache else tmp_path_factory.mktemp("emb")
+    )
+    cached = CachedEmbedder(embedder, EmbeddingCache(cache_dir))
+    # one LightGBM thread: OpenMP threads crawl on a busy machine
     model = CascadeModel(TIERS, acceptance_params={"n_estimators": 200, "num_threads": 1}).fit(
-        table, embedder
+        table, cached
     )
     # not called "router": the logged artifact must still be artifacts/router
     folder = model.save(tmp_path_factory.mktemp("fitted") / "saved-model")
     return Fitted(model, embedder, table, folder)
+
+
+class _BatchMemo:
+    """Embeds each distinct batch once; the same batch gives the same vectors."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.memo: dict[tuple[str, ...], np.ndarray] = {}
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def reference(self) -> dict[str, Any]:
+        return self.inner.reference()
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        key = tuple(texts)
+        if key not in self.memo:
+            self.memo[key] = self.inner.encode(texts, progress=progress)
+        return self.memo[key]
+
+
+@pytest.fixture(scope="module")
+def reference(fitted: Fitted) -> Router:
+    """The fitted model in process: what every loaded copy must decide."""
+    return Router(fitted.model, _BatchMemo(fitted.embedder))
 
 
 def _rows(table: OutcomeTable) -> pd.DataFrame:
@@ -120,13 +165,14 @@ def store(fitted: Fitted, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         registered_model=NAME,
     )
     client = registry.open_tracking(settings)
-    example = _rows(fitted.table).head(2)
+    example = _rows(fitted.table).head(1)  # MLflow predicts on it once per log
     versions, promoted = [], []
     for _ in range(2):
         with mlflow.start_run() as run:
             info = registry.log_router(
                 fitted.folder, run=run, input_example=example, registered_model=NAME
             )
+        assert info.registered_model_version is not None
         versions.append(str(info.registered_model_version))
         promoted.append(
             registry.promote_first_version(NAME, info.registered_model_version, client=client)
@@ -176,13 +222,13 @@ _FRESH_SCRIPT = textwrap.dedent(
 
 
 def test_fresh_process_load_model_matches_in_process(
-    store: Store, fitted: Fitted, tmp_path: Path
+    store: Store, fitted: Fitted, reference: Router, tmp_path: Path
 ) -> None:
     frame = _rows(fitted.table)
     frame.to_parquet(tmp_path / "frame.parquet")
     env = {**os.environ, "MLFLOW_TRACKING_URI": store.settings.tracking_uri}
     env.pop("MLFLOW_REGISTRY_URI", None)
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-c",
@@ -193,16 +239,20 @@ def test_fresh_process_load_model_matches_in_process(
         ],
         env=env,
         cwd=tmp_path,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    router = Router(fitted.model, fitted.embedder)
+    try:  # the in-process decisions while the other process starts up
+        expected = _reference(reference, frame)
+        expected_q80 = _reference(reference, frame, target="quality=0.8")
+    finally:
+        _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
     default = pd.read_parquet(tmp_path / "default.parquet")
-    _assert_same(default, _reference(router, frame))
+    _assert_same(default, expected)
     q80 = pd.read_parquet(tmp_path / "q80.parquet")
-    _assert_same(q80, _reference(router, frame, target="quality=0.8"))
+    _assert_same(q80, expected_q80)
     # rows with an answer get the post-answer decision, the others the pre-answer one
     has = frame["answer"].notna().to_numpy()
     for out in (default, q80):
@@ -213,7 +263,7 @@ def test_fresh_process_load_model_matches_in_process(
         assert (out["tier"][has] == TIERS[0]).all()
 
 
-def test_router_load_from_registry(store: Store, fitted: Fitted) -> None:
+def test_router_load_from_registry(store: Store, fitted: Fitted, reference: Router) -> None:
     frame = _rows(fitted.table)
     loaded = Router.load(
         f"models:/{NAME}@champion", settings=store.settings, embedder=fitted.embedder
@@ -221,32 +271,33 @@ def test_router_load_from_registry(store: Store, fitted: Fitted) -> None:
     assert loaded.version == "1"
     assert loaded.tiers == tuple(TIERS)
     steps, inputs = frame["step"].tolist(), frame["input"].tolist()
-    expected = Router(fitted.model, fitted.embedder)
-    assert loaded.decide_batch(steps, inputs) == expected.decide_batch(steps, inputs)
-    answers = frame["answer"].fillna("The answer is (A).").tolist()
-    post = loaded.decide_batch(steps, inputs, answers=answers)
-    assert post == expected.decide_batch(steps, inputs, answers=answers)
+    assert loaded.decide_batch(steps, inputs) == reference.decide_batch(steps, inputs)
+    has = frame["answer"].notna().to_numpy()
+    post = loaded.decide_batch(
+        frame["step"][has].tolist(),
+        frame["input"][has].tolist(),
+        answers=frame["answer"][has].tolist(),
+    )
+    assert post == [d for d, h in zip(_reference(reference, frame), has, strict=True) if h]
     assert {d.action for d in post} <= {"accept", "escalate"}
 
 
-def test_in_process_pyfunc_and_errors(store: Store, fitted: Fitted) -> None:
+def test_in_process_pyfunc_and_errors(store: Store, fitted: Fitted, reference: Router) -> None:
     frame = _rows(fitted.table)
     model = mlflow.pyfunc.load_model(f"models:/{NAME}/2")
-    router = Router(fitted.model, fitted.embedder)
-    _assert_same(model.predict(frame), _reference(router, frame))
     # no answer column at all: every row gets the pre-answer decision
     pre = model.predict(frame[["step", "input"]])
-    _assert_same(pre, router.decide_batch(frame["step"].tolist(), frame["input"].tolist()))
+    _assert_same(pre, reference.decide_batch(frame["step"].tolist(), frame["input"].tolist()))
     # MLflow's schema check names the missing column ...
-    with pytest.raises(MlflowException, match="missing inputs.*'input'"):
+    with pytest.raises(MlflowException, match=r"missing inputs.*'input'"):
         model.predict(frame[["step"]])
     # ... and so does the python model itself when called directly
     direct = CascadeRouterPyfunc()
-    direct.router = router
+    direct.router = reference
     with pytest.raises(MlflowException, match="missing column\\(s\\) 'step'"):
         direct.predict(None, frame[["input"]])
     with pytest.raises(MlflowException, match="column 'step' is null at row 0"):
-        direct.predict(None, frame.assign(step=[None] * len(frame)))
+        direct.predict(None, frame.assign(step=pd.Series([None] * len(frame), dtype=object)))
     with pytest.raises(MlflowException, match="cannot read target"):
         model.predict(frame, params={"target": "fast please"})
     empty = direct.predict(None, frame.head(0))
@@ -264,20 +315,11 @@ def test_log_router_refuses_a_folder_without_a_router(store: Store, tmp_path: Pa
         registry.log_router(tmp_path, run=None, input_example=None, registered_model=None)
 
 
-def test_relative_sqlite_uri_resolves_against_the_cwd(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_tracking_uri_is_kept_and_artifact_root_made_absolute(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # a relative sqlite:///mlflow.db is left for MLflow to read against the cwd
+    assert mlflow.get_tracking_uri() == store.settings.tracking_uri
     monkeypatch.chdir(tmp_path)
-    settings = RouterSettings(
-        tracking_uri="sqlite:///relative.db", artifact_location="./mlruns", experiment="rel"
-    )
-    previous = mlflow.get_tracking_uri()
-    try:
-        registry.open_tracking(settings)
-        experiment = mlflow.get_experiment_by_name("rel")
-    finally:
-        mlflow.set_tracking_uri(previous)
-    assert (tmp_path / "relative.db").exists()
-    assert experiment is not None
-    assert experiment.artifact_location == (tmp_path / "mlruns").as_uri()
+    assert registry.artifact_uri("./mlruns") == (tmp_path / "mlruns").as_uri()
     assert registry.artifact_uri("s3://bucket/x") == "s3://bucket/x"
