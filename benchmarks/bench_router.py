@@ -21,13 +21,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 RUNS: dict[str, dict[str, Any]] = {
     "mmlu_pro_llama8b_gpt4o": {
-        "data": ["mmlu_pro"], "tiers": ["llama-3.1-8b-instruct", "gpt-4o-2024-05-13"],
+        "data": ["mmlu_pro"],
+        "tiers": ["llama-3.1-8b-instruct", "gpt-4o-2024-05-13"],
     },
     "gsm8k_mixtral_gpt4": {
-        "data": ["gsm8k"], "tiers": ["mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"],
+        "data": ["gsm8k"],
+        "tiers": ["mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"],
     },
     "routerbench_mistral7b_gpt4": {
-        "data": ["routerbench"], "tiers": ["mistral-7b-chat", "gpt-4-1106-preview"],
+        "data": ["routerbench"],
+        "tiers": ["mistral-7b-chat", "gpt-4-1106-preview"],
     },
     "mmlu_pro_3tier_phi3_llama70b_gpt4o": {
         "data": ["mmlu_pro"],
@@ -46,8 +49,11 @@ def quality_runs(names: list[str]) -> dict[str, Any]:
     for name in names:
         spec = RUNS[name]
         config = TrainConfig(
-            data=spec["data"], tiers=spec["tiers"], target=Target(quality_ratio=0.95),
-            output_dir=RESULTS / name, bootstrap=200,
+            data=spec["data"],
+            tiers=spec["tiers"],
+            target=Target(quality_ratio=0.95),
+            output_dir=RESULTS / name,
+            bootstrap=200,
         )
         t = time.perf_counter()
         result = train_and_evaluate(config, settings, log=lambda m, n=name: print(f"[{n}] {m}"))
@@ -61,13 +67,17 @@ def quality_runs(names: list[str]) -> dict[str, Any]:
 def _headline(r: dict[str, Any]) -> dict[str, Any]:
     base = r["baselines"]
     return {
-        "tiers": r["tiers"], "n_test": r["n_test"],
+        "tiers": r["tiers"],
+        "n_test": r["n_test"],
         "router_pre_answer_apgr": r["router_pre_answer"]["apgr"],
         "router_pre_answer_ci": r["intervals"].get("router_pre_answer", {}).get("apgr_ci95"),
         "cascade_apgr": (r["cascade_answer_aware"] or {}).get("apgr"),
         "cascade_ci": r["intervals"].get("cascade_answer_aware", {}).get("apgr_ci95"),
         "baselines_apgr": {k: v.get("apgr") for k, v in base.items() if "apgr" in v},
-        "policy": {k: r["policy"][k] for k in ("target", "quality_ratio", "frontier_share", "cost_saved", "skip_share")},
+        "policy": {
+            k: r["policy"][k]
+            for k in ("target", "quality_ratio", "frontier_share", "cost_saved", "skip_share")
+        },
     }
 
 
@@ -90,17 +100,27 @@ def overhead(n: int = 300) -> dict[str, Any]:
     folder = RESULTS / "overhead_router"
     if not (folder / "router.json").exists():
         result = train_and_evaluate(
-            TrainConfig(tiers=tiers, sample=4000, bootstrap=0, baselines=False,
-                        output_dir=RESULTS / "overhead"),
-            settings, log=print,
+            TrainConfig(
+                tiers=tiers,
+                sample=4000,
+                bootstrap=0,
+                baselines=False,
+                output_dir=RESULTS / "overhead",
+            ),
+            settings,
+            log=print,
         )
         result.model.save(folder)
     model = CascadeModel.load(folder, num_threads=1)
     router = Router(model, embedder=build_embedder(model.embedder_ref_))
     frame = load_outcomes([bundled_dataset("mmlu_pro")], models=tiers)
     table = OutcomeTable.from_long(frame, tiers).sample(n + 20, seed=5)
-    short = ["Book me a table for two at 7pm tomorrow.", "What's the weather in Paris?",
-             "Cancel my last order please.", "Translate 'good morning' to German."]
+    short = [
+        "Book me a table for two at 7pm tomorrow.",
+        "What's the weather in Paris?",
+        "Cancel my last order please.",
+        "Translate 'good morning' to German.",
+    ]
     long = table.prompts
     router.decide("math", "warm-up")
     emb = router.embedder
@@ -111,8 +131,11 @@ def overhead(n: int = 300) -> dict[str, Any]:
             t = time.perf_counter()
             fn(x)
             times.append(1000 * (time.perf_counter() - t))
-        return {"p50_ms": round(statistics.median(times), 2),
-                "p99_ms": round(float(np.percentile(times, 99)), 2), "n": len(times)}
+        return {
+            "p50_ms": round(statistics.median(times), 2),
+            "p99_ms": round(float(np.percentile(times, 99)), 2),
+            "n": len(times),
+        }
 
     short_inputs = [short[i % 4] + f" (#{i})" for i in range(n)]
     res = {
@@ -143,7 +166,9 @@ def main() -> None:
         results.setdefault("quality", {}).update(quality_runs(args.runs))
     if args.only in (None, "overhead"):
         results["overhead"] = overhead()
-    results["command"] = "python benchmarks/bench_router.py" + (f" --only {args.only}" if args.only else "")
+    results["command"] = "python benchmarks/bench_router.py" + (
+        f" --only {args.only}" if args.only else ""
+    )
     path.write_text(json.dumps(results, indent=2))
     print(f"wrote {path}")
 

@@ -82,7 +82,7 @@ class AcceptanceModel:
         calibration: str = "isotonic",
         categorical_features: tuple[int, ...] = (0,),
         seed: int = 0,
-        num_threads: int = 0,
+        num_threads: int = 1,
     ) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -210,7 +210,7 @@ class AcceptanceModel:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], num_threads: int = 0) -> AcceptanceModel:
+    def from_dict(cls, data: dict[str, Any], num_threads: int = 1) -> AcceptanceModel:
         params = dict(data["params"])
         params["categorical_features"] = tuple(params.get("categorical_features", (0,)))
         model = cls(**params, num_threads=num_threads)

@@ -431,24 +431,45 @@ def _download_mlflow_router(uri: str, settings: RouterSettings) -> tuple[Path, s
         from mlflow.exceptions import MlflowException
     except ImportError as exc:  # pragma: no cover - mlflow is a dependency
         raise RouterLoadError("loading a router from a model URI needs mlflow") from exc
-    mlflow.set_tracking_uri(settings.tracking_uri)
     version = None
+    dst = tempfile.mkdtemp(prefix="cascade-router-")
     try:
-        if uri.startswith("models:/") and "@" in uri:
-            name, alias = uri[len("models:/") :].split("@", 1)
-            mv = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
-            version = str(mv.version)
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                uri, dst_path=tempfile.mkdtemp(prefix="cascade-router-")
+        if uri.startswith("models:/"):
+            client = mlflow.MlflowClient(
+                tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri
             )
-        )
+            rest = uri[len("models:/") :]
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                mv = client.get_model_version_by_alias(name, alias)
+            else:
+                name, _, number = rest.partition("/")
+                if not number:
+                    raise RouterLoadError(
+                        f"{uri}: give a version or an alias (models:/NAME@champion)"
+                    )
+                mv = client.get_model_version(name, number)
+            version = str(mv.version)
+            source = client.get_model_version_download_uri(name, mv.version)
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=source, dst_path=dst, tracking_uri=settings.tracking_uri
+                )
+            )
+        else:
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, dst_path=dst, tracking_uri=settings.tracking_uri
+                )
+            )
     except MlflowException as exc:
         raise RouterLoadError(
             f"cannot load {uri} from {settings.tracking_uri}: {exc.message.splitlines()[0]}. "
             "Train and register one with `cascade-router train`."
         ) from exc
-    for candidate in (local / "artifacts" / "router", local / "router", local):
+    candidates = [local / "artifacts" / "router", local / "router", local]
+    candidates += [p.parent for p in sorted(local.glob("artifacts/*/router.json"))]
+    for candidate in candidates:
         if (candidate / "router.json").exists():
             return candidate, version
     raise RouterLoadError(f"{uri} holds no cascade router (router.json missing)")

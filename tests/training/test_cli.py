@@ -36,11 +36,20 @@ def invoke(args: list[str], env: dict[str, str]):
 @pytest.fixture(scope="module")
 def trained(env):
     result = invoke(
-        ["train", "--sample", str(SAMPLE), "--bootstrap", "50", "--output-dir", env["OUT"], "--json"],
+        [
+            "train",
+            "--sample",
+            str(SAMPLE),
+            "--bootstrap",
+            "50",
+            "--output-dir",
+            env["OUT"],
+            "--json",
+        ],
         env,
     )
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout[result.stdout.index("{"):])
+    return json.loads(result.stdout[result.stdout.index("{") :])
 
 
 def test_train_logs_registers_and_aliases(trained, env) -> None:
@@ -55,7 +64,7 @@ def test_train_logs_registers_and_aliases(trained, env) -> None:
 
     client = mlflow.MlflowClient(tracking_uri=env["CASCADE_TRACKING_URI"])
     mv = client.get_model_version_by_alias("cascade-router", "champion")
-    assert mv.version == "1"
+    assert str(mv.version) == "1"
     run = client.get_run(trained["run_id"])
     assert run.data.params["dataset_digest"] == trained["dataset_digest"]
     assert "apgr" in run.data.metrics and "baselines.knn.apgr" in run.data.metrics
@@ -65,8 +74,15 @@ def test_train_logs_registers_and_aliases(trained, env) -> None:
 
 def test_route_from_registry(trained, env) -> None:
     result = invoke(
-        ["route", "--step", "math", "--input", "Question: What is 12 * 12?\nOptions:\nA. 144\nB. 124",
-         "--decide-only", "--json"],
+        [
+            "route",
+            "--step",
+            "math",
+            "--input",
+            "Question: What is 12 * 12?\nOptions:\nA. 144\nB. 124",
+            "--decide-only",
+            "--json",
+        ],
         env,
     )
     assert result.exit_code == 0, result.output
@@ -76,7 +92,9 @@ def test_route_from_registry(trained, env) -> None:
 
 def test_route_replays_a_known_prompt(trained, env, small_table) -> None:
     prompt = small_table.prompts[3]
-    result = invoke(["route", "--step", str(small_table.steps[3]), "--input", prompt, "--json"], env)
+    result = invoke(
+        ["route", "--step", str(small_table.steps[3]), "--input", prompt, "--json"], env
+    )
     assert result.exit_code == 0, result.output
     routed = json.loads(result.stdout)
     assert routed["path"] in {"small→verified", "small→escalated→frontier", "skipped→frontier"}
@@ -85,8 +103,20 @@ def test_route_replays_a_known_prompt(trained, env, small_table) -> None:
 
 def test_evaluate_json_on_another_dataset(env) -> None:
     result = invoke(
-        ["evaluate", "--data", "gsm8k", "--tiers", "mixtral-8x7b-instruct-v0.1,gpt-4-1106-preview",
-         "--sample", "600", "--bootstrap", "20", "--output-dir", env["OUT"], "--json"],
+        [
+            "evaluate",
+            "--data",
+            "gsm8k",
+            "--tiers",
+            "mixtral-8x7b-instruct-v0.1,gpt-4-1106-preview",
+            "--sample",
+            "600",
+            "--bootstrap",
+            "20",
+            "--output-dir",
+            env["OUT"],
+            "--json",
+        ],
         env,
     )
     assert result.exit_code == 0, result.output
@@ -100,8 +130,11 @@ def test_evaluate_json_on_another_dataset(env) -> None:
 def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The installed entry point in a real subprocess: real exit codes, real stderr."""
     return subprocess.run(
-        [sys.executable, "-m", "training.cli", *args], capture_output=True, text=True,
-        env={**os.environ, **env}, timeout=300,
+        [sys.executable, "-m", "training.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
     )
 
 
@@ -131,8 +164,17 @@ def test_bad_target_and_missing_router(env, tmp_path) -> None:
 
 def test_unreachable_backend_exits_3(trained, env) -> None:
     done = cli(
-        ["route", "--input", "What is 2+2?", "--step", "math", "--target", "share=0",
-         "--backend", "llama-3.1-8b-instruct=http://127.0.0.1:9/v1"],
+        [
+            "route",
+            "--input",
+            "What is 2+2?",
+            "--step",
+            "math",
+            "--target",
+            "share=0",
+            "--backend",
+            "llama-3.1-8b-instruct=http://127.0.0.1:9/v1",
+        ],
         env,
     )
     assert done.returncode == 3, done.stderr
