@@ -231,31 +231,46 @@ def choose_operating_point(
     tier_weights: np.ndarray,
     skip_tolerance: float | None,
     grid_size: int = 300,
+    margin_z: float = 1.0,
 ) -> Operating:
-    """Pick the cost weight (and skip thresholds) that meets ``target`` on these outcomes."""
+    """Pick the cost weight (and skip thresholds) that meets ``target`` on these outcomes.
+
+    A constraint must hold with ``margin_z`` standard errors to spare on the calibration
+    outcomes, so that the realised value on new traffic misses the target less often.
+    """
+    n = len(scores)
+    root_n = math.sqrt(max(n, 1))
+    top = scores[:, -1]
     candidates = []
-    q_top = float(scores[:, -1].mean())
     for lam in lambda_grid(signals, tier_weights, grid_size):
-        outcome, thresholds = simulate(
+        out, thresholds = simulate(
             signals, scores, costs, lam, tier_weights, skip_tolerance=skip_tolerance
         )
-        s = outcome.summary()
-        candidates.append((lam, thresholds, s["quality"], s["frontier_share"], s["cost"]))
+        s = out.summary()
+        if target.quality_ratio is not None:
+            gap = out.quality - target.quality_ratio * top
+            slack = float(gap.mean() - margin_z * gap.std() / root_n)
+        elif target.max_frontier_share is not None:
+            share = out.top_called.astype(float)
+            slack = float(
+                target.max_frontier_share - share.mean() - margin_z * share.std() / root_n
+            )
+        else:
+            assert target.max_cost is not None
+            slack = float(target.max_cost - out.cost.mean() - margin_z * out.cost.std() / root_n)
+        candidates.append((lam, thresholds, s["quality"], s["frontier_share"], s["cost"], slack))
+    feasible = [c for c in candidates if c[5] >= -1e-12]
     if target.quality_ratio is not None:
-        need = target.quality_ratio * q_top - 1e-12
-        feasible = [c for c in candidates if c[2] >= need]
-        best = min(feasible, key=lambda c: (c[4], c[3])) if feasible else candidates[0]
-    elif target.max_frontier_share is not None:
-        feasible = [c for c in candidates if c[3] <= target.max_frontier_share + 1e-12]
-        best = max(feasible, key=lambda c: (c[2], -c[4])) if feasible else candidates[-1]
-    else:
-        assert target.max_cost is not None
-        feasible = [c for c in candidates if c[4] <= target.max_cost + 1e-15]
+        # the cheapest point that meets the quality target; else the best quality there is
         best = (
-            max(feasible, key=lambda c: (c[2], -c[4]))
+            min(feasible, key=lambda c: (c[4], c[3]))
             if feasible
-            else min(candidates, key=lambda c: c[4])
+            else max(candidates, key=lambda c: (c[2], -c[4]))
         )
+    elif feasible:
+        best = max(feasible, key=lambda c: (c[2], -c[4]))
+    else:
+        best = min(candidates, key=lambda c: (c[4], c[3]))
     return Operating(float(best[0]), tuple(best[1]))
 
 
@@ -273,6 +288,7 @@ class CascadePolicy:
     min_step_samples: int = 200
     grid_size: int = 300
     target: Target = field(default_factory=lambda: Target(quality_ratio=0.95))
+    margin_z: float = 1.0
 
     def fit(
         self,
@@ -384,6 +400,7 @@ class CascadePolicy:
             "skip_tolerance": self.skip_tolerance,
             "min_step_samples": self.min_step_samples,
             "grid_size": self.grid_size,
+            "margin_z": self.margin_z,
             "target": str(self.target),
             "global": self.global_.to_dict(),
             "per_step": {k: v.to_dict() for k, v in self.per_step_.items()},
@@ -411,6 +428,7 @@ class CascadePolicy:
             min_step_samples=int(data["min_step_samples"]),
             grid_size=int(data["grid_size"]),
             target=target,
+            margin_z=float(data.get("margin_z", 1.0)),
         )
         policy.cal_signals_ = CascadeSignals(
             np.asarray(arrays["pre"]),
