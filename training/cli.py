@@ -118,24 +118,28 @@ def _fmt(x: Any, pct: bool = False) -> str:
 
 def summary_table(report: dict[str, Any]) -> Table:
     """Router, cascade and baselines side by side."""
-    table = Table(title=f"{' → '.join(report['tiers'])}: test split (n={report['n_test']})")
+    table = Table(
+        title=f"{' → '.join(report['tiers'])}: test split (n={report['n_test']})",
+        caption="cascade: answer-aware; router (pre): before any answer; · baselines on the "
+        "same split and embeddings; share@95%: frontier share at 95% of frontier quality",
+    )
     for col in (
         "router",
         "APGR",
         "CPT50",
         "CPT80",
         "CPT95",
-        "share @95% quality",
+        "share@95%",
         "ROC AUC",
         "ECE",
     ):
         table.add_column(col, justify="right" if col != "router" else "left")
     rows: list[tuple[str, dict[str, Any] | None]] = [
-        ("cascade (answer-aware)", report.get("cascade_answer_aware")),
-        ("router (pre-answer)", report.get("router_pre_answer")),
+        ("cascade", report.get("cascade_answer_aware")),
+        ("router (pre)", report.get("router_pre_answer")),
     ]
     rows += [
-        (f"baseline: {k}", v)
+        (f"· {k.replace('_logreg', '')}", v)
         for k, v in report.get("baselines", {}).items()
         if not k.startswith("always")
     ]
