@@ -93,7 +93,7 @@ def overhead(n: int = 300) -> dict[str, Any]:
     from router.embedders import build_embedder
     from router.model import CascadeModel
     from router.settings import RouterSettings
-    from training.pipeline import TrainConfig, make_embedder, train_and_evaluate
+    from training.pipeline import TrainConfig, train_and_evaluate
 
     settings = RouterSettings()
     tiers = RUNS["mmlu_pro_llama8b_gpt4o"]["tiers"]
