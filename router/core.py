@@ -17,7 +17,7 @@ import numpy as np
 from router.backends import ChatBackend, Completion, Messages, as_messages, input_text
 from router.embedders import Embedder, build_embedder
 from router.errors import ConfigurationError, RouterLoadError
-from router.features import answer_window
+from router.features import answer_window, input_window
 from router.model import CascadeModel
 from router.policy import Target
 from router.settings import RouterSettings
@@ -160,7 +160,8 @@ class Router:
 
     # ------------------------------------------------------------------ decisions
     def _input_matrix(self, steps: Sequence[str], texts: Sequence[str]) -> np.ndarray:
-        emb = self.embedder.encode(list(texts))
+        window = self.model.input_window_chars
+        emb = self.embedder.encode([input_window(t, window) for t in texts])
         return self.model.input_matrix(texts, steps, emb)
 
     def decide_batch(

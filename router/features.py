@@ -61,6 +61,18 @@ def answer_extra_features(
     return out
 
 
+def input_window(text: str, max_chars: int = 480, head_fraction: float = 1 / 3) -> str:
+    """The part of a step input that the input embedding reads: its head and its tail.
+
+    A 128-token encoder reads about 500 characters. Questions usually lead and few-shot or
+    chat inputs end on what is asked, so a long input keeps its first third and its end.
+    """
+    if len(text) <= max_chars:
+        return text
+    head = int(max_chars * head_fraction)
+    return text[:head] + " … " + text[-(max_chars - head) :]
+
+
 def answer_window(answer: str | None, max_chars: int = 600) -> str:
     """The part of an answer that the answer embedding reads: its end, where it concludes."""
     text = answer or ""

@@ -30,6 +30,7 @@ from router.features import (
     answer_features,
     answer_window,
     input_features,
+    input_window,
 )
 from router.policy import CascadePolicy, CascadeSignals, Target
 
@@ -80,6 +81,7 @@ class CascadeModel:
         skip_tolerance: float | None = 0.1,
         min_step_samples: int = 200,
         acceptance_params: dict[str, Any] | None = None,
+        input_window_chars: int = 480,
         seed: int = 0,
     ) -> None:
         if len(tiers) < 2 or len(set(tiers)) != len(tiers):
@@ -92,6 +94,7 @@ class CascadeModel:
         self.skip_tolerance = skip_tolerance
         self.min_step_samples = min_step_samples
         self.acceptance_params = dict(acceptance_params or {})
+        self.input_window_chars = input_window_chars
         self.seed = seed
 
     # ------------------------------------------------------------------ features
@@ -104,7 +107,9 @@ class CascadeModel:
     ) -> TableFeatures:
         """Input features for every prompt and answer features for tiers with recorded answers."""
         vocab = getattr(self, "steps_", None) or StepVocabulary.fit(table.steps)
-        emb = embedder.encode(table.prompts, progress=progress)
+        emb = embedder.encode(
+            [input_window(p, self.input_window_chars) for p in table.prompts], progress=progress
+        )
         inputs = input_features(emb, table.prompts, vocab.encode(table.steps))
         per_tier: dict[int, np.ndarray] = {}
         if answers and self.answer_aware:
@@ -139,15 +144,20 @@ class CascadeModel:
         splits = FitSplits.make(table.prompt_ids, self.val_fraction, self.cal_fraction, self.seed)
         self.splits_ = splits
         labels = [table.labels(t) for t in range(len(self.tiers))]
-        self.pre_models_ = [
-            self._fit_one(feats.inputs, labels[t], splits) for t in range(len(self.tiers))
-        ]
-        self.post_models_: dict[int, tuple[AcceptanceModel, AcceptanceModel]] = {}
-        for i, X in feats.answers.items():
-            self.post_models_[i] = (
-                self._fit_one(X, labels[i], splits),
-                self._fit_one(X, labels[i + 1], splits),
-            )
+        from tqdm.auto import tqdm
+
+        n_models = len(self.tiers) + 2 * len(feats.answers)
+        with tqdm(total=n_models, desc="acceptance models", disable=not progress) as bar:
+
+            def fit_one(X: np.ndarray, y: np.ndarray) -> AcceptanceModel:
+                model = self._fit_one(X, y, splits)
+                bar.update(1)
+                return model
+
+            self.pre_models_ = [fit_one(feats.inputs, labels[t]) for t in range(len(self.tiers))]
+            self.post_models_: dict[int, tuple[AcceptanceModel, AcceptanceModel]] = {}
+            for i, X in feats.answers.items():
+                self.post_models_[i] = (fit_one(X, labels[i]), fit_one(X, labels[i + 1]))
         mean_cost = table.costs[splits.fit].mean(axis=0)
         self.tier_weights_ = np.array(
             [
@@ -240,6 +250,7 @@ class CascadeModel:
                 "skip_tolerance": self.skip_tolerance,
                 "min_step_samples": self.min_step_samples,
                 "acceptance_params": self.acceptance_params,
+                "input_window_chars": self.input_window_chars,
                 "seed": self.seed,
             },
             "embedder": self.embedder_ref_,
