@@ -62,6 +62,67 @@ class IsotonicCalibrator:
         return cal
 
 
+class LinearScore:
+    """A logistic-regression score on the dense features, stacked under the booster.
+
+    Trees split one feature at a time, so a direction spread over hundreds of embedding
+    dimensions is hard for them to find on a few thousand rows; a linear model finds it.
+    The booster sees this score as one more feature, computed out of fold on its own rows.
+    """
+
+    def __init__(self, C: float = 0.05, folds: int = 5, seed: int = 0) -> None:
+        self.C = C
+        self.folds = folds
+        self.seed = seed
+
+    def _model(self) -> Any:
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=self.C, max_iter=1000)
+
+    def fit_out_of_fold(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Fit on all rows; return each row's score from a model that did not see it."""
+        from sklearn.model_selection import StratifiedKFold
+
+        X = np.nan_to_num(np.asarray(X, dtype=np.float64))
+        self.mean_ = X.mean(axis=0)
+        self.scale_ = X.std(axis=0)
+        self.scale_[self.scale_ == 0] = 1.0
+        Z = (X - self.mean_) / self.scale_
+        oof = np.zeros(len(Z))
+        folds = StratifiedKFold(self.folds, shuffle=True, random_state=self.seed)
+        for fit_idx, held in folds.split(Z, y):
+            oof[held] = self._model().fit(Z[fit_idx], y[fit_idx]).decision_function(Z[held])
+        full = self._model().fit(Z, y)
+        self.coef_ = np.asarray(full.coef_[0], dtype=np.float64)
+        self.intercept_ = float(full.intercept_[0])
+        return oof
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        X = np.nan_to_num(np.asarray(X, dtype=np.float64))
+        return ((X - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "C": self.C,
+            "folds": self.folds,
+            "seed": self.seed,
+            "mean": self.mean_.tolist(),
+            "scale": self.scale_.tolist(),
+            "coef": self.coef_.tolist(),
+            "intercept": self.intercept_,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LinearScore:
+        lin = cls(data["C"], data["folds"], data["seed"])
+        lin.mean_ = np.asarray(data["mean"], dtype=np.float64)
+        lin.scale_ = np.asarray(data["scale"], dtype=np.float64)
+        lin.coef_ = np.asarray(data["coef"], dtype=np.float64)
+        lin.intercept_ = float(data["intercept"])
+        return lin
+
+
 class AcceptanceModel:
     """LightGBM classifier with early stopping, then calibration on a split it never saw.
 
@@ -81,6 +142,8 @@ class AcceptanceModel:
         early_stopping_rounds: int = 100,
         calibration: str = "isotonic",
         categorical_features: tuple[int, ...] = (0,),
+        linear_stack: bool = False,
+        linear_C: float = 0.05,
         seed: int = 0,
         num_threads: int = 1,
     ) -> None:
@@ -94,6 +157,8 @@ class AcceptanceModel:
         self.early_stopping_rounds = early_stopping_rounds
         self.calibration = calibration
         self.categorical_features = categorical_features
+        self.linear_stack = linear_stack
+        self.linear_C = linear_C
         self.seed = seed
         self.num_threads = num_threads
 
@@ -132,11 +197,19 @@ class AcceptanceModel:
         self.n_features_in_ = int(X.shape[1])
         if len(np.unique(y)) < 2:
             # one class only: the honest estimate is the base rate
+            self.linear_: LinearScore | None = None
             self.booster_ = None
             self.best_iteration_ = 0
             self.calibrator_ = None
             return self
         categorical = [i for i in self.categorical_features if i < X.shape[1]]
+        self.linear_ = None
+        if self.linear_stack:
+            dense = self._dense_columns(X.shape[1])
+            self.linear_ = LinearScore(self.linear_C, seed=self.seed)
+            oof = self.linear_.fit_out_of_fold(X[:, dense], y.astype(int))
+            X = np.column_stack([X, oof])
+            X_val = self._with_linear(X_val)
         train = lgb.Dataset(X, label=y, categorical_feature=categorical, free_raw_data=True)
         valid = lgb.Dataset(X_val, label=np.asarray(y_val, dtype=np.float64), reference=train)
         self.booster_ = lgb.train(
@@ -154,6 +227,17 @@ class AcceptanceModel:
         )
         return self
 
+    def _dense_columns(self, n_columns: int) -> np.ndarray:
+        return np.array([i for i in range(n_columns) if i not in self.categorical_features])
+
+    def _with_linear(self, X: np.ndarray) -> np.ndarray:
+        """The input features plus the stacked linear score, as the booster was trained."""
+        if getattr(self, "linear_", None) is None:
+            return X
+        assert self.linear_ is not None
+        score = self.linear_.score(X[:, self._dense_columns(X.shape[1])])
+        return np.column_stack([X, score])
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "base_rate_"):
             raise NotFittedError("AcceptanceModel is not fitted: call fit() first")
@@ -165,7 +249,10 @@ class AcceptanceModel:
             return np.zeros(len(X))
         return np.asarray(
             self.booster_.predict(
-                X, num_iteration=self.best_iteration_, raw_score=True, num_threads=self.num_threads
+                self._with_linear(X),
+                num_iteration=self.best_iteration_,
+                raw_score=True,
+                num_threads=self.num_threads,
             ),
             dtype=np.float64,
         )
@@ -185,6 +272,7 @@ class AcceptanceModel:
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to predict again, as JSON-able data (the booster as text)."""
         self._check_fitted()
+        linear = getattr(self, "linear_", None)
         return {
             "params": {
                 k: getattr(self, k)
@@ -198,6 +286,8 @@ class AcceptanceModel:
                     "lambda_l2",
                     "early_stopping_rounds",
                     "calibration",
+                    "linear_stack",
+                    "linear_C",
                     "seed",
                 )
             }
@@ -206,6 +296,7 @@ class AcceptanceModel:
             "n_features_in": self.n_features_in_,
             "best_iteration": self.best_iteration_,
             "booster": None if self.booster_ is None else self.booster_.model_to_string(),
+            "linear": linear.to_dict() if linear is not None else None,
             "calibrator": None if self.calibrator_ is None else self.calibrator_.to_dict(),
         }
 
@@ -222,6 +313,7 @@ class AcceptanceModel:
             import lightgbm as lgb
 
             model.booster_ = lgb.Booster(model_str=data["booster"])
+        model.linear_ = LinearScore.from_dict(data["linear"]) if data.get("linear") else None
         model.calibrator_ = (
             IsotonicCalibrator.from_dict(data["calibrator"]) if data["calibrator"] else None
         )

@@ -61,3 +61,16 @@ def test_not_fitted() -> None:
         AcceptanceModel().predict_accept(np.zeros((1, 3)))
     with pytest.raises(NotFittedError):
         IsotonicCalibrator().transform(np.zeros(2))
+
+
+def test_linear_stack_option_learns_and_round_trips() -> None:
+    X, y = data(3000, 1)
+    Xv, yv = data(800, 2)
+    Xc, yc = data(1500, 3)
+    model = AcceptanceModel(n_estimators=200, linear_stack=True).fit(
+        X, y, eval_set=(Xv, yv), calibration_set=(Xc, yc)
+    )
+    Xt, yt = data(2000, 4)
+    assert model.linear_ is not None and roc_auc(model.predict_accept(Xt), yt) > 0.75
+    copy = AcceptanceModel.from_dict(model.to_dict())
+    np.testing.assert_allclose(copy.predict_accept(Xt), model.predict_accept(Xt), atol=1e-12)
