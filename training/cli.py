@@ -54,6 +54,10 @@ TargetOpt = Annotated[
     str, typer.Option("--target", help="quality=0.95 | share=0.2 | cost=0.002 (USD per request)")
 ]
 SampleOpt = Annotated[int | None, typer.Option("--sample", help="use N prompts (seeded sample)")]
+SourceSplitOpt = Annotated[bool, typer.Option(help="use the data's own train/test split")]
+AnswerAwareOpt = Annotated[bool, typer.Option(help="learn the answer-aware models")]
+OutputDirOpt = Annotated[Path, typer.Option(help="where the plot and report go")]
+BootstrapOpt = Annotated[int, typer.Option(help="bootstrap resamples for intervals")]
 
 
 def handle_errors(fn: F) -> F:
@@ -189,13 +193,11 @@ def train(
     tiers: TiersOpt = None,
     target: TargetOpt = "quality=0.95",
     sample: SampleOpt = None,
-    source_split: Annotated[bool, typer.Option(help="use the data's own train/test split")] = False,
-    answer_aware: Annotated[bool, typer.Option(help="learn the answer-aware models")] = True,
+    source_split: SourceSplitOpt = False,
+    answer_aware: AnswerAwareOpt = True,
     register: Annotated[bool, typer.Option(help="register in the MLflow Model Registry")] = True,
-    output_dir: Annotated[Path, typer.Option(help="where the plot and report go")] = Path(
-        "outputs"
-    ),
-    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 200,
+    output_dir: OutputDirOpt = Path("outputs"),
+    bootstrap: BootstrapOpt = 200,
     json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Train a router, evaluate it, log the run to MLflow and register it (first → @champion)."""
@@ -247,12 +249,10 @@ def evaluate(
     tiers: TiersOpt = None,
     target: TargetOpt = "quality=0.95",
     sample: SampleOpt = None,
-    source_split: Annotated[bool, typer.Option(help="use the data's own train/test split")] = False,
-    answer_aware: Annotated[bool, typer.Option(help="learn the answer-aware models")] = True,
-    output_dir: Annotated[Path, typer.Option(help="where the plot and report go")] = Path(
-        "outputs"
-    ),
-    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 200,
+    source_split: SourceSplitOpt = False,
+    answer_aware: AnswerAwareOpt = True,
+    output_dir: OutputDirOpt = Path("outputs"),
+    bootstrap: BootstrapOpt = 200,
     json_out: Annotated[bool, typer.Option("--json", help="print everything as JSON")] = False,
 ) -> None:
     """Fit on a seeded split of any dataset and tier list; report curves, APGR, CPT, baselines."""
@@ -401,9 +401,7 @@ def demo(
             "finishes in minutes from a cold embedding cache; 0 uses all 12,032",
         ),
     ] = 6000,
-    output_dir: Annotated[Path, typer.Option(help="where the plot and report go")] = Path(
-        "outputs"
-    ),
+    output_dir: OutputDirOpt = Path("outputs"),
 ) -> None:
     """The main job on the embedded default: train, evaluate, register @champion, route samples."""
     from training.demo import run_demo
