@@ -46,9 +46,3 @@ def parse_final_answer(text: str | None) -> str | None:
     if not text:
         return None
     return parse_choice(text) or parse_number(text)
-
-
-def last_number(text: str) -> str | None:
-    """The last number anywhere in the text (weak fallback signal)."""
-    matches = _ANY_NUMBER.findall(text or "")
-    return _clean_number(matches[-1]) if matches else None

@@ -25,7 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from router.errors import BackendError, BackendUnavailableError, ConfigurationError
+from router.errors import (
+    BackendError,
+    BackendUnavailableError,
+    CascadeRouterError,
+    ConfigurationError,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -576,6 +581,24 @@ _OPENAI_KEYS = frozenset(
     }
 )
 _REPLAY_KEYS = frozenset({"model", "paths", "latency_s"})
+
+
+def replay_backend_for(model: str, paths: Sequence[str | Path] | None = None) -> ReplayBackend:
+    """A replay backend for ``model`` from the first file that records it (default: bundled).
+
+    Raises:
+        ConfigurationError: no file records answers of ``model``.
+    """
+    from router.data import BUNDLED_DATASETS, bundled_dataset
+
+    candidates = list(paths) if paths else [bundled_dataset(n) for n in BUNDLED_DATASETS]
+    for path in candidates:
+        try:
+            return ReplayBackend.from_files([path], model)
+        except CascadeRouterError:
+            continue
+    names = ", ".join(Path(p).name for p in candidates)
+    raise ConfigurationError(f"no recorded answers of {model!r} in {names}")
 
 
 def make_backend(spec: Mapping[str, Any]) -> ChatBackend:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import math
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -480,24 +479,13 @@ def _download_mlflow_router(uri: str, settings: RouterSettings) -> tuple[Path, s
 def _cached_default_router(target: str | None, tracking_uri: str) -> Router:
     settings = RouterSettings(tracking_uri=tracking_uri)
     router = Router.load(target, settings=settings)
-    from router.backends import ReplayBackend
-    from router.data import bundled_dataset
+    from router.backends import replay_backend_for
 
-    if router.backends is None:
+    try:
         # the embedded default answers from the bundled recorded outcomes
-        paths = [bundled_dataset(name) for name in ("mmlu_pro", "gsm8k", "routerbench")]
-        backends = []
-        for tier in router.tiers:
-            for p in paths:
-                try:
-                    backends.append(ReplayBackend.from_files([p], tier))
-                    break
-                except Exception:
-                    continue
-            else:
-                return router
-        router = router.with_backends(backends)
-    return router
+        return router.with_backends([replay_backend_for(tier) for tier in router.tiers])
+    except ConfigurationError:
+        return router  # decide() still works; route() says which backends are missing
 
 
 def route(
@@ -518,7 +506,3 @@ async def aroute(
         _cached_default_router, settings.default_router, settings.tracking_uri
     )
     return await router.aroute(step, input, target=target, max_tokens=max_tokens)
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,8 +311,3 @@ class CascadeModel:
 def subset_features(feats: TableFeatures, index: np.ndarray) -> TableFeatures:
     """Rows ``index`` of every feature matrix."""
     return TableFeatures(feats.inputs[index], {i: X[index] for i, X in feats.answers.items()})
-
-
-def finite(x: float) -> float | None:
-    """JSON-friendly number (None for NaN/inf)."""
-    return x if math.isfinite(x) else None

@@ -352,9 +352,6 @@ class CascadePolicy:
             glob, per_step = self._cache[key]
         return per_step.get(str(step), glob) if step is not None else glob
 
-    def operating_many(self, steps: Sequence[str], target: Target | None = None) -> list[Operating]:
-        return [self.operating(s, target) for s in steps]
-
     def run(
         self,
         signals: CascadeSignals,

@@ -288,7 +288,7 @@ def evaluate(
 def _backends(
     router_tiers: tuple[str, ...], specs: list[str] | None, replay: list[str] | None
 ) -> list[Any]:
-    from router.backends import OpenAIBackend, ReplayBackend
+    from router.backends import OpenAIBackend, replay_backend_for
     from training.pipeline import resolve_data_paths
 
     chosen: dict[str, Any] = {}
@@ -301,18 +301,13 @@ def _backends(
                 f"--backend names {model!r}, not a tier of this router ({', '.join(router_tiers)})"
             )
         chosen[model] = OpenAIBackend(model=model, base_url=url, api_key_env=_key_env(model))
-    paths = resolve_data_paths(replay or ["mmlu_pro", "gsm8k", "routerbench"])
+    paths = resolve_data_paths(replay) if replay else None
     for tier in router_tiers:
-        if tier in chosen:
-            continue
-        for path in paths:
+        if tier not in chosen:
             try:
-                chosen[tier] = ReplayBackend.from_files([path], tier)
-                break
-            except CascadeRouterError:
-                continue
-        else:
-            raise ConfigurationError(f"no backend for tier {tier!r}: pass --backend {tier}=URL")
+                chosen[tier] = replay_backend_for(tier, paths)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"{exc}: pass --backend {tier}=URL") from None
     return [chosen[t] for t in router_tiers]
 
 

@@ -11,13 +11,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from router import metrics as M
+from router.features import N_INPUT_EXTRA
 from router.model import CascadeModel, TableFeatures
 from router.policy import CascadeSignals, Target, lambda_grid, simulate
 
 if TYPE_CHECKING:
     from router.data import OutcomeTable
-
-N_EMBED_EXTRA = 3  # input features start with step code, log chars, log words
 
 
 def _f(x: float) -> float | None:
@@ -227,8 +226,8 @@ def evaluate_baselines(
     s, f = test.scores[:, 0], test.scores[:, -1]
     cs, cf = test.costs[:, 0], test.costs[:, -1]
     q_s, q_f = float(s.mean()), float(f.mean())
-    X_train = train_features.inputs[:, N_EMBED_EXTRA:]
-    X_test = test_features.inputs[:, N_EMBED_EXTRA:]
+    X_train = train_features.inputs[:, N_INPUT_EXTRA:]
+    X_test = test_features.inputs[:, N_INPUT_EXTRA:]
     train_scores = np.column_stack([train.scores[:, 0], train.scores[:, -1]])
     out: dict[str, Any] = {}
     curves: dict[str, M.Curve] = {}
