@@ -380,9 +380,14 @@ def print_route(result: Any) -> None:
         f"[bold]{result.step}[/] → [green]{result.tier}[/] ({result.role}) via {result.path}; "
         f"{probs}; ${result.cost_usd:.6f}; router {1000 * result.router_latency_s:.1f} ms",
         highlight=False,
+        soft_wrap=True,
     )
     answer = result.answer.strip().replace("\n", " ")
-    out.print(f"  answer: {answer[:160]}{'…' if len(answer) > 160 else ''}", highlight=False)
+    out.print(
+        f"  answer: {answer[:160]}{'…' if len(answer) > 160 else ''}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

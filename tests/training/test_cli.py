@@ -185,3 +185,27 @@ def test_unreachable_backend_exits_3(trained, env) -> None:
 def test_help(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_demo_main_job(tmp_path, cache_dir: Path) -> None:
+    """The README's main job end to end (on the shared sample, so embeddings are cached)."""
+    env = {
+        "CASCADE_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "CASCADE_ARTIFACT_LOCATION": str(tmp_path / "mlruns"),
+        "CASCADE_CACHE_DIR": str(cache_dir),
+        "CASCADE_PROGRESS": "false",
+    }
+    result = runner.invoke(
+        app, ["demo", "--sample", str(SAMPLE), "--output-dir", str(tmp_path / "out")], env=env
+    )
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "APGR" in out and "knn" in out and "oracle" in out
+    assert "→ @champion" in out
+    assert (tmp_path / "out" / "deferral_curves.png").exists()
+    # sample step inputs were routed through the registered champion, each decision shown
+    routed = [line for line in out.splitlines() if " via " in line]
+    assert len(routed) >= 2
+    paths = {"small→verified", "small→escalated→frontier", "skipped→frontier"}
+    assert all(any(p in line for p in paths) for line in routed)
+    assert "done in" in out
