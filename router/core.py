@@ -18,7 +18,7 @@ from router.embedders import Embedder, build_embedder
 from router.errors import ConfigurationError, RouterLoadError
 from router.features import answer_window, input_window
 from router.model import CascadeModel
-from router.policy import Target
+from router.policy import Target, escalates, skips
 from router.settings import RouterSettings
 
 ChatInput = str | Sequence[Mapping[str, Any]]
@@ -190,7 +190,7 @@ class Router:
             point = self.model.policy_.operating(step, tgt)
             p0, p1 = float(pre[j, 0]), float(pre[j, 1])
             if answers is None:
-                skip = p0 < point.skip_thresholds[0]
+                skip = bool(skips(p0, point.skip_thresholds[0]))
                 decisions.append(
                     Decision(
                         str(step),
@@ -207,7 +207,8 @@ class Router:
             else:
                 ps, pn = (float(post[0][j]), float(post[1][j])) if post else (p0, p1)
                 gain = pn - ps
-                action = "escalate" if gain > point.lam * self.model.tier_weights_[0] else "accept"
+                escalate = escalates(gain, point.lam, self.model.tier_weights_[0])
+                action = "escalate" if escalate else "accept"
                 decisions.append(
                     Decision(
                         str(step),
@@ -307,9 +308,8 @@ class _Cascade:
 
     def _advance_skips(self) -> None:
         tiers, roles = self.router.tiers, self.router.roles
-        while (
-            self.tier < len(tiers) - 1
-            and self.pre[self.tier] < self.point.skip_thresholds[self.tier]
+        while self.tier < len(tiers) - 1 and skips(
+            self.pre[self.tier], self.point.skip_thresholds[self.tier]
         ):
             self.trail.append(
                 TierStep(tiers[self.tier], roles[self.tier], "skipped", float(self.pre[self.tier]))
@@ -352,7 +352,7 @@ class _Cascade:
         )
         gain = p_next - p_self
         self.probabilities[f"post:{router.tiers[i]}"] = p_self
-        escalate = gain > self.point.lam * router.model.tier_weights_[i]
+        escalate = bool(escalates(gain, self.point.lam, router.model.tier_weights_[i]))
         self.trail.append(
             TierStep(
                 router.tiers[i],

@@ -135,6 +135,21 @@ def _finite_or_str(x: float) -> float | str:
     return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
 
 
+def escalates(gain: Any, lam: float, weight: float) -> Any:
+    """The escalation rule: the expected gain beats the cost weight times the tier's cost.
+
+    Works on scalars and arrays; ``lam = ±inf`` means never / always escalate whatever the
+    weight (even a zero-cost tier).
+    """
+    threshold = lam * weight if math.isfinite(lam) else lam
+    return gain > threshold
+
+
+def skips(p_pre: Any, threshold: float) -> Any:
+    """The skip rule: the pre-answer acceptance probability is below the tier's threshold."""
+    return p_pre < threshold
+
+
 @dataclass
 class Outcome:
     """Per-prompt result of running a policy over recorded outcomes."""
@@ -176,7 +191,7 @@ def simulate(
     skipped = np.zeros((n, n_tiers - 1), dtype=bool)
     fitted: list[float] = []
     for i in range(n_tiers - 1):
-        escalate = signals.post_gain(i) > lam * tier_weights[i]
+        escalate = escalates(signals.post_gain(i), lam, tier_weights[i])
         if skip_tolerance is not None:
             threshold = fit_skip_threshold(
                 signals.pre[active, i], ~escalate[active], skip_tolerance, min_skip_count
@@ -184,7 +199,7 @@ def simulate(
         else:
             threshold = float(skip_thresholds[i]) if skip_thresholds is not None else 0.0
         fitted.append(threshold)
-        skip = active & (signals.pre[:, i] < threshold)
+        skip = active & skips(signals.pre[:, i], threshold)
         call = active & ~skip
         cost += np.where(call, costs[:, i], 0.0)
         accept = call & ~escalate
