@@ -92,17 +92,15 @@ def evaluate(
         "always-frontier": (1.0, q_f, float(cf.mean())),
     }
 
-    pre_only = CascadeSignals(
-        signals.pre,
-        np.full_like(signals.post_self, np.nan),
-        np.full_like(signals.post_next, np.nan),
-    )
     if n_tiers == 2:
         pre_curve = M.deferral_curve(signals.pre_gain(0), s, f, cs, cf, cascade=False)
         post_curve = (
             M.deferral_curve(signals.post_gain(0), s, f, cs, cf, cascade=True) if has_post else None
         )
     else:
+        # the pre-answer probabilities stand in where the answer-aware ones are missing
+        nan = np.full_like(signals.post_self, np.nan)
+        pre_only = CascadeSignals(signals.pre, nan, nan.copy())
         pre_curve = sweep_curve(pre_only, scores, costs, model.tier_weights_)
         post_curve = sweep_curve(signals, scores, costs, model.tier_weights_) if has_post else None
     policy_curve = sweep_curve(signals, scores, costs, model.tier_weights_, model.skip_tolerance)
