@@ -186,6 +186,13 @@ def policy_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def print_report(report: dict[str, Any], console: Console) -> None:
+    """The summary table, then the realised target numbers and the bootstrap intervals."""
+    console.print(summary_table(report))
+    for line in policy_lines(report):
+        console.print(line, highlight=False)
+
+
 @app.command()
 @handle_errors
 def train(
@@ -230,9 +237,7 @@ def train(
             )
         )
         return
-    out.print(summary_table(result.report))
-    for line in policy_lines(result.report):
-        out.print(line, highlight=False)
+    print_report(result.report, out)
     reg = (
         f"registered {settings.registered_model} v{result.version}"
         + (f" as @{settings.champion_alias}" if result.aliased else " (champion unchanged)")
@@ -279,9 +284,7 @@ def evaluate(
     if json_out:
         print(json.dumps(result.report, indent=2))
         return
-    out.print(summary_table(result.report))
-    for line in policy_lines(result.report):
-        out.print(line, highlight=False)
+    print_report(result.report, out)
     out.print(f"plot: {result.plot_path}  report: {result.report_path}", highlight=False)
 
 

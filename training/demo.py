@@ -31,7 +31,7 @@ def run_demo(
     from router.backends import ReplayBackend
     from router.core import Router
     from router.data import bundled_dataset, load_outcomes
-    from training.cli import policy_lines, print_route, summary_table
+    from training.cli import print_report, print_route
 
     started = time.perf_counter()
 
@@ -48,9 +48,7 @@ def run_demo(
     )
     result = train_and_evaluate(config, settings, log=log)
     result = log_to_mlflow(result, config, settings, result.report["dataset_digest"], log=log)
-    out.print(summary_table(result.report))
-    for line in policy_lines(result.report):
-        out.print(line, highlight=False)
+    print_report(result.report, out)
     alias = f"models:/{settings.registered_model}@{settings.champion_alias}"
     out.print(
         f"registered {settings.registered_model} version {result.version}"
