@@ -16,7 +16,7 @@ import numpy as np
 from router.backends import ChatBackend, Completion, Messages, as_messages, input_text
 from router.embedders import Embedder, build_embedder
 from router.errors import ConfigurationError, RouterLoadError
-from router.features import answer_window, input_window
+from router.features import answer_window
 from router.model import CascadeModel
 from router.policy import Target, escalates, skips
 from router.settings import RouterSettings
@@ -159,8 +159,7 @@ class Router:
 
     # ------------------------------------------------------------------ decisions
     def _input_matrix(self, steps: Sequence[str], texts: Sequence[str]) -> np.ndarray:
-        window = self.model.input_window_chars
-        emb = self.embedder.encode([input_window(t, window) for t in texts])
+        emb = self.model.embed_inputs(self.embedder, texts)
         return self.model.input_matrix(texts, steps, emb)
 
     def decide_batch(
@@ -467,6 +466,7 @@ def _download_mlflow_router(uri: str, settings: RouterSettings) -> tuple[Path, s
             f"cannot load {uri} from {settings.tracking_uri}: {exc.message.splitlines()[0]}. "
             "Train and register one with `cascade-router train`."
         ) from exc
+    # log_router stores the folder as artifacts/router; other loggers keep their folder's name
     candidates = [local / "artifacts" / "router", local / "router", local]
     candidates += [p.parent for p in sorted(local.glob("artifacts/*/router.json"))]
     for candidate in candidates:

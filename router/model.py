@@ -97,6 +97,13 @@ class CascadeModel:
         self.seed = seed
 
     # ------------------------------------------------------------------ features
+    def embed_inputs(
+        self, embedder: Embedder, texts: Sequence[str], progress: bool = False
+    ) -> np.ndarray:
+        """Embeddings of step inputs, each read through the model's input window."""
+        windows = [input_window(t, self.input_window_chars) for t in texts]
+        return embedder.encode(windows, progress=progress)
+
     def featurize(
         self,
         table: OutcomeTable,
@@ -106,9 +113,7 @@ class CascadeModel:
     ) -> TableFeatures:
         """Input features for every prompt and answer features for tiers with recorded answers."""
         vocab = getattr(self, "steps_", None) or StepVocabulary.fit(table.steps)
-        emb = embedder.encode(
-            [input_window(p, self.input_window_chars) for p in table.prompts], progress=progress
-        )
+        emb = self.embed_inputs(embedder, table.prompts, progress=progress)
         inputs = input_features(emb, table.prompts, vocab.encode(table.steps))
         per_tier: dict[int, np.ndarray] = {}
         if answers and self.answer_aware:
