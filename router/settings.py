@@ -39,3 +39,10 @@ class RouterSettings(BaseSettings):
         "sqlite:///cascade-feedback.db",
         description="feedback store: a SQLAlchemy URL (sqlite:///file.db or postgresql+psycopg://)",
     )
+    challenger_alias: str = Field("challenger", description="alias of the version under test")
+    previous_alias: str = Field("previous", description="alias of the champion before the last")
+    gate_metric: str = Field("apgr", description="evaluation metric the gate compares")
+    gate_margin: float = Field(0.005, ge=0.0, description="how much better a challenger must be")
+    drift_window: int = Field(500, ge=10, description="latest labels per step that drift reads")
+    drift_threshold: float = Field(0.1, gt=0.0, lt=1.0, description="|predicted-observed| flag")
+    drift_min_labels: int = Field(50, ge=1, description="labels a step needs to be flagged")

@@ -412,6 +412,11 @@ def demo(
     run_demo(_settings(), sample=sample or None, output_dir=output_dir, console=console, out=out)
 
 
+from training.lifecycle_cli import register as _register_lifecycle  # noqa: E402
+
+_register_lifecycle(app)  # retrain, promote, rollback, versions, drift, simulate
+
+
 def main() -> None:
     """Entry point of the ``cascade-router`` script."""
     app()

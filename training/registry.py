@@ -189,16 +189,92 @@ def alias_version(name: str, alias: str, client: MlflowClient | None = None) -> 
 def promote_first_version(
     name: str, version: str | int, alias: str = "champion", client: MlflowClient | None = None
 ) -> bool:
-    """Give ``alias`` to ``version`` if no version holds it yet; True when it did.
+    """Give ``alias`` to the model's first version if no version holds it; True when that is
+    ``version``.
 
     A later training never replaces the champion by itself: moving it is a deliberate
-    :func:`set_alias`.
+    :func:`set_alias` (or the gate of ``cascade-router retrain``).  Race-free without a lock:
+    two trainings that both find no champion both point it at the lowest registered version
+    (which exists before either checks, since versions are numbered in registration order),
+    so they agree on the result instead of the last writer winning.
     """
     client = client or MlflowClient()
     if alias_version(name, alias, client) is not None:
         return False
-    set_alias(name, alias, version, client)
-    return True
+    versions = [int(v["version"]) for v in list_versions(name, client)]
+    first = min(versions) if versions else int(version)
+    set_alias(name, alias, first, client)
+    current = alias_version(name, alias, client)
+    return current is not None and int(current) == int(version)
+
+
+def promote_version(
+    name: str,
+    version: str | int,
+    *,
+    champion_alias: str = "champion",
+    previous_alias: str = "previous",
+    client: MlflowClient | None = None,
+) -> tuple[str | None, str]:
+    """Move ``@champion`` to ``version``; the old champion keeps ``@previous``.
+
+    Returns ``(old champion or None, new champion)``.  ``@previous`` moves first, so a process
+    killed in between leaves the champion where it was.
+
+    Raises:
+        ConfigurationError: no such version of the registered model.
+    """
+    client = client or MlflowClient()
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise ConfigurationError(
+            f"model {name!r} has no version {version}: see `cascade-router versions`"
+        ) from exc
+    old = alias_version(name, champion_alias, client)
+    if old is not None and str(old) != str(version):
+        set_alias(name, previous_alias, old, client)
+    set_alias(name, champion_alias, version, client)
+    return old, str(version)
+
+
+def rollback(
+    name: str,
+    *,
+    champion_alias: str = "champion",
+    previous_alias: str = "previous",
+    client: MlflowClient | None = None,
+) -> tuple[str, str]:
+    """Swap ``@champion`` and ``@previous``: the previous champion serves again.
+
+    The demoted version keeps ``@previous``, so a second rollback undoes the first.
+    Returns ``(demoted version, restored version)``.
+
+    Raises:
+        ConfigurationError: there is no ``@previous`` (or no ``@champion``) to roll back to.
+    """
+    client = client or MlflowClient()
+    previous = alias_version(name, previous_alias, client)
+    current = alias_version(name, champion_alias, client)
+    if previous is None or current is None:
+        raise ConfigurationError(
+            f"nothing to roll back to: model {name!r} has no @{previous_alias}"
+            if previous is None
+            else f"model {name!r} has no @{champion_alias}"
+        )
+    set_alias(name, champion_alias, previous, client)
+    set_alias(name, previous_alias, current, client)
+    return current, previous
+
+
+def download_version(
+    name: str, version: str | int, settings: RouterSettings, client: MlflowClient | None = None
+) -> Path:
+    """Download a registered version and return its router folder (holding ``router.json``)."""
+    from router.core import resolve_router_folder
+
+    folder, _ = resolve_router_folder(f"models:/{name}/{version}", settings)
+    return folder
 
 
 def list_versions(name: str, client: MlflowClient | None = None) -> list[dict[str, Any]]:

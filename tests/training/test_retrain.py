@@ -1,0 +1,315 @@
+"""retrain → gate → registry on a real MLflow sqlite store and a real feedback store (SQLite)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from router.data import OutcomeTable
+from router.errors import ConfigurationError
+from router.feedback import FeedbackStore, RequestRecord
+from router.model import CascadeModel
+from router.settings import RouterSettings
+from tests.conftest import SAMPLE, TIERS
+from training.gate import GateConfig
+from training.registry import (
+    alias_version,
+    list_versions,
+    log_router,
+    open_tracking,
+    promote_version,
+    rollback,
+)
+from training.retrain import PAUSE_ENV, RetrainConfig, retrain
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def shuffled(table: OutcomeTable, seed: int = 7) -> OutcomeTable:
+    perm = np.random.default_rng(seed).permutation(len(table))
+    return OutcomeTable(
+        table.tiers,
+        table.prompt_ids,
+        table.prompts,
+        table.steps,
+        table.splits,
+        table.scores[perm],
+        table.costs,
+        table.responses,
+        table.output_tokens,
+    )
+
+
+@pytest.fixture(scope="module")
+def shuffled_model(split_tables, embedder) -> CascadeModel:
+    """A router trained on permuted labels: no better than random."""
+    train, _ = split_tables
+    return CascadeModel(
+        list(TIERS), acceptance_params={"n_estimators": 200, "early_stopping_rounds": 30}
+    ).fit(shuffled(train), embedder)
+
+
+@pytest.fixture(scope="module")
+def base_file(mmlu_frame, split_tables, tmp_path_factory) -> Path:
+    """The training part of the test sample as a long-schema parquet file (the base data)."""
+    train, _ = split_tables
+    ids = set(train.prompt_ids.tolist())
+    path = tmp_path_factory.mktemp("base") / "base.parquet"
+    mmlu_frame[mmlu_frame["prompt_id"].isin(ids)].to_parquet(path)
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path, cache_dir: Path) -> RouterSettings:
+    return RouterSettings(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        artifact_location=str(tmp_path / "mlruns"),
+        cache_dir=cache_dir,
+        feedback_url=f"sqlite:///{tmp_path / 'feedback.db'}",
+        progress=False,
+    )
+
+
+def register(model: CascadeModel, settings: RouterSettings, tmp_path: Path) -> str:
+    open_tracking(settings)
+    folder = model.save(tmp_path / f"saved-{time.time_ns()}" / "router")
+    with mlflow.start_run() as run:
+        info = log_router(
+            folder, run=run, input_example=None, registered_model=settings.registered_model
+        )
+    return str(info.registered_model_version)
+
+
+def write_feedback(store: FeedbackStore, table: OutcomeTable, start: int = 0) -> int:
+    """Replay ``table`` as production traffic: alternate tiers, label with the recorded score."""
+    for i in range(len(table)):
+        tier_index = (start + i) % 2
+        tier = table.tiers[tier_index]
+        answer = table.responses[tier_index][i] or ""
+        rid = f"req-{table.prompt_ids[i]}"
+        store.record_request(
+            RequestRecord(
+                request_id=rid,
+                step=str(table.steps[i]),
+                input_text=table.prompts[i],
+                messages=[{"role": "user", "content": table.prompts[i]}],
+                target="quality_ratio=0.95",
+                router_version="1",
+                tier=tier,
+                path="verified" if tier_index == 0 else "escalated",
+                p_accept=0.5,
+                probabilities={t: 0.5 for t in table.tiers},
+                answers={tier: answer},
+                answer=answer,
+                cost_usd=float(table.costs[i, tier_index]),
+                latency_s=0.1,
+            )
+        )
+        store.add_feedback(rid, accepted=bool(table.scores[i, tier_index] >= 0.5), source="test")
+    return len(table)
+
+
+def config(base_file: Path, **kw) -> RetrainConfig:
+    defaults = {
+        "base": [str(base_file)],
+        "lookup": ["mmlu_pro"],
+        "eval_sample": SAMPLE,
+        "n_estimators": 200,
+        # 300 frozen prompts, ~260 calibration prompts and 40 held-out labels: ECE, the realised
+        # quality ratio and the Brier score move by several points between two fits of the same
+        # data, so the guardrails get tolerances of that size here (test_gate.py checks each
+        # guardrail refusing on its own); the APGR margin is the default.
+        "gate": GateConfig(
+            margin=0.005, ece_tolerance=0.05, target_tolerance=0.1, feedback_tolerance=0.05
+        ),
+    }
+    defaults.update(kw)
+    return RetrainConfig(**defaults)
+
+
+def aliases(settings: RouterSettings) -> dict[str, str | None]:
+    name = settings.registered_model
+    return {
+        a: alias_version(name, a, None)
+        for a in (settings.champion_alias, settings.previous_alias, settings.challenger_alias)
+    }
+
+
+def test_gate_refuses_shuffled_challenger(
+    fitted_model, split_tables, base_file, settings, tmp_path
+) -> None:
+    champion = register(fitted_model, settings, tmp_path)
+    promote_version(settings.registered_model, champion)
+    with FeedbackStore.from_settings(settings) as store:
+        write_feedback(store, split_tables[0].subset(np.arange(200)))
+        result = retrain(config(base_file, shuffle_labels=True), settings, store, log=print)
+    assert not result.promoted and not result.decision.promote
+    first = result.decision.checks[0]
+    assert first.name == "frozen apgr" and not first.passed
+    assert first.challenger < first.champion
+    assert aliases(settings) == {
+        "champion": champion,
+        "previous": None,
+        "challenger": result.version,
+    }
+    # the run holds the lineage and the decision
+    run = mlflow.MlflowClient(settings.tracking_uri).get_run(result.run_id)
+    assert run.data.params["parent_version"] == champion
+    assert run.data.params["shuffle_labels"] == "True"
+    assert run.data.metrics["lineage.feedback_labelled"] == 200
+    assert run.data.metrics["gate.promote"] == 0.0
+    assert "gate.champion.frozen.apgr" in run.data.metrics
+    assert result.lineage["feedback_counts"]["completed_from_lookup"] == 160
+    assert sum(result.lineage["feedback_by_step_label"].values()) == 160
+    assert len(result.lineage["frozen_eval_digest"]) == 64
+
+
+def test_gate_promotes_better_challenger_then_rollback(
+    shuffled_model, split_tables, base_file, settings, tmp_path
+) -> None:
+    weak = register(shuffled_model, settings, tmp_path)
+    promote_version(settings.registered_model, weak)
+    with FeedbackStore.from_settings(settings) as store:
+        write_feedback(store, split_tables[0].subset(np.arange(200)))
+        result = retrain(config(base_file), settings, store, log=print)
+    assert result.promoted, result.decision.report()
+    assert aliases(settings) == {
+        "champion": result.version,
+        "previous": weak,
+        "challenger": result.version,
+    }
+    demoted, restored = rollback(settings.registered_model)
+    assert (demoted, restored) == (result.version, weak)
+    assert alias_version(settings.registered_model, "champion") == weak
+    assert alias_version(settings.registered_model, "previous") == result.version
+    rollback(settings.registered_model)  # undo
+    assert alias_version(settings.registered_model, "champion") == result.version
+
+
+def test_rollback_without_previous_is_a_clear_error(fitted_model, settings, tmp_path) -> None:
+    version = register(fitted_model, settings, tmp_path)
+    promote_version(settings.registered_model, version)
+    with pytest.raises(ConfigurationError, match="previous"):
+        rollback(settings.registered_model)
+    with pytest.raises(ConfigurationError, match="no version 99"):
+        promote_version(settings.registered_model, 99)
+
+
+def test_retrain_reads_store_written_concurrently(
+    fitted_model, split_tables, base_file, settings, tmp_path
+) -> None:
+    champion = register(fitted_model, settings, tmp_path)
+    promote_version(settings.registered_model, champion)
+    train, _ = split_tables
+    store = FeedbackStore.from_settings(settings)
+    write_feedback(store, train.subset(np.arange(100)))
+    stop = threading.Event()
+    written = [100]
+
+    def sidecar() -> None:  # another writer (its own store object, as a second process would)
+        other = FeedbackStore.from_settings(settings)
+        i = 100
+        while not stop.is_set() and i < len(train):
+            written[0] += write_feedback(other, train.subset(np.arange(i, i + 5)), start=i)
+            i += 5
+        other.close()
+
+    thread = threading.Thread(target=sidecar)
+    thread.start()
+    try:
+        result = retrain(config(base_file, promote=False), settings, store, log=print)
+    finally:
+        stop.set()
+        thread.join()
+    until = result.lineage["feedback_until"]
+    in_window = len(store.labelled(until=until))
+    after = len(store.labelled(since=until))
+    assert result.lineage["feedback_labelled"] == in_window
+    assert in_window + after == written[0] == store.counts()["labelled"]
+    assert written[0] > 100  # the writer did write while retrain ran
+    store.close()
+    assert alias_version(settings.registered_model, "champion") == champion  # --no-promote
+
+
+def test_killed_retrain_leaves_registry_unchanged(
+    fitted_model, split_tables, base_file, settings, tmp_path
+) -> None:
+    champion = register(fitted_model, settings, tmp_path)
+    promote_version(settings.registered_model, champion)
+    with FeedbackStore.from_settings(settings) as store:
+        write_feedback(store, split_tables[0].subset(np.arange(100)))
+    before_versions = list_versions(settings.registered_model)
+    before_aliases = aliases(settings)
+    env = dict(os.environ)
+    env.update(
+        {
+            "CASCADE_TRACKING_URI": settings.tracking_uri,
+            "CASCADE_ARTIFACT_LOCATION": settings.artifact_location,
+            "CASCADE_FEEDBACK_URL": settings.feedback_url,
+            "CASCADE_CACHE_DIR": str(settings.cache_dir),
+            "CASCADE_PROGRESS": "false",
+            PAUSE_ENV: "gate",  # after training and scoring, right before the registry writes
+        }
+    )
+    cmd = [sys.executable, "-m", "training.cli", "retrain", "--base", str(base_file)]
+    cmd += ["--lookup", "mmlu_pro", "--eval-sample", str(SAMPLE), "--n-estimators", "200"]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    seen = []
+    assert proc.stdout is not None
+    deadline = time.time() + 300
+    for line in proc.stdout:
+        seen.append(line)
+        if "paused at gate" in line or time.time() > deadline:
+            break
+    assert any("paused at gate" in line for line in seen), "".join(seen)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert list_versions(settings.registered_model) == before_versions
+    assert aliases(settings) == before_aliases
+
+
+def test_cli_promote_rollback_versions(fitted_model, settings, tmp_path, monkeypatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    for key, value in {
+        "CASCADE_TRACKING_URI": settings.tracking_uri,
+        "CASCADE_ARTIFACT_LOCATION": settings.artifact_location,
+        "CASCADE_FEEDBACK_URL": settings.feedback_url,
+        "CASCADE_PROGRESS": "false",
+    }.items():
+        monkeypatch.setenv(key, value)
+    runner = CliRunner()
+    v1 = register(fitted_model, settings, tmp_path)
+    v2 = register(fitted_model, settings, tmp_path)
+    result = runner.invoke(app, ["rollback"])
+    assert result.exit_code == 2 and "error" in result.output
+    assert runner.invoke(app, ["promote", v1]).exit_code == 0
+    result = runner.invoke(app, ["promote", v2])
+    assert result.exit_code == 0, result.output
+    assert aliases(settings)["champion"] == v2 and aliases(settings)["previous"] == v1
+    assert runner.invoke(app, ["promote", "42"]).exit_code == 2
+    result = runner.invoke(app, ["versions", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    assert [v["aliases"] for v in listed["versions"]] == [["previous"], ["champion"]]
+    assert runner.invoke(app, ["rollback"]).exit_code == 0
+    assert aliases(settings)["champion"] == v1
+    table = runner.invoke(app, ["versions"])
+    assert table.exit_code == 0 and "@champion" in table.stdout
