@@ -61,3 +61,16 @@ class RouterLoadError(CascadeRouterError, RuntimeError):
     """A saved router could not be found or read."""
 
     exit_code = 4
+
+
+class UnknownRequestError(CascadeRouterError, KeyError):
+    """Feedback names a request id that the feedback store never recorded."""
+
+    exit_code = 2
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        super().__init__(f"unknown request id {request_id!r}: no such request was recorded")
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])

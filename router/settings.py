@@ -35,3 +35,7 @@ class RouterSettings(BaseSettings):
         None, description="URI or folder the module-level route() loads; default: bundled router"
     )
     progress: bool = Field(True, description="show progress bars on long work")
+    feedback_url: str = Field(
+        "sqlite:///cascade-feedback.db",
+        description="feedback store: a SQLAlchemy URL (sqlite:///file.db or postgresql+psycopg://)",
+    )

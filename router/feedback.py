@@ -1,0 +1,420 @@
+"""The production feedback store: what the router answered, and whether the answer was accepted.
+
+The sidecar (``serving/``) records every routed request with :meth:`FeedbackStore.record_request`
+and every label it receives on ``POST /v1/feedback`` with :meth:`FeedbackStore.add_feedback`;
+``cascade-router retrain`` reads the labelled requests back with :meth:`FeedbackStore.labelled`.
+
+The store is library code over SQLAlchemy Core, so the same class works on a local SQLite file
+(``sqlite:///cascade-feedback.db``: WAL journal, a busy timeout, so several threads *and*
+processes can write at once without losing a row) and on PostgreSQL
+(``postgresql+psycopg://user:pass@host/db``) when the sidecar is scaled out behind a load
+balancer.  One instance is safe to share between threads: every call takes its own connection
+from the engine's pool and runs in its own transaction.
+
+Tables:
+
+``requests``
+    one row per request id (``record_request`` is idempotent: a second call with the same id
+    leaves the first row as it was).
+``feedback``
+    at most one row per request id: a later label for the same request replaces the earlier one
+    (its ``created_at`` is the time of the latest label).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from router.errors import ConfigurationError, UnknownRequestError
+
+if TYPE_CHECKING:
+    from router.settings import RouterSettings
+
+__all__ = [
+    "LABELLED_COLUMNS",
+    "REQUEST_COLUMNS",
+    "FeedbackRecord",
+    "FeedbackStore",
+    "RequestRecord",
+]
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One routed request, as the sidecar answered it."""
+
+    request_id: str
+    step: str
+    input_text: str  # router.backends.input_text(messages)
+    messages: list[dict[str, Any]]  # stored as JSON
+    target: str
+    router_version: str | None
+    tier: str  # the tier whose answer was returned
+    path: str  # RouteResult.path
+    p_accept: float  # pre-answer P(first tier accepted)
+    probabilities: dict[str, float]
+    answers: dict[str, str]  # every tier's answer produced for this request, tier -> text
+    answer: str  # the returned answer
+    cost_usd: float
+    latency_s: float
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """The label of one request: was the returned answer accepted?"""
+
+    request_id: str
+    accepted: bool
+    score: float | None
+    source: str | None
+    created_at: float
+
+
+#: Columns of the request part of :meth:`FeedbackStore.labelled` (JSON fields decoded).
+REQUEST_COLUMNS: tuple[str, ...] = (
+    "request_id",
+    "step",
+    "input_text",
+    "messages",
+    "target",
+    "router_version",
+    "tier",
+    "path",
+    "p_accept",
+    "probabilities",
+    "answers",
+    "answer",
+    "cost_usd",
+    "latency_s",
+    "created_at",
+)
+#: Every column of :meth:`FeedbackStore.labelled`.
+LABELLED_COLUMNS: tuple[str, ...] = (*REQUEST_COLUMNS, "accepted", "score", "source", "labelled_at")
+
+_JSON_FIELDS = ("messages", "probabilities", "answers")
+
+_metadata = sa.MetaData()
+_requests = sa.Table(
+    "requests",
+    _metadata,
+    sa.Column("request_id", sa.String(200), primary_key=True),
+    sa.Column("step", sa.String(200), nullable=False),
+    sa.Column("input_text", sa.Text, nullable=False),
+    sa.Column("messages", sa.Text, nullable=False),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("router_version", sa.String(200), nullable=True),
+    sa.Column("tier", sa.String(200), nullable=False),
+    sa.Column("path", sa.String(200), nullable=False),
+    sa.Column("p_accept", sa.Float, nullable=False),
+    sa.Column("probabilities", sa.Text, nullable=False),
+    sa.Column("answers", sa.Text, nullable=False),
+    sa.Column("answer", sa.Text, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=False),
+    sa.Column("latency_s", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+)
+_feedback = sa.Table(
+    "feedback",
+    _metadata,
+    sa.Column(
+        "request_id",
+        sa.String(200),
+        sa.ForeignKey("requests.request_id"),
+        primary_key=True,
+    ),
+    sa.Column("accepted", sa.Boolean, nullable=False),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("source", sa.String(200), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+)
+
+_SQLITE_BUSY_TIMEOUT_S = 30.0
+_RETRIES = 8
+
+
+def _finite(value: float, name: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ConfigurationError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+class FeedbackStore:
+    """Requests and their acceptance labels in one SQL database (SQLite or PostgreSQL).
+
+    Args:
+        url: a SQLAlchemy URL.  ``sqlite:///path.db`` gets WAL mode and a busy timeout so that
+            concurrent writers wait for each other instead of failing.  The tables are created
+            when missing.
+
+    Raises:
+        ConfigurationError: the URL cannot be parsed or the database cannot be opened.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            parsed = sa.make_url(url)
+        except sa.exc.ArgumentError as exc:
+            raise ConfigurationError(f"invalid feedback store URL {url!r}: {exc}") from exc
+        self._is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {}
+        if self._is_sqlite:
+            kwargs["connect_args"] = {
+                "timeout": _SQLITE_BUSY_TIMEOUT_S,
+                "check_same_thread": False,
+            }
+        try:
+            self._engine: Engine = sa.create_engine(parsed, **kwargs)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise ConfigurationError(f"cannot open feedback store {url!r}: {exc}") from exc
+        if self._is_sqlite:
+            sa.event.listen(self._engine, "connect", _sqlite_pragmas)
+        try:
+            self._retrying(lambda: _metadata.create_all(self._engine))
+        except OperationalError as exc:
+            self._engine.dispose()
+            raise ConfigurationError(f"cannot open feedback store {url!r}: {exc}") from exc
+
+    @classmethod
+    def from_settings(cls, settings: RouterSettings) -> FeedbackStore:
+        """The store at ``settings.feedback_url`` (default ``sqlite:///cascade-feedback.db``)."""
+        return cls(settings.feedback_url)
+
+    # ----------------------------------------------------------------------------------------
+    # Writing
+    # ----------------------------------------------------------------------------------------
+
+    def record_request(self, record: RequestRecord) -> None:
+        """Store one routed request; a second call with the same ``request_id`` is a no-op."""
+        row: dict[str, Any] = {
+            "request_id": str(record.request_id),
+            "step": str(record.step),
+            "input_text": str(record.input_text),
+            "messages": json.dumps(list(record.messages)),
+            "target": str(record.target),
+            "router_version": None if record.router_version is None else str(record.router_version),
+            "tier": str(record.tier),
+            "path": str(record.path),
+            "p_accept": float(record.p_accept),
+            "probabilities": json.dumps(
+                {str(k): float(v) for k, v in record.probabilities.items()}
+            ),
+            "answers": json.dumps({str(k): str(v) for k, v in record.answers.items()}),
+            "answer": str(record.answer),
+            "cost_usd": float(record.cost_usd),
+            "latency_s": float(record.latency_s),
+            "created_at": float(record.created_at),
+        }
+        if not row["request_id"]:
+            raise ConfigurationError("request_id must not be empty")
+
+        statement = self._insert(_requests).values(**row)
+        if statement is None:  # a dialect without upsert: check, then insert
+            if self.get_request(row["request_id"]) is not None:
+                return
+            # another writer may store the same id between our check and our insert
+            with contextlib.suppress(IntegrityError):
+                self._write(_requests.insert().values(**row))
+            return
+        self._write(statement.on_conflict_do_nothing(index_elements=["request_id"]))
+
+    def add_feedback(
+        self,
+        request_id: str,
+        accepted: bool,
+        score: float | None = None,
+        source: str | None = None,
+    ) -> FeedbackRecord:
+        """Label a recorded request; a later label for the same request replaces the earlier one.
+
+        Raises:
+            UnknownRequestError: no request with this id was recorded.
+            ConfigurationError: ``score`` is not a finite number.
+        """
+        record = FeedbackRecord(
+            request_id=str(request_id),
+            accepted=bool(accepted),
+            score=None if score is None else _finite(score, "score"),
+            source=None if source is None else str(source),
+            created_at=time.time(),
+        )
+        values = {
+            "accepted": record.accepted,
+            "score": record.score,
+            "source": record.source,
+            "created_at": record.created_at,
+        }
+
+        with self._engine.connect() as conn:
+            known = conn.execute(
+                sa.select(_requests.c.request_id).where(_requests.c.request_id == record.request_id)
+            ).first()
+        if known is None:
+            raise UnknownRequestError(record.request_id)
+        statement = self._insert(_feedback)
+        if statement is not None:
+            self._write(
+                statement.values(request_id=record.request_id, **values).on_conflict_do_update(
+                    index_elements=["request_id"], set_=values
+                )
+            )
+            return record
+        for attempt in range(_RETRIES):  # a dialect without upsert: update, else insert
+            try:
+                with self._engine.begin() as conn:
+                    updated = conn.execute(
+                        _feedback.update()
+                        .where(_feedback.c.request_id == record.request_id)
+                        .values(**values)
+                    )
+                    if updated.rowcount == 0:
+                        conn.execute(
+                            _feedback.insert().values(request_id=record.request_id, **values)
+                        )
+                break
+            except IntegrityError:
+                if attempt == _RETRIES - 1:
+                    raise
+        return record
+
+    # ----------------------------------------------------------------------------------------
+    # Reading
+    # ----------------------------------------------------------------------------------------
+
+    def get_request(self, request_id: str) -> RequestRecord | None:
+        """The recorded request with this id, or None."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(_requests).where(_requests.c.request_id == str(request_id))
+            ).first()
+        if row is None:
+            return None
+        data = dict(row._mapping)
+        for name in _JSON_FIELDS:
+            data[name] = json.loads(data[name])
+        return RequestRecord(**data)
+
+    def get_feedback(self, request_id: str) -> FeedbackRecord | None:
+        """The current label of a request, or None when it has none."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(_feedback).where(_feedback.c.request_id == str(request_id))
+            ).first()
+        if row is None:
+            return None
+        data = dict(row._mapping)
+        return FeedbackRecord(
+            request_id=data["request_id"],
+            accepted=bool(data["accepted"]),
+            score=data["score"],
+            source=data["source"],
+            created_at=float(data["created_at"]),
+        )
+
+    def labelled(self, since: float | None = None, until: float | None = None) -> pd.DataFrame:
+        """One row per labelled request: the request columns plus the label.
+
+        ``since`` / ``until`` bound the time of the label (``labelled_at``, Unix seconds):
+        ``since <= labelled_at < until``.  Rows are ordered by ``labelled_at``; the JSON
+        columns (``messages``, ``probabilities``, ``answers``) are decoded.
+        """
+        query = sa.select(
+            *[_requests.c[name] for name in REQUEST_COLUMNS],
+            _feedback.c.accepted,
+            _feedback.c.score,
+            _feedback.c.source,
+            _feedback.c.created_at.label("labelled_at"),
+        ).join_from(_requests, _feedback, _requests.c.request_id == _feedback.c.request_id)
+        if since is not None:
+            query = query.where(_feedback.c.created_at >= float(since))
+        if until is not None:
+            query = query.where(_feedback.c.created_at < float(until))
+        query = query.order_by(_feedback.c.created_at, _requests.c.request_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        frame = pd.DataFrame([dict(r._mapping) for r in rows], columns=list(LABELLED_COLUMNS))
+        for name in _JSON_FIELDS:
+            frame[name] = [json.loads(v) for v in frame[name]]
+        frame["accepted"] = frame["accepted"].astype(bool)
+        for name in ("p_accept", "cost_usd", "latency_s", "created_at", "labelled_at", "score"):
+            frame[name] = frame[name].astype(float)
+        return frame
+
+    def counts(self) -> dict[str, int]:
+        """``{"requests": n recorded, "labelled": n with a label}``."""
+        with self._engine.connect() as conn:
+            requests = conn.execute(sa.select(sa.func.count()).select_from(_requests)).scalar_one()
+            labelled = conn.execute(sa.select(sa.func.count()).select_from(_feedback)).scalar_one()
+        return {"requests": int(requests), "labelled": int(labelled)}
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self._engine.dispose()
+
+    def __enter__(self) -> FeedbackStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FeedbackStore({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    # ----------------------------------------------------------------------------------------
+
+    def _insert(self, table: sa.Table) -> Any:
+        """An INSERT that supports ``ON CONFLICT`` on SQLite and PostgreSQL, else None."""
+        name = self._engine.dialect.name
+        if name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return sqlite_insert(table)
+        if name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table)
+        return None
+
+    def _write(self, statement: Any) -> None:
+        """Execute one write statement in its own transaction (retried while SQLite is busy)."""
+
+        def run() -> None:
+            with self._engine.begin() as conn:
+                conn.execute(statement)
+
+        self._retrying(run)
+
+    def _retrying(self, action: Any) -> Any:
+        """Run ``action``, retrying a few times when SQLite reports the database as locked."""
+        for attempt in range(_RETRIES):
+            try:
+                return action()
+            except OperationalError as exc:
+                locked = "locked" in str(exc).lower() or "busy" in str(exc).lower()
+                if not locked or attempt == _RETRIES - 1:
+                    raise
+                time.sleep(0.05 * (2**attempt))
+        return None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
