@@ -253,10 +253,15 @@ class Router:
             )
         return self.backends
 
-    def _cost(self, completion: Completion) -> float:
+    def _cost(self, completion: Completion, tier: str | None = None) -> float:
+        """The call's cost: as recorded, else its tokens at the model's (else the tier's) price."""
         if completion.cost_usd is not None:
             return float(completion.cost_usd)
-        price_in, price_out = self.prices.get(completion.model, (0.0, 0.0))
+        price = self.prices.get(completion.model)
+        if price is None and tier is not None:
+            # an upstream serving a tier under another name (vLLM, llama.cpp) is priced as the tier
+            price = self.prices.get(tier)
+        price_in, price_out = price or (0.0, 0.0)
         return (completion.input_tokens * price_in + completion.output_tokens * price_out) / 1e6
 
     def route(
@@ -376,7 +381,7 @@ class _Cascade:
     def receive(self, completion: Completion) -> None:
         t0 = time.perf_counter()
         router, i = self.router, self.tier
-        cost = router._cost(completion)
+        cost = router._cost(completion, router.tiers[i])
         self.cost += cost
         self.answers[router.tiers[i]] = completion.text
         top = len(router.tiers) - 1

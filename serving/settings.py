@@ -73,9 +73,6 @@ class ServiceSettings(RouterSettings):
     )
     batch_max_size: int = Field(64, ge=1, le=4096, description="largest decision micro-batch")
     readiness_timeout_s: float = Field(2.0, gt=0, description="upstream probe timeout")
-    feedback_url: str = Field(
-        "sqlite:///cascade-feedback.db", description="feedback store (SQLAlchemy URL)"
-    )
     log_level: str = Field("info", description="debug | info | warning | error")
 
     @field_validator("upstreams")
