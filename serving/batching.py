@@ -114,10 +114,13 @@ class DecisionBatcher:
                 [i.answer for i in items] if with_answers else None,
                 items[0].target,
             )
-        except Exception as exc:  # handed to each waiting request, which reports it
-            for item in items:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+        except Exception as exc:
+            if len(items) > 1:  # one bad input must not fail its neighbours: retry one by one
+                for item in items:
+                    await DecisionBatcher._decide_group([item])
+                return
+            if not items[0].future.done():  # handed to the waiting request, which reports it
+                items[0].future.set_exception(exc)
             return
         for item, decision in zip(items, decisions, strict=True):
             if not item.future.done():
