@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from router.errors import (
     BackendError,
+    BackendTimeoutError,
     BackendUnavailableError,
     CascadeRouterError,
     ConfigurationError,
@@ -309,7 +310,7 @@ class OpenAIBackend:
 
         where = f"model {self.model} at {self.display_url}"
         if isinstance(exc, openai.APITimeoutError):
-            return BackendUnavailableError(
+            return BackendTimeoutError(
                 f"{where} unreachable: no answer within {self.timeout_s:g}s "
                 f"(after {self.max_retries} retries)"
             )

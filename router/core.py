@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -15,13 +16,14 @@ import numpy as np
 
 from router.backends import ChatBackend, Completion, Messages, as_messages, input_text
 from router.embedders import Embedder, build_embedder
-from router.errors import ConfigurationError, RouterLoadError
+from router.errors import BackendError, ConfigurationError, RouterLoadError
 from router.features import answer_window
 from router.model import CascadeModel
 from router.policy import Target, escalates, skips
 from router.settings import RouterSettings
 
 ChatInput = str | Sequence[Mapping[str, Any]]
+logger = logging.getLogger(__name__)
 
 
 def tier_roles(n_tiers: int) -> tuple[str, ...]:
@@ -58,7 +60,7 @@ class TierStep:
 
     tier: str
     role: str
-    action: str  # skipped | verified | escalated | answered
+    action: str  # skipped | verified | escalated | answered | failed
     p_accept: float | None
     p_accept_answer: float | None = None
     gain: float | None = None
@@ -83,6 +85,10 @@ class RouteResult:
     target: str
     router_version: str | None = None
     score: float | None = None  # replay only: the recorded score of the answer
+    input_tokens: int = 0  # tokens of the call that answered
+    output_tokens: int = 0
+    answers: dict[str, str] = field(default_factory=dict)  # every tier's answer, tier -> text
+    failures: dict[str, str] = field(default_factory=dict)  # tiers that failed, tier -> error
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,12 +150,17 @@ class Router:
         settings: RouterSettings | None = None,
         embedder: Embedder | None = None,
     ) -> Router:
-        """Load a saved router (folder or MLflow URI); ``None`` loads the configured default."""
+        """Load a saved router (folder or MLflow URI).
+
+        ``None`` loads ``settings.default_router`` if set, else the registry's ``@champion``,
+        else (nothing registered yet) the bundled router that ships with the package.
+        """
         settings = settings or RouterSettings()
         target = uri_or_path or settings.default_router
         if target is None:
-            target = f"models:/{settings.registered_model}@{settings.champion_alias}"
-        folder, version = resolve_router_folder(str(target), settings)
+            folder, version = resolve_default_router(settings)
+        else:
+            folder, version = resolve_router_folder(str(target), settings)
         model = CascadeModel.load(folder, num_threads=1)
         return cls(model, embedder=embedder, backends=backends, version=version)
 
@@ -242,10 +253,15 @@ class Router:
             )
         return self.backends
 
-    def _cost(self, completion: Completion) -> float:
+    def _cost(self, completion: Completion, tier: str | None = None) -> float:
+        """The call's cost: as recorded, else its tokens at the model's (else the tier's) price."""
         if completion.cost_usd is not None:
             return float(completion.cost_usd)
-        price_in, price_out = self.prices.get(completion.model, (0.0, 0.0))
+        price = self.prices.get(completion.model)
+        if price is None and tier is not None:
+            # an upstream serving a tier under another name (vLLM, llama.cpp) is priced as the tier
+            price = self.prices.get(tier)
+        price_in, price_out = price or (0.0, 0.0)
         return (completion.input_tokens * price_in + completion.output_tokens * price_out) / 1e6
 
     def route(
@@ -254,13 +270,30 @@ class Router:
         input: ChatInput,
         target: Target | str | None = None,
         max_tokens: int | None = None,
+        retries: int = 0,
+        retry_backoff_s: float = 0.25,
     ) -> RouteResult:
-        """Answer one step through the cascade (blocking)."""
+        """Answer one step through the cascade (blocking).
+
+        A tier below the top that fails (timeout, connection error, error status) is recorded
+        as ``failed`` and the request escalates to the next tier.  The top tier is retried up to
+        ``retries`` times with exponential backoff; then its :class:`BackendError` is raised.
+        """
+        backends = self._require_backends()
         runner = _Cascade(self, step, input, target)
+        attempt = 0
         while (call := runner.next_call()) is not None:
-            runner.receive(
-                self._require_backends()[call].complete(runner.messages, max_tokens=max_tokens)
-            )
+            try:
+                completion = backends[call].complete(runner.messages, max_tokens=max_tokens)
+            except BackendError as exc:
+                if runner.fail(exc):
+                    continue
+                if attempt >= retries:
+                    raise
+                time.sleep(retry_backoff_s * 2**attempt)
+                attempt += 1
+                continue
+            runner.receive(completion)
         return runner.result()
 
     async def aroute(
@@ -269,13 +302,27 @@ class Router:
         input: ChatInput,
         target: Target | str | None = None,
         max_tokens: int | None = None,
+        retries: int = 0,
+        retry_backoff_s: float = 0.25,
     ) -> RouteResult:
-        """Answer one step through the cascade (asyncio); the embedding runs in a thread."""
+        """Answer one step through the cascade (asyncio); see :meth:`route`.
+
+        The embeddings and boosters run in a worker thread so the event loop stays free.
+        """
+        backends = self._require_backends()
         runner = await asyncio.to_thread(_Cascade, self, step, input, target)
+        attempt = 0
         while (call := runner.next_call()) is not None:
-            completion = await self._require_backends()[call].acomplete(
-                runner.messages, max_tokens=max_tokens
-            )
+            try:
+                completion = await backends[call].acomplete(runner.messages, max_tokens=max_tokens)
+            except BackendError as exc:
+                if runner.fail(exc):
+                    continue
+                if attempt >= retries:
+                    raise
+                await asyncio.sleep(retry_backoff_s * 2**attempt)
+                attempt += 1
+                continue
             await asyncio.to_thread(runner.receive, completion)
         return runner.result()
 
@@ -300,6 +347,8 @@ class _Cascade:
             f"pre:{t}": float(p) for t, p in zip(router.tiers, self.pre, strict=True)
         }
         self.answer: Completion | None = None
+        self.answers: dict[str, str] = {}
+        self.failures: dict[str, str] = {}
         self.cost = 0.0
         self.router_s = time.perf_counter() - started
         self.started = started
@@ -318,11 +367,23 @@ class _Cascade:
     def next_call(self) -> int | None:
         return None if self.answer is not None else self.tier
 
+    def fail(self, exc: BaseException) -> bool:
+        """Record that the current tier failed; True when a higher tier is left to ask."""
+        router, i = self.router, self.tier
+        if i >= len(router.tiers) - 1:
+            return False
+        self.failures[router.tiers[i]] = " ".join(str(exc).split()) or type(exc).__name__
+        self.trail.append(TierStep(router.tiers[i], router.roles[i], "failed", float(self.pre[i])))
+        self.tier += 1
+        self._advance_skips()
+        return True
+
     def receive(self, completion: Completion) -> None:
         t0 = time.perf_counter()
         router, i = self.router, self.tier
-        cost = router._cost(completion)
+        cost = router._cost(completion, router.tiers[i])
         self.cost += cost
+        self.answers[router.tiers[i]] = completion.text
         top = len(router.tiers) - 1
         if i == top:
             self.trail.append(
@@ -401,6 +462,10 @@ class _Cascade:
             target=str(self.target),
             router_version=router.version,
             score=self.answer.score,
+            input_tokens=self.answer.input_tokens,
+            output_tokens=self.answer.output_tokens,
+            answers=dict(self.answers),
+            failures=dict(self.failures),
         )
 
 
@@ -408,6 +473,29 @@ def _default_prices() -> dict[str, tuple[float, float]]:
     from router.data import load_prices
 
     return load_prices()
+
+
+BUNDLED_ROUTER_VERSION = "bundled"
+"""The version name reported for the router that ships inside the package."""
+
+
+def bundled_router_path() -> Path:
+    """The folder of the router that ships with the package (MMLU-Pro, 8B → GPT-4o)."""
+    return Path(__file__).parent / "resources" / "router"
+
+
+def champion_uri(settings: RouterSettings) -> str:
+    """``models:/<registered model>@<champion alias>`` from the settings."""
+    return f"models:/{settings.registered_model}@{settings.champion_alias}"
+
+
+def resolve_default_router(settings: RouterSettings) -> tuple[Path, str | None]:
+    """The registry's champion if one is registered, else the bundled router."""
+    try:
+        return resolve_router_folder(champion_uri(settings), settings)
+    except RouterLoadError as exc:
+        logger.warning("using the bundled router: %s", exc)
+        return bundled_router_path(), BUNDLED_ROUTER_VERSION
 
 
 def resolve_router_folder(target: str, settings: RouterSettings) -> tuple[Path, str | None]:

@@ -53,6 +53,10 @@ class BackendUnavailableError(BackendError):
     """A model backend could not be reached (connection refused, DNS, timeout)."""
 
 
+class BackendTimeoutError(BackendUnavailableError):
+    """A model backend did not answer within its timeout."""
+
+
 class RouterLoadError(CascadeRouterError, RuntimeError):
     """A saved router could not be found or read."""
 

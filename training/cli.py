@@ -412,6 +412,34 @@ def demo(
     run_demo(_settings(), sample=sample or None, output_dir=output_dir, console=console, out=out)
 
 
+@app.command()
+@handle_errors
+def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="TOML or JSON settings file (see the README)"),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="interface to bind [127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port [8000]")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes [1]")] = None,
+    model_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--model-uri",
+            help="router folder or MLflow URI [models:/cascade-router@champion, else bundled]",
+        ),
+    ] = None,
+) -> None:
+    """Run the OpenAI-compatible sidecar (settings: flags > CASCADE_* env > --config file)."""
+    from serving.run import serve as run_server
+    from serving.settings import ServiceSettings
+
+    settings = ServiceSettings.load(
+        config, host=host, port=port, workers=workers, model_uri=model_uri
+    )
+    run_server(settings)
+
+
 from training.lifecycle_cli import register as _register_lifecycle  # noqa: E402
 
 _register_lifecycle(app)  # retrain, promote, rollback, versions, drift, simulate

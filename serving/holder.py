@@ -1,0 +1,186 @@
+"""The router being served, its upstream backends, and the hot reload of a registry alias.
+
+A request takes one :class:`Served` snapshot when it starts and uses it to the end, so a swap
+never mixes versions inside a request.  A swap is one attribute assignment: requests that
+started before it finish on the old version, later ones get the new one.  A version that fails
+to load, has tiers without an upstream, or fails a probe decision is refused: the old one keeps
+serving and the refusal is logged and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from router.backends import ChatBackend, OpenAIBackend, make_backend, replay_backend_for
+from router.core import BUNDLED_ROUTER_VERSION, Router, champion_uri
+from router.errors import CascadeRouterError, ConfigurationError
+from serving.settings import ServiceSettings
+
+logger = logging.getLogger("cascade.serving")
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded router with a backend per tier; immutable, swapped as a whole."""
+
+    router: Router
+    version: str
+    backends: dict[str, ChatBackend]
+
+
+def build_backends(
+    tiers: tuple[str, ...] | list[str], settings: ServiceSettings
+) -> dict[str, ChatBackend]:
+    """A backend per tier from ``settings.upstreams`` (replay of bundled outcomes if empty).
+
+    Raises:
+        ConfigurationError: a tier has no upstream, or a spec is invalid.
+    """
+    if not settings.upstreams:
+        return {tier: replay_backend_for(tier) for tier in tiers}
+    missing = [t for t in tiers if t not in settings.upstreams]
+    if missing:
+        raise ConfigurationError(
+            f"no upstream configured for tier(s) {', '.join(missing)} of this router "
+            f"(configured: {', '.join(settings.upstreams)})"
+        )
+    backends: dict[str, ChatBackend] = {}
+    top = len(tiers) - 1
+    for i, tier in enumerate(tiers):
+        spec = {"kind": "openai", **settings.upstreams[tier]}
+        spec.setdefault("model", tier)
+        if spec["kind"] == "openai":
+            # retries happen in the cascade (top tier) or by escalating (lower tiers)
+            spec.setdefault("max_retries", 0)
+            spec.setdefault(
+                "timeout_s", settings.request_timeout_s if i == top else settings.small_timeout_s
+            )
+        backends[tier] = make_backend(spec)
+    return backends
+
+
+def alias_of(uri: str | None, settings: ServiceSettings) -> tuple[str, str] | None:
+    """``(registered model, alias)`` when the served URI follows a registry alias."""
+    uri = uri or champion_uri(settings)
+    if uri.startswith("models:/") and "@" in uri:
+        name, alias = uri[len("models:/") :].split("@", 1)
+        return name, alias
+    return None
+
+
+class RouterHolder:
+    """Holds the :class:`Served` router and swaps in new registry versions."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        on_swap: Callable[[str | None, str], None] | None = None,
+        on_reload: Callable[[str], None] | None = None,
+        wrap: Callable[[str, ChatBackend], ChatBackend] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.on_swap, self.on_reload, self.wrap = on_swap, on_reload, wrap
+        self._current: Served | None = None
+        self._lock = threading.Lock()  # one load at a time
+        self._refused: set[str] = set()
+        self.watched = alias_of(settings.model_uri, settings)
+
+    @property
+    def current(self) -> Served:
+        served = self._current
+        if served is None:
+            raise RuntimeError("no router loaded yet")
+        return served
+
+    @property
+    def loaded(self) -> bool:
+        return self._current is not None
+
+    def load_initial(self) -> Served:
+        """Load the configured router (the default: @champion, else the bundled one)."""
+        router = Router.load(self.settings.model_uri, settings=self.settings)
+        served = self._prepare(router, router.version or "local")
+        self._swap(served)
+        return served
+
+    def _prepare(self, router: Router, version: str) -> Served:
+        backends = build_backends(router.tiers, self.settings)
+        if self.wrap is not None:
+            backends = {tier: self.wrap(tier, b) for tier, b in backends.items()}
+        router = router.with_backends(backends)
+        router.version = version
+        router.decide("probe", "Is this router able to decide?")  # refuse a broken version early
+        return Served(router, version, backends)
+
+    def _swap(self, served: Served) -> None:
+        old = self._current.version if self._current else None
+        self._current = served
+        if self.on_swap is not None:
+            self.on_swap(old, served.version)
+        logger.info("serving router version %s", served.version, extra={"version": served.version})
+
+    def registered_version(self) -> str | None:
+        """The version the watched alias points at now (None: nothing registered)."""
+        if self.watched is None:
+            return None
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        name, alias = self.watched
+        client = mlflow.MlflowClient(
+            tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.tracking_uri
+        )
+        try:
+            return str(client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            return None
+
+    def check_once(self) -> str:
+        """Swap in the alias's version if it moved: ``unchanged``, ``loaded`` or ``refused``."""
+        with self._lock:
+            version = self.registered_version()
+            current = self._current.version if self._current else None
+            if version is None or version == current or version in self._refused:
+                return "unchanged"
+            assert self.watched is not None
+            name, _ = self.watched
+            try:
+                shared = self._current.router.embedder if self._current else None
+                uri = f"models:/{name}/{version}"
+                try:
+                    router = Router.load(uri, settings=self.settings, embedder=shared)
+                except ConfigurationError:  # another embedder: load its own
+                    router = Router.load(uri, settings=self.settings)
+                served = self._prepare(router, version)
+            except (CascadeRouterError, OSError, ValueError) as exc:
+                self._refused.add(version)
+                logger.error(
+                    "refused router version %s (still serving %s): %s",
+                    version,
+                    current,
+                    exc,
+                    extra={"version": version},
+                )
+                if self.on_reload is not None:
+                    self.on_reload("refused")
+                return "refused"
+            self._swap(served)
+            if self.on_reload is not None:
+                self.on_reload("loaded")
+            return "loaded"
+
+
+def is_bundled(served: Served) -> bool:
+    return served.version == BUNDLED_ROUTER_VERSION
+
+
+def upstream_urls(served: Served) -> dict[str, str]:
+    """The base URL of each OpenAI-compatible upstream (for the readiness probe)."""
+    return {
+        tier: inner.display_url
+        for tier, backend in served.backends.items()
+        if isinstance(inner := getattr(backend, "inner", backend), OpenAIBackend)
+    }

@@ -1,0 +1,56 @@
+"""Run the sidecar under uvicorn (what ``cascade-router serve`` calls)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from serving.settings import ServiceSettings
+
+#: Set in the environment of worker processes: they rebuild the settings from it.
+_ENV_PREFIX = "CASCADE_"
+
+
+def _export(settings: ServiceSettings) -> dict[str, str]:
+    """The settings as ``CASCADE_*`` variables, for uvicorn's worker processes."""
+    env: dict[str, str] = {}
+    for name in settings.model_fields_set | {"api_keys", "upstreams"}:
+        value: Any = getattr(settings, name)
+        if name == "api_keys":
+            value = [k.get_secret_value() for k in value]
+        if value is None:
+            continue
+        text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+        env[f"{_ENV_PREFIX}{name.upper()}"] = text
+    return env
+
+
+def app_factory() -> Any:
+    """The app of a worker process (settings from the environment)."""
+    from serving.app import create_app
+
+    return create_app(ServiceSettings())
+
+
+def serve(settings: ServiceSettings) -> None:
+    """Serve until interrupted; with ``workers > 1`` each worker loads its own router."""
+    import uvicorn
+
+    from serving.app import create_app
+    from serving.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+        "limit_concurrency": None,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **common)
+        return
+    os.environ.update(_export(settings))
+    uvicorn.run("serving.run:app_factory", factory=True, workers=settings.workers, **common)

