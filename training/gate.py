@@ -49,7 +49,7 @@ class GateConfig:
     ece_tolerance: float = 0.02
     target_tolerance: float = 0.02
     feedback_tolerance: float = 0.02
-    min_feedback_rows: int = 30
+    min_feedback_rows: int = 200  # fully labelled held-out rows needed for a feedback APGR
 
 
 @dataclass
@@ -58,9 +58,11 @@ class ModelScore:
 
     frozen: dict[str, float | None]
     feedback: dict[str, float | None] = field(default_factory=dict)
+    #: per-label squared error on the feedback slice (for the paired comparison)
+    feedback_errors: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"frozen": dict(self.frozen), "feedback": dict(self.feedback)}
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ def score_model(
     *,
     feedback_table: OutcomeTable | None = None,
     feedback_labels: tuple[list[str], list[str], list[str], np.ndarray] | None = None,
-    min_feedback_rows: int = 30,
+    min_feedback_rows: int = 200,
     seed: int = 0,
 ) -> ModelScore:
     """Score ``model`` on the frozen set (and on the feedback slice when given).
@@ -189,7 +191,8 @@ def score_model(
         index = {t: i for i, t in enumerate(model.tiers)}
         p = np.array([probs[r, index[t]] for r, t in enumerate(tiers)])
         y = np.asarray(accepted, dtype=float)
-        fb["brier"] = float(np.mean((p - y) ** 2))
+        errors = (p - y) ** 2
+        fb["brier"] = float(np.mean(errors))
         fb["ece"] = _num(M.expected_calibration_error(p, y.astype(int)))
         fb["n_labels"] = float(len(y))
     if feedback_table is not None and len(feedback_table) >= min_feedback_rows:
@@ -207,7 +210,7 @@ def score_model(
         )
         fb["apgr"] = _num(f_report.get("apgr"))
         fb["n_complete"] = float(len(feedback_table))
-    return ModelScore(frozen_scores, fb)
+    return ModelScore(frozen_scores, fb, errors if feedback_labels is not None else None)
 
 
 def decide(challenger: ModelScore, champion: ModelScore | None, config: GateConfig) -> GateDecision:
@@ -273,13 +276,31 @@ def decide(challenger: ModelScore, champion: ModelScore | None, config: GateConf
             True,
         )
     )
-    not_worse(
-        "feedback brier",
-        challenger.feedback.get("brier"),
-        champion.feedback.get("brier"),
-        config.feedback_tolerance,
-        True,
-    )
+    # feedback Brier: a paired comparison on the same labels; noise (2 standard errors of the
+    # mean paired difference) is allowed on top of the tolerance, so a small slice cannot veto
+    c_err, h_err = challenger.feedback_errors, champion.feedback_errors
+    if c_err is not None and h_err is not None and len(c_err) == len(h_err) and len(c_err) > 1:
+        diff = np.asarray(c_err) - np.asarray(h_err)
+        noise = 2.0 * float(diff.std(ddof=1)) / math.sqrt(len(diff))
+        allowed = config.feedback_tolerance + noise
+        c_b, h_b = challenger.feedback.get("brier"), champion.feedback.get("brier")
+        checks.append(
+            Check(
+                "feedback brier",
+                c_b,
+                h_b,
+                f"<= champion + {config.feedback_tolerance:g} + 2 SE ({noise:.4f})",
+                float(diff.mean()) <= allowed,
+            )
+        )
+    else:
+        not_worse(
+            "feedback brier",
+            challenger.feedback.get("brier"),
+            champion.feedback.get("brier"),
+            config.feedback_tolerance,
+            True,
+        )
     not_worse(
         "feedback apgr",
         challenger.feedback.get("apgr"),

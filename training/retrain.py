@@ -55,6 +55,7 @@ class RetrainConfig:
     until: float | None = None  # default: now
     base: Sequence[str | Path] = ()  # base datasets trained on next to the feedback
     base_sample: int | None = None  # seeded sample of the base rows (e.g. a 500-prompt seed)
+    base_tables: Sequence[OutcomeTable] = ()  # base rows already in memory (simulate's seed)
     lookup: Sequence[str | Path] = ()  # recorded outcomes completing unlabelled tiers
     impute: str = "drop"  # "drop" or "parent"
     eval_data: Sequence[str | Path] = ("mmlu_pro",)
@@ -201,6 +202,12 @@ def retrain(
             base = base.sample(config.base_sample, settings.seed)
         base_digest = base.digest()
         tables.append(base)
+    for extra in config.base_tables:
+        keep = np.array([k not in exclude_train for k in table_keys(extra)], dtype=bool)
+        tables.append(extra.subset(keep))
+    if config.base_tables:
+        digests = [t.digest() for t in tables]
+        base_digest = digests[0] if len(digests) == 1 else ",".join(digests)
     if fb_rows.table is not None:
         tables.append(fb_rows.table)
     if not tables or sum(len(t) for t in tables) < 50:
@@ -252,6 +259,8 @@ def retrain(
         "holdout_complete_rows": 0 if holdout_rows.table is None else len(holdout_rows.table),
         "base": [str(b) for b in config.base],
         "base_sample": config.base_sample,
+        "base_rows": sum(len(t) for t in tables)
+        - (0 if fb_rows.table is None else len(fb_rows.table)),
         "base_digest": base_digest,
         "lookup": [str(b) for b in config.lookup],
         "frozen_eval": [str(d) for d in config.eval_data],
