@@ -109,6 +109,31 @@ def decisions_frame(decisions: list[Decision], index: pd.Index | None = None) ->
     return frame
 
 
+def json_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """The decisions with every NaN or ±inf number replaced by None (JSON ``null``).
+
+    MLflow's scoring server writes predictions with Python's ``json``, which emits ``NaN`` and
+    ``Infinity`` — not JSON, and refused by strict parsers.  A non-finite value here means "not
+    applicable" (no answer-aware probability without an answer; an unbounded threshold), so
+    ``null`` says the same thing.  Number columns become ``object`` columns of floats and Nones
+    (Parquet and Spark read them back as nullable doubles).
+    """
+    out = frame.copy()
+    for column in DECISION_COLUMNS:
+        if column in _STRING_OUTPUTS or column not in out.columns:
+            continue
+        values = out[column].to_numpy(np.float64)
+        finite = np.isfinite(values)
+        if finite.all():
+            continue
+        out[column] = pd.Series(
+            [float(v) if ok else None for v, ok in zip(values, finite, strict=True)],
+            index=out.index,
+            dtype=object,
+        )
+    return out
+
+
 def predict_frame(
     router: Router, model_input: pd.DataFrame, params: dict[str, Any] | None = None
 ) -> pd.DataFrame:
@@ -181,4 +206,4 @@ class CascadeRouterPyfunc(PythonModel):
                 raise MlflowException("CascadeRouterPyfunc.predict before load_context")
             self.load_context(context)
         assert self.router is not None
-        return predict_frame(self.router, model_input, params)
+        return json_safe(predict_frame(self.router, model_input, params))

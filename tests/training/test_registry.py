@@ -6,6 +6,7 @@ One tiny real router is trained once per module (400 MMLU-Pro prompts, all-MiniL
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -145,9 +146,12 @@ def _assert_same(frame: pd.DataFrame, decisions: list[Decision]) -> None:
     for column in ("step", "tier", "action"):
         assert frame[column].tolist() == expected[column].tolist(), column
     for column in FLOATS:
+        # the pyfunc writes non-finite numbers as None (JSON null): compare them as NaN
+        want = expected[column].to_numpy(np.float64).copy()
+        want[~np.isfinite(want)] = np.nan
         np.testing.assert_allclose(
-            frame[column].to_numpy(np.float64),
-            expected[column].to_numpy(np.float64),
+            pd.to_numeric(frame[column]).to_numpy(np.float64),
+            want,
             rtol=0,
             atol=1e-9,
             err_msg=column,
@@ -302,6 +306,51 @@ def test_in_process_pyfunc_and_errors(store: Store, fitted: Fitted, reference: R
         model.predict(frame, params={"target": "fast please"})
     empty = direct.predict(None, frame.head(0))
     assert list(empty.columns) == list(DECISION_COLUMNS) and empty.empty
+    # what MLflow's scoring server writes is strict JSON (no NaN / Infinity)
+    mixed = model.predict(frame)
+    text = json.dumps(mixed.to_dict(orient="records"), allow_nan=False)
+    assert "null" in text  # rows without an answer have no answer-aware probability
+
+
+def test_json_safe_replaces_non_finite_numbers() -> None:
+    from training.pyfunc_model import json_safe
+
+    frame = pd.DataFrame(
+        [
+            {
+                "step": "a",
+                "tier": "s",
+                "action": "call",
+                "p_accept": 0.5,
+                "p_next": 0.6,
+                "gain": 0.1,
+                "p_accept_answer": float("nan"),
+                "lam": float("inf"),
+                "skip_threshold": -float("inf"),
+            },
+        ],
+        columns=list(DECISION_COLUMNS),
+    )
+    safe = json_safe(frame)
+    row = safe.to_dict(orient="records")[0]
+    assert row["p_accept_answer"] is None and row["lam"] is None and row["skip_threshold"] is None
+    assert row["p_accept"] == 0.5
+    json.dumps(row, allow_nan=False)
+
+
+def test_first_version_race_agrees_on_the_lowest(store: Store, tmp_path: Path) -> None:
+    """Two trainings that both find no champion point it at the same (first) version."""
+    client = mlflow.MlflowClient()
+    name = "race-model"
+    client.create_registered_model(name)
+    run = client.create_run(mlflow.get_experiment_by_name("test-registry").experiment_id)
+    for _ in range(2):
+        client.create_model_version(name, f"runs:/{run.info.run_id}/router", run.info.run_id)
+    # the second training checks first: it gives the alias to version 1, not to itself
+    assert registry.promote_first_version(name, "2", client=client) is False
+    assert registry.alias_version(name, "champion", client) == "1"
+    assert registry.promote_first_version(name, "1", client=client) is False  # already set
+    assert registry.alias_version(name, "champion", client) == "1"
 
 
 def test_unknown_models_raise_router_load_error(store: Store) -> None:
