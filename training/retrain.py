@@ -103,6 +103,26 @@ def frozen_eval_set(config: RetrainConfig, tiers: Sequence[str], settings: Route
     return table.split_by_prompt(settings.test_size, settings.seed)
 
 
+def split_recent(
+    labelled: pd.DataFrame, fraction: float, exclude: set[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, held-out) labels: the held-out slice is the most recently labelled ``fraction``
+    of the distinct inputs (outside the frozen set), with every label of those inputs.
+
+    Split by input, not by label, so that traffic that repeats an input cannot put the same
+    input on both sides (and so that repeated inputs do not swallow the training side).
+    """
+    if len(labelled) < 20 or fraction <= 0:
+        return labelled, labelled.iloc[:0]
+    keys = pd.Series([prompt_key(t) for t in labelled["input_text"]], index=labelled.index)
+    latest = labelled.groupby(keys)["labelled_at"].max()
+    latest = latest[[k not in exclude for k in latest.index]].sort_values(kind="stable")
+    n_hold = round(fraction * len(latest))
+    held = set(latest.index[len(latest) - n_hold :]) if n_hold else set()
+    mask = keys.isin(held).to_numpy()
+    return labelled.loc[~mask], labelled.loc[mask]
+
+
 def _resolve_since(
     since: float | str | None, parent_params: dict[str, str], client: Any
 ) -> float | None:
@@ -165,9 +185,7 @@ def retrain(
     _, frozen = frozen_eval_set(config, tiers, settings)
     exclude = set(table_keys(frozen))
     labelled = store.labelled(since=since, until=until)
-    n_holdout = round(config.holdout_fraction * len(labelled)) if len(labelled) >= 20 else 0
-    train_fb = labelled.iloc[: len(labelled) - n_holdout]
-    holdout = labelled.iloc[len(labelled) - n_holdout :]
+    train_fb, holdout = split_recent(labelled, config.holdout_fraction, exclude)
     # never train on the frozen set nor on the inputs of the held-out feedback slice
     exclude_train = exclude | {prompt_key(t) for t in holdout["input_text"]}
     prices = load_prices(settings.prices_path)

@@ -157,3 +157,23 @@ def test_calibration_drift_flags_a_shifted_step() -> None:
     metrics = drift_metrics(list(drift.values()))
     assert metrics["drift.law.flagged"] == 1.0 and metrics["drift.any_flagged"] == 1.0
     assert calibration_drift(frame.iloc[:0]) == []
+
+
+def test_held_out_slice_is_split_by_input() -> None:
+    from training.retrain import split_recent
+
+    # 10 inputs asked 5 times each, round robin: the latest labels touch every input
+    frame = pd.DataFrame(
+        {
+            "input_text": [f"question {k % 10}" for k in range(50)],
+            "labelled_at": np.arange(50, dtype=float),
+        }
+    )
+    train, held = split_recent(frame, 0.2, exclude={prompt_key("question 9")})
+    held_inputs = set(held["input_text"])
+    assert held_inputs == {"question 7", "question 8"}  # the 2 most recent of 9 eligible
+    assert len(held) == 10  # with every label of those inputs
+    assert not held_inputs & set(train["input_text"])
+    assert len(train) + len(held) == 50
+    small = frame.iloc[:10]
+    assert split_recent(small, 0.2, set())[1].empty  # too few labels for a slice
