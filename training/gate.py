@@ -29,6 +29,7 @@ import numpy as np
 from router import metrics as M
 from router.data import OutcomeTable
 from router.embedders import Embedder
+from router.errors import ConfigurationError
 from router.model import CascadeModel
 from router.policy import Target
 
@@ -36,6 +37,16 @@ __all__ = ["Check", "GateConfig", "GateDecision", "ModelScore", "decide", "score
 
 #: APGR of a router that escalates at random (metrics.md)
 RANDOM_APGR = 0.5
+#: metrics the gate can compare (frozen-set numbers of :func:`score_model`)
+GATE_METRICS = (
+    "apgr",
+    "router_pre_answer_apgr",
+    "cost_saved",
+    "roc_auc",
+    "cpt50",
+    "cpt80",
+    "share_at_95pct_quality",
+)
 #: metrics where lower is better
 _LOWER_IS_BETTER = frozenset({"ece", "cpt50", "cpt80", "cpt95", "share_at_95pct_quality"})
 
@@ -50,6 +61,12 @@ class GateConfig:
     target_tolerance: float = 0.02
     feedback_tolerance: float = 0.02
     min_feedback_rows: int = 200  # fully labelled held-out rows needed for a feedback APGR
+
+    def __post_init__(self) -> None:
+        if self.metric not in GATE_METRICS:
+            raise ConfigurationError(
+                f"unknown gate metric {self.metric!r}; use one of {', '.join(GATE_METRICS)}"
+            )
 
 
 @dataclass

@@ -49,6 +49,14 @@ def test_each_rule_can_refuse(challenger: ModelScore, failed: str) -> None:
     assert "KEEP CHAMPION" in decision.report()
 
 
+def test_unknown_gate_metric_is_a_clear_error() -> None:
+    with pytest.raises(ConfigurationError, match="unknown gate metric"):
+        GateConfig(metric="vibes")
+    assert decide(score(), score(), GateConfig(metric="cost_saved")).checks[0].name == (
+        "frozen cost_saved"
+    )
+
+
 def test_without_champion_a_random_router_fails() -> None:
     assert not decide(score(apgr=0.501), None, GateConfig()).promote
     assert decide(score(apgr=0.55), None, GateConfig()).promote
