@@ -440,6 +440,32 @@ def serve(
     run_server(settings)
 
 
+@app.command()
+@handle_errors
+def standin(
+    model: Annotated[
+        str, typer.Option(help="the frontier model it stands in for")
+    ] = "gpt-4o-2024-05-13",
+    data: DataOpt = None,
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8002,
+    fallback_url: Annotated[
+        str | None,
+        typer.Option(help="OpenAI-compatible server answering prompts the data did not record"),
+    ] = None,
+    fallback_model: Annotated[str | None, typer.Option(help="model name at the fallback")] = None,
+) -> None:
+    """Serve recorded answers of a frontier model over the OpenAI API (local profile, tests)."""
+    import uvicorn
+
+    from serving.standin import create_standin_app
+    from training.pipeline import resolve_data_paths
+
+    paths = resolve_data_paths(data) if data else None
+    app_ = create_standin_app(model, paths, fallback_url, fallback_model)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 def main() -> None:
     """Entry point of the ``cascade-router`` script."""
     app()
