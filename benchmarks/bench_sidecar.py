@@ -191,7 +191,12 @@ def bench_overhead(workdir: Path, n: int) -> dict[str, Any]:
                 # prompt there, so both timed calls below start from the same warm state
                 http.post(
                     f"{llama.base_url}/chat/completions",
-                    json={"model": llama.model_alias, "messages": messages, "max_tokens": 16, "temperature": 0},
+                    json={
+                        "model": llama.model_alias,
+                        "messages": messages,
+                        "max_tokens": 16,
+                        "temperature": 0,
+                    },
                 )
                 t0 = time.perf_counter()
                 r1 = http.post(
