@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -44,9 +45,10 @@ class Decision:
     p_accept: float  # pre-answer P(first tier accepted | input)
     p_next: float  # pre-answer P(next tier accepted | input)
     gain: float  # expected gain of escalating (post-answer when an answer was given)
-    p_accept_answer: float | None = None  # P(first tier accepted | input, answer)
+    p_accept_answer: float | None = None  # P(first tier accepted | input, answer[, opinions])
     lam: float = 0.0
     skip_threshold: float = 0.0
+    ask_opinion: bool = False  # the policy buys second opinions from the peers here
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,7 +60,7 @@ class TierStep:
 
     tier: str
     role: str
-    action: str  # skipped | verified | escalated | answered
+    action: str  # skipped | verified | escalated | answered; peers: agreed | disagreed
     p_accept: float | None
     p_accept_answer: float | None = None
     gain: float | None = None
@@ -103,6 +105,7 @@ class Router:
         backends: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
         prices: Mapping[str, tuple[float, float]] | None = None,
         version: str | None = None,
+        peers: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
     ) -> None:
         model._check_fitted()
         self.model = model
@@ -115,6 +118,7 @@ class Router:
         self.tiers = model.tiers
         self.roles = tier_roles(len(self.tiers))
         self.backends = self._tier_backends(backends)
+        self.peer_backends = self._peer_backends(peers)
         self.prices = dict(prices) if prices is not None else _default_prices()
         self.version = version
 
@@ -134,6 +138,17 @@ class Router:
             )
         return list(backends)
 
+    def _peer_backends(
+        self, peers: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None
+    ) -> dict[str, ChatBackend] | None:
+        if peers is None:
+            return None
+        given = dict(peers) if isinstance(peers, Mapping) else {b.model: b for b in peers}
+        missing = [p for p in self.model.peer_models if p not in given]
+        if missing:
+            raise ConfigurationError(f"no backend for peer(s) {', '.join(missing)}")
+        return {p: given[p] for p in self.model.peer_models}
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(
@@ -143,6 +158,7 @@ class Router:
         backends: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
         settings: RouterSettings | None = None,
         embedder: Embedder | None = None,
+        peers: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
     ) -> Router:
         """Load a saved router (folder or MLflow URI); ``None`` loads the configured default."""
         settings = settings or RouterSettings()
@@ -151,11 +167,15 @@ class Router:
             target = f"models:/{settings.registered_model}@{settings.champion_alias}"
         folder, version = resolve_router_folder(str(target), settings)
         model = CascadeModel.load(folder, num_threads=1)
-        return cls(model, embedder=embedder, backends=backends, version=version)
+        return cls(model, embedder=embedder, backends=backends, version=version, peers=peers)
 
-    def with_backends(self, backends: Sequence[ChatBackend] | Mapping[str, ChatBackend]) -> Router:
-        """The same router answering through other backends."""
-        return Router(self.model, self.embedder, backends, self.prices, self.version)
+    def with_backends(
+        self,
+        backends: Sequence[ChatBackend] | Mapping[str, ChatBackend],
+        peers: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
+    ) -> Router:
+        """The same router answering through other backends (and peers, for second opinions)."""
+        return Router(self.model, self.embedder, backends, self.prices, self.version, peers)
 
     # ------------------------------------------------------------------ decisions
     def _input_matrix(self, steps: Sequence[str], texts: Sequence[str]) -> np.ndarray:
@@ -168,14 +188,19 @@ class Router:
         inputs: Sequence[ChatInput],
         answers: Sequence[str | None] | None = None,
         target: Target | str | None = None,
+        opinions: Sequence[Sequence[str | None]] | None = None,
     ) -> list[Decision]:
         """Decisions for many step inputs at once, calling no model.
 
-        Without answers: whether to call the first tier or skip it. With the first tier's
-        answers: whether to accept them or escalate.
+        Without answers: whether to call the first tier or skip it (and whether to ask the
+        peers for second opinions). With the first tier's answers: whether to accept them or
+        escalate; with the peers' answers too (``opinions[j]``, one per peer), from the
+        opinion-aware model.
         """
         if len(steps) != len(inputs) or (answers is not None and len(answers) != len(inputs)):
             raise ConfigurationError("steps, inputs and answers must have the same length")
+        if opinions is not None and (answers is None or len(opinions) != len(inputs)):
+            raise ConfigurationError("opinions need answers, one list of peer answers per input")
         tgt = Target.parse(target)
         texts = [input_text(i) for i in inputs]
         X = self._input_matrix(steps, texts)
@@ -184,6 +209,13 @@ class Router:
         if answers is not None:
             a_emb = self.embedder.encode([answer_window(a) for a in answers])
             post = self.model.post_probabilities(0, X, a_emb, answers)
+            if opinions is not None:
+                with_opinions = self.model.opinion_probabilities(
+                    X, a_emb, answers, opinions, steps, self.embedder
+                )
+                if with_opinions is None:
+                    raise ConfigurationError("this router was trained without peers (opinions)")
+                post = with_opinions[0], with_opinions[1]
         decisions = []
         for j, step in enumerate(steps):
             point = self.model.policy_.operating(step, tgt)
@@ -201,6 +233,7 @@ class Router:
                         None,
                         point.lam,
                         point.skip_thresholds[0],
+                        bool(self._asks_opinion(point, p0)) and not skip,
                     )
                 )
             else:
@@ -219,9 +252,14 @@ class Router:
                         ps,
                         point.lam,
                         point.skip_thresholds[0],
+                        opinions is not None,
                     )
                 )
         return decisions
+
+    def _asks_opinion(self, point: Any, p_pre: float) -> bool:
+        has_models = bool(getattr(self.model, "opinion_models_", {}))
+        return has_models and bool(point.asks_opinion(p_pre))
 
     def decide(
         self,
@@ -258,10 +296,23 @@ class Router:
         """Answer one step through the cascade (blocking)."""
         runner = _Cascade(self, step, input, target)
         while (call := runner.next_call()) is not None:
-            runner.receive(
-                self._require_backends()[call].complete(runner.messages, max_tokens=max_tokens)
+            completion = self._require_backends()[call].complete(
+                runner.messages, max_tokens=max_tokens
             )
+            opinions = [
+                self._require_peer(p).complete(runner.messages, max_tokens=max_tokens)
+                for p in runner.opinion_calls()
+            ]
+            runner.receive(completion, opinions)
         return runner.result()
+
+    def _require_peer(self, peer: str) -> ChatBackend:
+        if self.peer_backends is None:
+            raise ConfigurationError(
+                f"this router asks {', '.join(self.model.peer_models)} for second opinions: "
+                "pass peers=[...] backends to Router.load (or with_backends)"
+            )
+        return self.peer_backends[peer]
 
     async def aroute(
         self,
@@ -273,10 +324,15 @@ class Router:
         """Answer one step through the cascade (asyncio); the embedding runs in a thread."""
         runner = await asyncio.to_thread(_Cascade, self, step, input, target)
         while (call := runner.next_call()) is not None:
-            completion = await self._require_backends()[call].acomplete(
-                runner.messages, max_tokens=max_tokens
+            # the answer and the second opinions are asked in parallel
+            completion, *opinions = await asyncio.gather(
+                self._require_backends()[call].acomplete(runner.messages, max_tokens=max_tokens),
+                *(
+                    self._require_peer(p).acomplete(runner.messages, max_tokens=max_tokens)
+                    for p in runner.opinion_calls()
+                ),
             )
-            await asyncio.to_thread(runner.receive, completion)
+            await asyncio.to_thread(runner.receive, completion, opinions)
         return runner.result()
 
 
@@ -294,6 +350,7 @@ class _Cascade:
         self.X = router._input_matrix([step], [self.text])
         self.pre = router.model.pre_probabilities(self.X)[0]
         self.point = router.model.policy_.operating(step, self.target)
+        self.ask_opinions = router._asks_opinion(self.point, float(self.pre[0]))
         self.tier = 0
         self.trail: list[TierStep] = []
         self.probabilities: dict[str, float] = {
@@ -318,7 +375,13 @@ class _Cascade:
     def next_call(self) -> int | None:
         return None if self.answer is not None else self.tier
 
-    def receive(self, completion: Completion) -> None:
+    def opinion_calls(self) -> tuple[str, ...]:
+        """The peers to ask alongside the next call (first tier, inside the opinion band)."""
+        if self.answer is None and self.tier == 0 and self.ask_opinions:
+            return self.router.model.peer_models
+        return ()
+
+    def receive(self, completion: Completion, opinions: Sequence[Completion] = ()) -> None:
         t0 = time.perf_counter()
         router, i = self.router, self.tier
         cost = router._cost(completion)
@@ -344,6 +407,41 @@ class _Cascade:
         post = router.model.post_probabilities(
             i, self.X, a_emb, [completion.text], [completion.logprobs]
         )
+        peer_steps: list[TierStep] = []
+        if opinions:
+            with_opinions = router.model.opinion_probabilities(
+                self.X,
+                a_emb,
+                [completion.text],
+                [[o.text for o in opinions]],
+                [self.step],
+                router.embedder,
+                [completion.logprobs],
+            )
+            assert with_opinions is not None
+            post = with_opinions[0], with_opinions[1]
+            agreement = float(with_opinions[2][0])
+            self.probabilities["opinion_agreement"] = agreement
+            for o in opinions:
+                peer_cost = router._cost(o)
+                self.cost += peer_cost
+                agrees = (
+                    agreement
+                    if len(opinions) == 1
+                    else router.model._scorer().features(self.step, completion.text, [o.text])[1]
+                )
+                peer_steps.append(
+                    TierStep(
+                        o.model,
+                        "peer",
+                        "agreed" if agrees == 1.0 else "disagreed",
+                        None,
+                        None,
+                        None,
+                        peer_cost,
+                        o.latency_s,
+                    )
+                )
         p_self, p_next = (
             (float(post[0][0]), float(post[1][0]))
             if post
@@ -364,6 +462,7 @@ class _Cascade:
                 completion.latency_s,
             )
         )
+        self.trail.extend(peer_steps)
         if escalate:
             self.tier += 1
             self._advance_skips()
@@ -375,13 +474,15 @@ class _Cascade:
         assert self.answer is not None
         router = self.router
         parts: list[str] = []
-        for s in self.trail:
+        for k, s in enumerate(self.trail):
             if s.action == "skipped":
                 parts.append("skipped")
             elif s.action == "answered":
                 parts.append(s.role)
-            else:
-                parts += [s.role, s.action]
+            elif s.role != "peer":
+                # peers asked alongside this tier show between its name and its verdict
+                peers = itertools.takewhile(lambda t: t.role == "peer", self.trail[k + 1 :])
+                parts += [s.role, *("peer" for _ in peers), s.action]
         index = (
             router.tiers.index(self.answer.model)
             if self.answer.model in router.tiers
