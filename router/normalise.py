@@ -55,12 +55,23 @@ class ChoiceNormaliser:
 
 
 class NumberNormaliser:
-    """The final number of an answer (GSM8K ``#### 1,234`` → ``"1234"``; ``3.50`` → ``"3.5"``)."""
+    """The final number of an answer (GSM8K ``#### 1,234`` → ``"1234"``; ``3.50`` → ``"3.5"``).
+
+    An answer with no ``####`` or "answer is" marker settles on the last number it states
+    (chat models often end "…, so she makes $18 every day.").
+    """
 
     kind = "number"
+    _LAST = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
     def normalise(self, text: str | None) -> str | None:
-        return parse_number(text) if text else None
+        if not text:
+            return None
+        marked = parse_number(text)
+        if marked is not None:
+            return marked
+        found = self._LAST.findall(text)
+        return parse_number(f"#### {found[-1]}") if found else None
 
 
 class LabelNormaliser:

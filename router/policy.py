@@ -317,6 +317,7 @@ def choose_operating_point(
     grid_size: int = 300,
     margin_z: float = 1.0,
     opinion_costs: np.ndarray | None = None,
+    bands: Sequence[tuple[float, float] | None] | None = None,
 ) -> Operating:
     """Pick the cost weight (and skip thresholds) that meets ``target`` on these outcomes.
 
@@ -325,14 +326,16 @@ def choose_operating_point(
     With opinion signals and their costs, the opinion band is searched jointly with the cost
     weight (never, always, and bands between quantiles of the pre-answer probability); the
     opinions' cost counts in every candidate, so opinions are only bought where they pay.
+    ``bands`` restricts the bands tried (e.g. to the global one, for a step's own point).
     """
     n = len(scores)
     root_n = math.sqrt(max(n, 1))
     top = scores[:, -1]
     candidates = []
-    bands: list[tuple[float, float] | None] = [None]
-    if signals.has_opinions and opinion_costs is not None:
-        bands += opinion_bands(signals.pre[:, 0])
+    if not (signals.has_opinions and opinion_costs is not None):
+        bands = [None]
+    elif bands is None:
+        bands = [None, *opinion_bands(signals.pre[:, 0])]
     grid = lambda_grid(signals, tier_weights, grid_size)
     for band, lam in ((b, lam) for b in bands for lam in grid):
         out, thresholds = simulate(
@@ -455,6 +458,9 @@ class CascadePolicy:
                     self.grid_size,
                     self.margin_z,
                     None if self.cal_opinion_costs_ is None else self.cal_opinion_costs_[mask],
+                    # a step's own point keeps the global opinion band: a band searched on a
+                    # step's few hundred prompts overfits them
+                    [glob.opinion_band],
                 )
         return glob, per_step
 
