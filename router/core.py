@@ -267,9 +267,17 @@ class Router:
         input: ChatInput,
         answer: str | None = None,
         target: Target | str | None = None,
+        opinions: Sequence[str | None] | None = None,
     ) -> Decision:
-        """The decision for one step input (see :meth:`decide_batch`)."""
-        return self.decide_batch([step], [input], None if answer is None else [answer], target)[0]
+        """The decision for one step input (see :meth:`decide_batch`); ``opinions``: the
+        peers' answers, one per peer."""
+        return self.decide_batch(
+            [step],
+            [input],
+            None if answer is None else [answer],
+            target,
+            None if opinions is None else [opinions],
+        )[0]
 
     # ------------------------------------------------------------------ routing
     def _require_backends(self) -> list[ChatBackend]:

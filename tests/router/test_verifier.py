@@ -214,7 +214,7 @@ def test_decide_with_opinions_matches_route(peer_router, frame, tables) -> None:
             continue
         answer = small.complete(as_messages(prompt)).text
         opinion = peer.complete(as_messages(prompt)).text
-        d = peer_router.decide_batch([step], [prompt], [answer], opinions=[[opinion]])[0]
+        d = peer_router.decide(step, prompt, answer, opinions=[opinion])
         assert d.ask_opinion
         assert (d.action == "escalate") == ("escalated" in result.path)
         checked += 1
@@ -297,3 +297,29 @@ def test_mlflow_pyfunc_takes_opinions(peer_router, frame, tables, tmp_path) -> N
     assert list(pre["ask_opinion"]) == [
         float(d.ask_opinion) for d in peer_router.decide_batch(steps, inputs)
     ]
+
+
+def test_evaluation_report_shows_with_and_without_opinions(peer_model, tables, embedder) -> None:
+    from training.evaluate import evaluate
+
+    train, test = tables
+    train_f = peer_model.featurize(train, embedder)
+    test_f = peer_model.featurize(test, embedder)
+    report, curves = evaluate(
+        peer_model, train, test, train_f, test_f, bootstrap_resamples=20, baselines=False
+    )
+    op = report["second_opinion"]
+    assert op["peers"] == [PEER] and op["roc_auc"] > report["cascade_answer_aware"]["roc_auc"]
+    for key in ("always", "fitted_band"):
+        assert 0 < op[key]["apgr"] < 1.2 and 0 <= op[key]["share_at_95pct_quality"] <= 1
+    for key in ("cascade_with_opinions", "cascade_opinion_policy"):
+        low, high = report["intervals"][key]["apgr_ci95"]
+        assert low <= high
+    # every first-tier call pays its opinion: the always-ask curve starts above always-small
+    always = curves.curves["cascade + second opinion (always)"]
+    costs = peer_model.opinion_costs(test)
+    assert always.cost[0] == pytest.approx(test.costs[:, 0].mean() + costs.mean())
+    assert always.cost[-1] == pytest.approx(test.costs.sum(axis=1).mean() + costs.mean())
+    policy = report["policy"]
+    assert policy["peers"] == [PEER] and 0 <= policy["opinion_share"] <= 1
+    assert set(policy["without_opinions"]) >= {"quality_ratio", "frontier_share", "cost_saved"}
