@@ -8,6 +8,7 @@ import itertools
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -304,13 +305,18 @@ class Router:
         """Answer one step through the cascade (blocking)."""
         runner = _Cascade(self, step, input, target)
         while (call := runner.next_call()) is not None:
-            completion = self._require_backends()[call].complete(
-                runner.messages, max_tokens=max_tokens
-            )
-            opinions = [
-                self._require_peer(p).complete(runner.messages, max_tokens=max_tokens)
-                for p in runner.opinion_calls()
-            ]
+            backend = self._require_backends()[call]
+            peers = [self._require_peer(p) for p in runner.opinion_calls()]
+            if not peers:
+                runner.receive(backend.complete(runner.messages, max_tokens=max_tokens))
+                continue
+            # the answer and the second opinions are asked in parallel
+            with ThreadPoolExecutor(max_workers=1 + len(peers)) as pool:
+                futures = [
+                    pool.submit(b.complete, runner.messages, max_tokens=max_tokens)
+                    for b in (backend, *peers)
+                ]
+                completion, *opinions = [f.result() for f in futures]
             runner.receive(completion, opinions)
         return runner.result()
 

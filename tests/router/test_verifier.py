@@ -323,3 +323,58 @@ def test_evaluation_report_shows_with_and_without_opinions(peer_model, tables, e
     policy = report["policy"]
     assert policy["peers"] == [PEER] and 0 <= policy["opinion_share"] <= 1
     assert set(policy["without_opinions"]) >= {"quality_ratio", "frontier_share", "cost_saved"}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_peer_is_asked_in_parallel_over_real_http(peer_router, frame, tables, mode) -> None:
+    """Two OpenAI-compatible servers that each take 1 s: asking both costs ~1 s, not 2."""
+    import time
+
+    from router.backends import OpenAIBackend
+    from tests.support.openai_server import OpenAIStubServer
+
+    model = peer_router.model
+    policy = model.policy_
+    saved = policy.global_, policy.per_step_
+    policy.global_ = dataclasses.replace(policy.global_, opinion_band=(0.0, math.inf))
+    policy.per_step_ = {}
+    try:
+        with (
+            OpenAIStubServer(lambda m: "The answer is (A).", delay_s=1.0) as small_srv,
+            OpenAIStubServer(lambda m: "The answer is (B).", delay_s=1.0) as peer_srv,
+        ):
+            live = Router(
+                model,
+                embedder=peer_router.embedder,
+                backends=[
+                    OpenAIBackend(model=TIERS[0], base_url=small_srv.base_url, timeout_s=10),
+                    ReplayBackend(frame, TIERS[1]),
+                ],
+                peers=[OpenAIBackend(model=PEER, base_url=peer_srv.base_url, timeout_s=10)],
+            )
+            test = tables[1]
+            i = next(
+                i
+                for i in range(len(test))
+                if live.decide("math", test.prompts[i], target="share=1.0").action == "call"
+            )
+            # warm up (no delay): the encoder, the openai import and both HTTP clients
+            live.embedder.encode([f"load the encoder before timing ({mode}, {time.time()})"])
+            small_srv.delay_s = peer_srv.delay_s = 0.0
+            live.route("math", test.prompts[i], target="share=1.0")
+            asyncio.run(live.aroute("math", test.prompts[i], target="share=1.0"))
+            small_srv.delay_s = peer_srv.delay_s = 1.0
+            t = time.perf_counter()
+            if mode == "sync":
+                result = live.route("math", test.prompts[i], target="share=1.0")
+            else:
+                result = asyncio.run(live.aroute("math", test.prompts[i], target="share=1.0"))
+            elapsed = time.perf_counter() - t
+    finally:
+        policy.global_, policy.per_step_ = saved
+    assert result.path.startswith("small→peer→")
+    peer_step = next(s for s in result.steps if s.role == "peer")
+    assert peer_step.action == "disagreed" and peer_step.cost_usd > 0
+    assert peer_step.latency_s >= 1.0
+    assert result.probabilities["opinion_agreement"] == 0.0
+    assert elapsed < 1.8  # sequential calls would take at least 2 s
