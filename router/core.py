@@ -175,7 +175,9 @@ class Router:
         backends: Sequence[ChatBackend] | Mapping[str, ChatBackend],
         peers: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
     ) -> Router:
-        """The same router answering through other backends (and peers, for second opinions)."""
+        """The same router answering through other backends (and peers, for second opinions;
+        by default the peers it has)."""
+        peers = peers if peers is not None else self.peer_backends
         return Router(self.model, self.embedder, backends, self.prices, self.version, peers)
 
     # ------------------------------------------------------------------ decisions
@@ -598,7 +600,10 @@ def _cached_default_router(target: str | None, tracking_uri: str) -> Router:
 
     try:
         # the embedded default answers from the bundled recorded outcomes
-        return router.with_backends([replay_backend_for(tier) for tier in router.tiers])
+        return router.with_backends(
+            [replay_backend_for(tier) for tier in router.tiers],
+            [replay_backend_for(peer) for peer in router.model.peer_models] or None,
+        )
     except ConfigurationError:
         return router  # decide() still works; route() says which backends are missing
 

@@ -378,3 +378,14 @@ def test_peer_is_asked_in_parallel_over_real_http(peer_router, frame, tables, mo
     assert peer_step.latency_s >= 1.0
     assert result.probabilities["opinion_agreement"] == 0.0
     assert elapsed < 1.8  # sequential calls would take at least 2 s
+
+
+def test_module_level_route_replays_the_peer_too(peer_router, tables, monkeypatch, tmp_path):
+    """The default router answers from the bundled data: its peers are replayed as well."""
+    import router as sdk
+
+    folder = peer_router.model.save(tmp_path / "default")
+    monkeypatch.setenv("CASCADE_DEFAULT_ROUTER", str(folder))
+    test = tables[1]
+    paths = {sdk.route(str(test.steps[i]), test.prompts[i]).path for i in range(25)}
+    assert any("peer" in p for p in paths)
