@@ -49,11 +49,23 @@ def sweep_curve(
     costs: np.ndarray,
     weights: np.ndarray,
     skip_tolerance: float | None = None,
+    opinion_band: tuple[float, float] | None = None,
+    opinion_costs: np.ndarray | None = None,
 ) -> M.Curve:
-    """The N-tier policy curve: one operating point per cost weight."""
+    """The N-tier policy curve: one operating point per cost weight (opinions bought in
+    ``opinion_band`` and charged)."""
     points = []
     for lam in lambda_grid(signals, weights, size=200):
-        out, _ = simulate(signals, scores, costs, lam, weights, skip_tolerance=skip_tolerance)
+        out, _ = simulate(
+            signals,
+            scores,
+            costs,
+            lam,
+            weights,
+            skip_tolerance=skip_tolerance,
+            opinion_band=opinion_band,
+            opinion_costs=opinion_costs,
+        )
         s = out.summary()
         points.append((s["frontier_share"], s["quality"], s["cost"]))
     return M.policy_curve(points)
@@ -110,9 +122,21 @@ def evaluate(
     curves.curves["cascade policy (with skips)"] = policy_curve
     opinion_costs = model.opinion_costs(test)
     opinion_curves: dict[str, M.Curve] = {}
-    if n_tiers == 2 and signals.has_opinions and opinion_costs is not None:
-        opinion_curves = _opinion_curves(model, signals, test, opinion_costs)
-        curves.curves.update(opinion_curves)
+    opinion_policy_curve = None
+    if signals.has_opinions and opinion_costs is not None:
+        if n_tiers == 2:
+            opinion_curves = _opinion_curves(model, signals, test, opinion_costs)
+            curves.curves.update(opinion_curves)
+        opinion_policy_curve = sweep_curve(
+            signals,
+            scores,
+            costs,
+            model.tier_weights_,
+            model.skip_tolerance,
+            model.policy_.operating(None).opinion_band,
+            opinion_costs,
+        )
+        curves.curves["cascade policy + second opinion (with skips)"] = opinion_policy_curve
 
     y_s = test.labels(0)
     pre_section: dict[str, Any] = curve_metrics(pre_curve, q_s, q_f) | {
@@ -153,6 +177,8 @@ def evaluate(
         policy_section["without_opinions"] = _policy_without_opinions(
             model, signals, test, target, q_f
         )
+        if opinion_policy_curve is not None:
+            policy_section["curve_with_opinions"] = curve_metrics(opinion_policy_curve, q_s, q_f)
 
     # bootstrap intervals (2 tiers: the sorted deferral curves are cheap to recompute)
     intervals: dict[str, Any] = {}

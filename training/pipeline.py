@@ -210,6 +210,7 @@ def log_to_mlflow(
                 "target": str(config.target),
                 "sample": config.sample or "all",
                 "answer_aware": config.answer_aware,
+                "peers": ",".join(config.peers) or "none",
                 "n_estimators": config.n_estimators,
                 "seed": settings.seed,
                 "test_size": settings.test_size,

@@ -389,3 +389,41 @@ def test_module_level_route_replays_the_peer_too(peer_router, tables, monkeypatc
     test = tables[1]
     paths = {sdk.route(str(test.steps[i]), test.prompts[i]).path for i in range(25)}
     assert any("peer" in p for p in paths)
+
+
+def test_three_tiers_with_a_peer_at_the_first(embedder) -> None:
+    """phi-3 → llama-70b → gpt-4o with llama-8b's opinion at the first tier."""
+    from training.evaluate import evaluate
+
+    tiers = ["phi-3-mini-4k-instruct", "llama-3.1-70b-instruct", "gpt-4o-2024-05-13"]
+    peer = "llama-3.1-8b-instruct"
+    table = load_table([bundled_dataset("mmlu_pro")], tiers, peers=[peer]).sample(900, seed=2)
+    train, test = table.split_by_prompt(0.25, seed=0)
+    model = CascadeModel(
+        tiers, peers={0: [peer]}, acceptance_params={"n_estimators": 100}, min_step_samples=10**6
+    )
+    train_f = model.featurize(train, embedder)
+    model.fit(train, embedder, features=train_f)
+    assert set(model.opinion_models_) == {0}
+    test_f = model.featurize(test, embedder)
+    report, curves = evaluate(
+        model, train, test, train_f, test_f, bootstrap_resamples=0, baselines=False
+    )
+    assert report["second_opinion"] is None  # the two-tier curves only
+    c = curves.curves["cascade policy + second opinion (with skips)"]
+    assert c.share.min() < 0.2 and c.share.max() > 0.8
+    assert "curve_with_opinions" in report["policy"]
+    # routing: an opinion never reaches past the first tier
+    model.policy_.global_ = dataclasses.replace(model.policy_.global_, opinion_band=(0.0, 1.1))
+    frame = load_outcomes([bundled_dataset("mmlu_pro")], models=[*tiers, peer])
+    router = Router(
+        model,
+        embedder=embedder,
+        backends=[ReplayBackend(frame, t) for t in tiers],
+        peers=[ReplayBackend(frame, peer)],
+    )
+    for i in range(15):
+        result = router.route(str(test.steps[i]), test.prompts[i])
+        assert result.path.count("peer") <= 1
+        if "peer" in result.path:
+            assert result.path.startswith("small→peer→")
