@@ -40,7 +40,8 @@ from router.policy import CascadePolicy, CascadeSignals, Target
 if TYPE_CHECKING:
     from router.data import OutcomeTable
 
-#: 2 adds second opinions (peers, answer kinds, opinion models); format 1 still loads.
+#: 2 adds second opinions (peers, answer kinds, opinion models); format 1 still loads, and a
+#: model without peers or answer kinds is still written as format 1.
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 
@@ -436,6 +437,13 @@ class CascadeModel:
             },
             "agreement_threshold": self._scorer().threshold,
         }
+        if not self.peers and not self.answer_kinds:
+            # nothing of format 2 in use: stay readable by format-1 readers
+            meta["format_version"] = 1
+            for key in ("opinion_models", "agreement_threshold"):
+                meta.pop(key)
+            for key in ("peers", "answer_kinds"):
+                meta["params"].pop(key)
         (path / "router.json").write_text(json.dumps(meta))
         np.savez_compressed(path / "calibration.npz", **self.policy_.calibration_arrays())  # type: ignore[arg-type]
         return path
