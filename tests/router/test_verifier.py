@@ -424,3 +424,30 @@ def test_three_tiers_with_a_peer_at_the_first(embedder) -> None:
         assert result.path.count("peer") <= 1
         if "peer" in result.path:
             assert result.path.startswith("small→peer→")
+
+
+def test_cli_evaluate_with_a_peer(cache_dir, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    env = {
+        "CASCADE_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "CASCADE_ARTIFACT_LOCATION": str(tmp_path / "mlruns"),
+        "CASCADE_CACHE_DIR": str(cache_dir),
+        "CASCADE_PROGRESS": "false",
+        "COLUMNS": "200",
+    }
+    runner = CliRunner()
+    args = ["evaluate", "--sample", "800", "--bootstrap", "0", "--peer", PEER]
+    args += ["--output-dir", str(tmp_path / "out")]
+    result = runner.invoke(app, [*args, "--answer-kind", "math=number"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "cascade + opinion (fitted band)" in result.output
+    assert f"second opinions from {PEER} bought on" in result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["second_opinion"]["peers"] == [PEER]
+    bad = runner.invoke(app, [*args, "--answer-kind", "math"], env=env)
+    assert bad.exit_code == 2 and "STEP=KIND" in bad.output
+    bad = runner.invoke(app, [*args, "--answer-kind", "math=regex"], env=env)
+    assert bad.exit_code == 2 and "unknown answer kind" in bad.output
