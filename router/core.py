@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,9 +48,10 @@ class Decision:
     p_accept: float  # pre-answer P(first tier accepted | input)
     p_next: float  # pre-answer P(next tier accepted | input)
     gain: float  # expected gain of escalating (post-answer when an answer was given)
-    p_accept_answer: float | None = None  # P(first tier accepted | input, answer)
+    p_accept_answer: float | None = None  # P(first tier accepted | input, answer[, opinions])
     lam: float = 0.0
     skip_threshold: float = 0.0
+    ask_opinion: bool = False  # the policy buys second opinions from the peers here
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,7 +63,7 @@ class TierStep:
 
     tier: str
     role: str
-    action: str  # skipped | verified | escalated | answered | failed
+    action: str  # skipped | verified | escalated | answered | failed; peers: agreed | disagreed
     p_accept: float | None
     p_accept_answer: float | None = None
     gain: float | None = None
@@ -109,6 +112,7 @@ class Router:
         backends: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
         prices: Mapping[str, tuple[float, float]] | None = None,
         version: str | None = None,
+        peers: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
     ) -> None:
         model._check_fitted()
         self.model = model
@@ -121,6 +125,7 @@ class Router:
         self.tiers = model.tiers
         self.roles = tier_roles(len(self.tiers))
         self.backends = self._tier_backends(backends)
+        self.peer_backends = self._peer_backends(peers)
         self.prices = dict(prices) if prices is not None else _default_prices()
         self.version = version
 
@@ -140,6 +145,17 @@ class Router:
             )
         return list(backends)
 
+    def _peer_backends(
+        self, peers: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None
+    ) -> dict[str, ChatBackend] | None:
+        if peers is None:
+            return None
+        given = dict(peers) if isinstance(peers, Mapping) else {b.model: b for b in peers}
+        missing = [p for p in self.model.peer_models if p not in given]
+        if missing:
+            raise ConfigurationError(f"no backend for peer(s) {', '.join(missing)}")
+        return {p: given[p] for p in self.model.peer_models}
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(
@@ -149,6 +165,7 @@ class Router:
         backends: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
         settings: RouterSettings | None = None,
         embedder: Embedder | None = None,
+        peers: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
     ) -> Router:
         """Load a saved router (folder or MLflow URI).
 
@@ -162,11 +179,17 @@ class Router:
         else:
             folder, version = resolve_router_folder(str(target), settings)
         model = CascadeModel.load(folder, num_threads=1)
-        return cls(model, embedder=embedder, backends=backends, version=version)
+        return cls(model, embedder=embedder, backends=backends, version=version, peers=peers)
 
-    def with_backends(self, backends: Sequence[ChatBackend] | Mapping[str, ChatBackend]) -> Router:
-        """The same router answering through other backends."""
-        return Router(self.model, self.embedder, backends, self.prices, self.version)
+    def with_backends(
+        self,
+        backends: Sequence[ChatBackend] | Mapping[str, ChatBackend],
+        peers: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
+    ) -> Router:
+        """The same router answering through other backends (and peers, for second opinions;
+        by default the peers it has)."""
+        peers = peers if peers is not None else self.peer_backends
+        return Router(self.model, self.embedder, backends, self.prices, self.version, peers)
 
     # ------------------------------------------------------------------ decisions
     def _input_matrix(self, steps: Sequence[str], texts: Sequence[str]) -> np.ndarray:
@@ -179,14 +202,19 @@ class Router:
         inputs: Sequence[ChatInput],
         answers: Sequence[str | None] | None = None,
         target: Target | str | None = None,
+        opinions: Sequence[Sequence[str | None]] | None = None,
     ) -> list[Decision]:
         """Decisions for many step inputs at once, calling no model.
 
-        Without answers: whether to call the first tier or skip it. With the first tier's
-        answers: whether to accept them or escalate.
+        Without answers: whether to call the first tier or skip it (and whether to ask the
+        peers for second opinions). With the first tier's answers: whether to accept them or
+        escalate; with the peers' answers too (``opinions[j]``, one per peer), from the
+        opinion-aware model.
         """
         if len(steps) != len(inputs) or (answers is not None and len(answers) != len(inputs)):
             raise ConfigurationError("steps, inputs and answers must have the same length")
+        if opinions is not None and (answers is None or len(opinions) != len(inputs)):
+            raise ConfigurationError("opinions need answers, one list of peer answers per input")
         tgt = Target.parse(target)
         texts = [input_text(i) for i in inputs]
         X = self._input_matrix(steps, texts)
@@ -195,6 +223,13 @@ class Router:
         if answers is not None:
             a_emb = self.embedder.encode([answer_window(a) for a in answers])
             post = self.model.post_probabilities(0, X, a_emb, answers)
+            if opinions is not None:
+                with_opinions = self.model.opinion_probabilities(
+                    X, a_emb, answers, opinions, steps, self.embedder
+                )
+                if with_opinions is None:
+                    raise ConfigurationError("this router was trained without peers (opinions)")
+                post = with_opinions[0], with_opinions[1]
         decisions = []
         for j, step in enumerate(steps):
             point = self.model.policy_.operating(step, tgt)
@@ -212,6 +247,7 @@ class Router:
                         None,
                         point.lam,
                         point.skip_thresholds[0],
+                        bool(self._asks_opinion(point, p0)) and not skip,
                     )
                 )
             else:
@@ -230,9 +266,14 @@ class Router:
                         ps,
                         point.lam,
                         point.skip_thresholds[0],
+                        opinions is not None,
                     )
                 )
         return decisions
+
+    def _asks_opinion(self, point: Any, p_pre: float) -> bool:
+        has_models = bool(getattr(self.model, "opinion_models_", {}))
+        return has_models and bool(point.asks_opinion(p_pre))
 
     def decide(
         self,
@@ -240,9 +281,17 @@ class Router:
         input: ChatInput,
         answer: str | None = None,
         target: Target | str | None = None,
+        opinions: Sequence[str | None] | None = None,
     ) -> Decision:
-        """The decision for one step input (see :meth:`decide_batch`)."""
-        return self.decide_batch([step], [input], None if answer is None else [answer], target)[0]
+        """The decision for one step input (see :meth:`decide_batch`); ``opinions``: the
+        peers' answers, one per peer."""
+        return self.decide_batch(
+            [step],
+            [input],
+            None if answer is None else [answer],
+            target,
+            None if opinions is None else [opinions],
+        )[0]
 
     # ------------------------------------------------------------------ routing
     def _require_backends(self) -> list[ChatBackend]:
@@ -283,8 +332,22 @@ class Router:
         runner = _Cascade(self, step, input, target)
         attempt = 0
         while (call := runner.next_call()) is not None:
+            peers = [self._require_peer(p) for p in runner.opinion_calls()]
             try:
-                completion = backends[call].complete(runner.messages, max_tokens=max_tokens)
+                if not peers:
+                    completion = backends[call].complete(runner.messages, max_tokens=max_tokens)
+                    opinions: list[Completion] = []
+                else:
+                    # the answer and the second opinions are asked in parallel
+                    with ThreadPoolExecutor(max_workers=1 + len(peers)) as pool:
+                        futures = [
+                            pool.submit(b.complete, runner.messages, max_tokens=max_tokens)
+                            for b in (backends[call], *peers)
+                        ]
+                        completion = futures[0].result()
+                        opinions = runner.usable_opinions(
+                            [f.exception() or f.result() for f in futures[1:]]
+                        )
             except BackendError as exc:
                 if runner.fail(exc):
                     continue
@@ -293,8 +356,16 @@ class Router:
                 time.sleep(retry_backoff_s * 2**attempt)
                 attempt += 1
                 continue
-            runner.receive(completion)
+            runner.receive(completion, opinions)
         return runner.result()
+
+    def _require_peer(self, peer: str) -> ChatBackend:
+        if self.peer_backends is None:
+            raise ConfigurationError(
+                f"this router asks {', '.join(self.model.peer_models)} for second opinions: "
+                "pass peers=[...] backends to Router.load (or with_backends)"
+            )
+        return self.peer_backends[peer]
 
     async def aroute(
         self,
@@ -313,17 +384,28 @@ class Router:
         runner = await asyncio.to_thread(_Cascade, self, step, input, target)
         attempt = 0
         while (call := runner.next_call()) is not None:
-            try:
-                completion = await backends[call].acomplete(runner.messages, max_tokens=max_tokens)
-            except BackendError as exc:
-                if runner.fail(exc):
+            # the answer and the second opinions are asked in parallel
+            results = await asyncio.gather(
+                backends[call].acomplete(runner.messages, max_tokens=max_tokens),
+                *(
+                    self._require_peer(p).acomplete(runner.messages, max_tokens=max_tokens)
+                    for p in runner.opinion_calls()
+                ),
+                return_exceptions=True,
+            )
+            first = results[0]
+            if isinstance(first, BackendError):
+                if runner.fail(first):
                     continue
                 if attempt >= retries:
-                    raise
+                    raise first
                 await asyncio.sleep(retry_backoff_s * 2**attempt)
                 attempt += 1
                 continue
-            await asyncio.to_thread(runner.receive, completion)
+            if isinstance(first, BaseException):
+                raise first
+            opinions = runner.usable_opinions(list(results[1:]))
+            await asyncio.to_thread(runner.receive, first, opinions)
         return runner.result()
 
 
@@ -341,6 +423,7 @@ class _Cascade:
         self.X = router._input_matrix([step], [self.text])
         self.pre = router.model.pre_probabilities(self.X)[0]
         self.point = router.model.policy_.operating(step, self.target)
+        self.ask_opinions = router._asks_opinion(self.point, float(self.pre[0]))
         self.tier = 0
         self.trail: list[TierStep] = []
         self.probabilities: dict[str, float] = {
@@ -378,7 +461,23 @@ class _Cascade:
         self._advance_skips()
         return True
 
-    def receive(self, completion: Completion) -> None:
+    def opinion_calls(self) -> tuple[str, ...]:
+        """The peers to ask alongside the next call (first tier, inside the opinion band)."""
+        if self.answer is None and self.tier == 0 and self.ask_opinions:
+            return self.router.model.peer_models
+        return ()
+
+    def usable_opinions(self, results: Sequence[Completion | BaseException]) -> list[Completion]:
+        """The peers' answers, or none when a peer failed (the model decides without them)."""
+        failed = [r for r in results if isinstance(r, BaseException)]
+        for peer, r in zip(self.router.model.peer_models, results, strict=False):
+            if isinstance(r, BaseException):
+                self.failures[peer] = " ".join(str(r).split()) or type(r).__name__
+        if any(not isinstance(r, BackendError) for r in failed):
+            raise next(r for r in failed if not isinstance(r, BackendError))
+        return [] if failed else [r for r in results if isinstance(r, Completion)]
+
+    def receive(self, completion: Completion, opinions: Sequence[Completion] = ()) -> None:
         t0 = time.perf_counter()
         router, i = self.router, self.tier
         cost = router._cost(completion, router.tiers[i])
@@ -405,6 +504,41 @@ class _Cascade:
         post = router.model.post_probabilities(
             i, self.X, a_emb, [completion.text], [completion.logprobs]
         )
+        peer_steps: list[TierStep] = []
+        if opinions:
+            with_opinions = router.model.opinion_probabilities(
+                self.X,
+                a_emb,
+                [completion.text],
+                [[o.text for o in opinions]],
+                [self.step],
+                router.embedder,
+                [completion.logprobs],
+            )
+            assert with_opinions is not None
+            post = with_opinions[0], with_opinions[1]
+            agreement = float(with_opinions[2][0])
+            self.probabilities["opinion_agreement"] = agreement
+            for o in opinions:
+                peer_cost = router._cost(o)
+                self.cost += peer_cost
+                agrees = (
+                    agreement
+                    if len(opinions) == 1
+                    else router.model._scorer().features(self.step, completion.text, [o.text])[1]
+                )
+                peer_steps.append(
+                    TierStep(
+                        o.model,
+                        "peer",
+                        "agreed" if agrees == 1.0 else "disagreed",
+                        None,
+                        None,
+                        None,
+                        peer_cost,
+                        o.latency_s,
+                    )
+                )
         p_self, p_next = (
             (float(post[0][0]), float(post[1][0]))
             if post
@@ -425,6 +559,7 @@ class _Cascade:
                 completion.latency_s,
             )
         )
+        self.trail.extend(peer_steps)
         if escalate:
             self.tier += 1
             self._advance_skips()
@@ -436,13 +571,15 @@ class _Cascade:
         assert self.answer is not None
         router = self.router
         parts: list[str] = []
-        for s in self.trail:
+        for k, s in enumerate(self.trail):
             if s.action == "skipped":
                 parts.append("skipped")
             elif s.action == "answered":
                 parts.append(s.role)
-            else:
-                parts += [s.role, s.action]
+            elif s.role != "peer":
+                # peers asked alongside this tier show between its name and its verdict
+                peers = itertools.takewhile(lambda t: t.role == "peer", self.trail[k + 1 :])
+                parts += [s.role, *("peer" for _ in peers), s.action]
         index = (
             router.tiers.index(self.answer.model)
             if self.answer.model in router.tiers
@@ -571,7 +708,10 @@ def _cached_default_router(target: str | None, tracking_uri: str) -> Router:
 
     try:
         # the embedded default answers from the bundled recorded outcomes
-        return router.with_backends([replay_backend_for(tier) for tier in router.tiers])
+        return router.with_backends(
+            [replay_backend_for(tier) for tier in router.tiers],
+            [replay_backend_for(peer) for peer in router.model.peer_models] or None,
+        )
     except ConfigurationError:
         return router  # decide() still works; route() says which backends are missing
 

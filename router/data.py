@@ -29,6 +29,7 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "SCHEMA_COLUMNS",
     "OutcomeTable",
+    "PeerOutcomes",
     "bundled_data_dir",
     "bundled_dataset",
     "load_outcomes",
@@ -625,6 +626,27 @@ def load_outcomes(
 
 
 @dataclass(frozen=True, eq=False)
+class PeerOutcomes:
+    """Recorded answers of cheap *peer* models on the same prompts: second opinions.
+
+    Column ``k`` of ``scores``/``costs`` (and ``responses[k]``) is peer ``models[k]``.
+    """
+
+    models: tuple[str, ...]
+    scores: np.ndarray
+    costs: np.ndarray
+    responses: list[list[str | None]]
+
+    def subset(self, idx: np.ndarray) -> PeerOutcomes:
+        return PeerOutcomes(
+            self.models,
+            self.scores[idx],
+            self.costs[idx],
+            [[column[i] for i in idx] for column in self.responses],
+        )
+
+
+@dataclass(frozen=True, eq=False)
 class OutcomeTable:
     """Per-prompt outcomes for an ordered list of model tiers (cheapest first).
 
@@ -641,6 +663,7 @@ class OutcomeTable:
     costs: np.ndarray
     responses: list[list[str | None]]
     output_tokens: np.ndarray
+    peers: PeerOutcomes | None = None
 
     def __post_init__(self) -> None:
         n, n_tiers = len(self.prompt_ids), len(self.tiers)
@@ -653,6 +676,7 @@ class OutcomeTable:
             and self.output_tokens.shape == (n, n_tiers)
             and len(self.responses) == n_tiers
             and all(len(r) == n for r in self.responses)
+            and (self.peers is None or self.peers.scores.shape == (n, len(self.peers.models)))
         )
         if not shapes_ok:
             raise ValueError(
@@ -660,10 +684,13 @@ class OutcomeTable:
             )
 
     @classmethod
-    def from_long(cls, frame: pd.DataFrame, tiers: Sequence[str]) -> OutcomeTable:
+    def from_long(
+        cls, frame: pd.DataFrame, tiers: Sequence[str], peers: Sequence[str] = ()
+    ) -> OutcomeTable:
         """Pivot a long frame (as returned by :func:`load_outcomes`) to one row per prompt.
 
-        Rows of models not in ``tiers`` are ignored; rows are sorted by prompt id.
+        Rows of models not in ``tiers`` (or ``peers``, kept as :class:`PeerOutcomes`) are
+        ignored; rows are sorted by prompt id.
 
         Raises:
             ConfigurationError: fewer than 2 tiers, or a tier listed twice.
@@ -674,6 +701,10 @@ class OutcomeTable:
         if len(tier_list) < 2:
             raise ConfigurationError(
                 f"a cascade needs at least 2 tiers, got {len(tier_list)}: {list(tier_list)}"
+            )
+        if peers:
+            return cls.from_long(frame, (*tier_list, *(str(p) for p in peers)))._split_peers(
+                len(tier_list)
             )
         if len(set(tier_list)) != len(tier_list):
             repeated = sorted({t for t in tier_list if tier_list.count(t) > 1})
@@ -759,6 +790,26 @@ class OutcomeTable:
             output_tokens=out_tokens,
         )
 
+    def _split_peers(self, n_tiers: int) -> OutcomeTable:
+        """The first ``n_tiers`` columns as tiers, the others as peers."""
+        return OutcomeTable(
+            tiers=self.tiers[:n_tiers],
+            prompt_ids=self.prompt_ids,
+            prompts=self.prompts,
+            steps=self.steps,
+            splits=self.splits,
+            scores=self.scores[:, :n_tiers],
+            costs=self.costs[:, :n_tiers],
+            responses=self.responses[:n_tiers],
+            output_tokens=self.output_tokens[:, :n_tiers],
+            peers=PeerOutcomes(
+                self.tiers[n_tiers:],
+                self.scores[:, n_tiers:],
+                self.costs[:, n_tiers:],
+                self.responses[n_tiers:],
+            ),
+        )
+
     def __len__(self) -> int:
         """Number of prompts."""
         return len(self.prompt_ids)
@@ -781,6 +832,7 @@ class OutcomeTable:
             costs=self.costs[idx],
             responses=[[column[i] for i in idx] for column in self.responses],
             output_tokens=self.output_tokens[idx],
+            peers=None if self.peers is None else self.peers.subset(idx),
         )
 
     def _shuffled_positions(self, seed: int) -> np.ndarray:
@@ -849,12 +901,21 @@ def load_table(
     paths: str | Path | Sequence[str | Path],
     tiers: Sequence[str],
     prices: Mapping[str, tuple[float, float]] | None = None,
+    peers: Sequence[str] = (),
 ) -> OutcomeTable:
-    """Load, validate and pivot outcome data for ``tiers`` (cheapest first) in one call."""
+    """Load, validate and pivot outcome data for ``tiers`` (cheapest first) in one call.
+
+    ``peers`` names cheap models whose recorded answers serve as second opinions
+    (:attr:`OutcomeTable.peers`); every prompt needs a row for each of them too.
+    """
     tier_list = [str(t) for t in tiers]
     if len(tier_list) < 2:
         raise ConfigurationError(
             f"a cascade needs at least 2 tiers, got {len(tier_list)}: {tier_list}"
         )
-    frame = load_outcomes(paths, models=tier_list, prices=prices)
-    return OutcomeTable.from_long(frame, tier_list)
+    peer_list = [str(p) for p in peers]
+    overlap = sorted(set(peer_list) & set(tier_list))
+    if overlap:
+        raise ConfigurationError(f"peer model(s) {', '.join(overlap)} are also tiers")
+    frame = load_outcomes(paths, models=tier_list + peer_list, prices=prices)
+    return OutcomeTable.from_long(frame, tier_list, peer_list)

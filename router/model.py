@@ -6,6 +6,9 @@
 * for every tier ``i`` below the top whose answers are recorded, two answer-aware models
   ``P(i accepted | input, i's answer)`` and ``P(i+1 accepted | input, i's answer)``, whose
   difference is the expected gain of escalating;
+* with ``peers`` (cheap models asked for a second opinion at the first tier), two more
+  answer-aware models that also see how the first answer agrees with the peers' answers
+  (:mod:`router.normalise`), trained on the peers' recorded answers to the same prompts;
 * the :class:`~router.policy.CascadePolicy` fitted for a target on a calibration split that
   neither the boosters nor their early stopping saw.
 """
@@ -13,8 +16,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,12 +34,16 @@ from router.features import (
     input_features,
     input_window,
 )
+from router.normalise import N_AGREEMENT, AgreementScorer, NormaliserRegistry
 from router.policy import CascadePolicy, CascadeSignals, Target
 
 if TYPE_CHECKING:
     from router.data import OutcomeTable
 
-FORMAT_VERSION = 1
+#: 2 adds second opinions (peers, answer kinds, opinion models); format 1 still loads, and a
+#: model without peers or answer kinds is still written as format 1.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -60,11 +67,36 @@ class FitSplits:
 
 
 @dataclass
+class OpinionInputs:
+    """What the opinion features of the first tier are computed from.
+
+    ``opinions[j]`` holds the peers' answers to row ``j``; ``embeddings[j]`` (first answer,
+    then the peers') exists only for rows compared as free text.
+    """
+
+    steps: list[str]
+    first: list[str | None]
+    opinions: list[list[str | None]]
+    embeddings: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def subset(self, index: np.ndarray) -> OpinionInputs:
+        idx = [int(i) for i in np.asarray(index).reshape(-1)]
+        position = {old: new for new, old in enumerate(idx)}
+        return OpinionInputs(
+            [self.steps[i] for i in idx],
+            [self.first[i] for i in idx],
+            [self.opinions[i] for i in idx],
+            {position[i]: e for i, e in self.embeddings.items() if i in position},
+        )
+
+
+@dataclass
 class TableFeatures:
     """Feature matrices of a table: the input features and, per tier, the answer features."""
 
     inputs: np.ndarray
     answers: dict[int, np.ndarray]
+    opinions: OpinionInputs | None = None
 
 
 class CascadeModel:
@@ -82,9 +114,14 @@ class CascadeModel:
         acceptance_params: dict[str, Any] | None = None,
         input_window_chars: int = 480,
         seed: int = 0,
+        peers: Mapping[int, str | Sequence[str]] | None = None,
+        answer_kinds: Mapping[str, Any] | None = None,
     ) -> None:
         if len(tiers) < 2 or len(set(tiers)) != len(tiers):
             raise ConfigurationError("a cascade needs two or more distinct tiers, cheapest first")
+        self.peers = _check_peers(peers, tuple(tiers), answer_aware)
+        self.answer_kinds = dict(answer_kinds or {})
+        NormaliserRegistry(self.answer_kinds)  # fail early on an unknown kind
         self.tiers = tuple(tiers)
         self.target = target or Target(quality_ratio=0.95)
         self.answer_aware = answer_aware
@@ -95,6 +132,11 @@ class CascadeModel:
         self.acceptance_params = dict(acceptance_params or {})
         self.input_window_chars = input_window_chars
         self.seed = seed
+
+    @property
+    def peer_models(self) -> tuple[str, ...]:
+        """The peers asked for second opinions at the first tier (empty: none)."""
+        return tuple(self.peers.get(0, ()))
 
     # ------------------------------------------------------------------ features
     def embed_inputs(
@@ -123,7 +165,55 @@ class CascadeModel:
                     continue
                 a_emb = embedder.encode([answer_window(r) for r in responses], progress=progress)
                 per_tier[i] = answer_features(inputs, a_emb, answer_extra_features(responses))
-        return TableFeatures(inputs, per_tier)
+        opinions = None
+        if answers and self.answer_aware and self.peer_models:
+            opinions = self._opinion_inputs(table, embedder, progress)
+        return TableFeatures(inputs, per_tier, opinions)
+
+    def _opinion_inputs(
+        self, table: OutcomeTable, embedder: Embedder, progress: bool
+    ) -> OpinionInputs:
+        peers = table.peers
+        missing = [p for p in self.peer_models if peers is None or p not in peers.models]
+        if missing or peers is None:
+            raise ConfigurationError(
+                f"this model asks peer(s) {', '.join(missing)} for second opinions: load the "
+                "data with their recorded answers (load_table(..., peers=[...]))"
+            )
+        columns = [peers.responses[peers.models.index(p)] for p in self.peer_models]
+        first = list(table.responses[0])
+        steps = [str(s) for s in table.steps]
+        opinions = [[c[j] for c in columns] for j in range(len(first))]
+        scorer = self._scorer()
+        rows = [
+            j
+            for j in range(len(first))
+            if scorer.needs_embeddings(steps[j], [first[j], *opinions[j]])
+        ]
+        texts = [answer_window(a) for j in rows for a in [first[j], *opinions[j]]]
+        embeddings: dict[int, np.ndarray] = {}
+        if texts:
+            emb = embedder.encode(texts, progress=progress)
+            width = 1 + len(self.peer_models)
+            embeddings = {j: emb[k * width : (k + 1) * width] for k, j in enumerate(rows)}
+        return OpinionInputs(steps, first, opinions, embeddings)
+
+    def _scorer(self) -> AgreementScorer:
+        scorer = getattr(self, "scorer_", None)
+        return scorer or AgreementScorer(NormaliserRegistry(self.answer_kinds))
+
+    def opinion_matrix(self, answer_matrix: np.ndarray, inputs: OpinionInputs) -> np.ndarray:
+        """Opinion-aware features: the first tier's answer features, then the agreement ones."""
+        scorer = self._scorer()
+        agreement = np.vstack(
+            [
+                scorer.features(
+                    inputs.steps[j], inputs.first[j], inputs.opinions[j], inputs.embeddings.get(j)
+                )
+                for j in range(len(inputs.first))
+            ]
+        )
+        return np.hstack([answer_matrix, agreement])
 
     # ------------------------------------------------------------------ fitting
     def _new_model(self) -> AcceptanceModel:
@@ -150,7 +240,11 @@ class CascadeModel:
         labels = [table.labels(t) for t in range(len(self.tiers))]
         from tqdm.auto import tqdm
 
-        n_models = len(self.tiers) + 2 * len(feats.answers)
+        opinion_X = None
+        if feats.opinions is not None and 0 in feats.answers:
+            self.scorer_ = self._fit_scorer(feats.opinions, labels[0], splits.fit)
+            opinion_X = self.opinion_matrix(feats.answers[0], feats.opinions)
+        n_models = len(self.tiers) + 2 * len(feats.answers) + (2 if opinion_X is not None else 0)
         with tqdm(total=n_models, desc="acceptance models", disable=not progress) as bar:
 
             def fit_one(X: np.ndarray, y: np.ndarray) -> AcceptanceModel:
@@ -162,6 +256,12 @@ class CascadeModel:
             self.post_models_: dict[int, tuple[AcceptanceModel, AcceptanceModel]] = {}
             for i, X in feats.answers.items():
                 self.post_models_[i] = (fit_one(X, labels[i]), fit_one(X, labels[i + 1]))
+            self.opinion_models_: dict[int, tuple[AcceptanceModel, AcceptanceModel]] = {}
+            if opinion_X is not None:
+                self.opinion_models_[0] = (
+                    fit_one(opinion_X, labels[0]),
+                    fit_one(opinion_X, labels[1]),
+                )
         mean_cost = table.costs[splits.fit].mean(axis=0)
         self.tier_weights_ = np.array(
             [
@@ -177,9 +277,28 @@ class CascadeModel:
             skip_tolerance=self.skip_tolerance,
             min_step_samples=self.min_step_samples,
             target=self.target,
-        ).fit(cal_signals, cal.scores, cal.costs, cal.steps)
+        ).fit(cal_signals, cal.scores, cal.costs, cal.steps, self.opinion_costs(cal))
         self.mean_output_tokens_ = table.output_tokens[splits.fit].mean(axis=0).tolist()
         return self
+
+    def _fit_scorer(
+        self, inputs: OpinionInputs, first_correct: np.ndarray, fit_rows: np.ndarray
+    ) -> AgreementScorer:
+        """The agreement scorer, its free-text threshold learned on the fit split."""
+        scorer = AgreementScorer(NormaliserRegistry(self.answer_kinds))
+        rows = [int(j) for j in fit_rows if int(j) in inputs.embeddings]
+        if rows:
+            first = np.vstack([inputs.embeddings[j][0] for j in rows])
+            other = np.vstack([inputs.embeddings[j][1] for j in rows])
+            scorer.fit(first, other, first_correct[rows])
+        return scorer
+
+    def opinion_costs(self, table: OutcomeTable) -> np.ndarray | None:
+        """Recorded cost of this model's second opinions per prompt (None: no peers)."""
+        if not self.peer_models or table.peers is None:
+            return None
+        cols = [table.peers.models.index(p) for p in self.peer_models]
+        return np.asarray(table.peers.costs[:, cols].sum(axis=1), dtype=np.float64)
 
     def _fit_one(self, X: np.ndarray, y: np.ndarray, s: FitSplits) -> AcceptanceModel:
         return self._new_model().fit(
@@ -201,7 +320,13 @@ class CascadeModel:
             if i in feats.answers:
                 post_self[:, i] = m_self.predict_accept(feats.answers[i])
                 post_next[:, i] = m_next.predict_accept(feats.answers[i])
-        return CascadeSignals(pre, post_self, post_next)
+        op_self = op_next = None
+        opinion_models = getattr(self, "opinion_models_", {})
+        if 0 in opinion_models and feats.opinions is not None and 0 in feats.answers:
+            X = self.opinion_matrix(feats.answers[0], feats.opinions)
+            op_self = opinion_models[0][0].predict_accept(X)
+            op_next = opinion_models[0][1].predict_accept(X)
+        return CascadeSignals(pre, post_self, post_next, op_self, op_next)
 
     def signals(
         self, table: OutcomeTable, embedder: Embedder, progress: bool = False
@@ -237,6 +362,43 @@ class CascadeModel:
         m_self, m_next = self.post_models_[tier]
         return m_self.predict_accept(X), m_next.predict_accept(X)
 
+    def opinion_probabilities(
+        self,
+        X_inputs: np.ndarray,
+        answer_embeddings: np.ndarray,
+        answers: Sequence[str | None],
+        opinions: Sequence[Sequence[str | None]],
+        steps: Sequence[str],
+        embedder: Embedder,
+        logprobs: Sequence[Sequence[float] | None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """P(first tier accepted | input, answer, opinions), P(next tier accepted | …) and the
+        share of opinions agreeing with the answer.
+
+        ``opinions[j]`` are the peers' answers to row ``j``, in :attr:`peer_models` order.
+        None when the model has no opinion models.
+        """
+        self._check_fitted()
+        if 0 not in getattr(self, "opinion_models_", {}):
+            return None
+        if len(opinions) != len(answers) or any(len(o) != len(self.peer_models) for o in opinions):
+            raise ConfigurationError(
+                f"give one answer per peer ({', '.join(self.peer_models)}) for every request"
+            )
+        scorer = self._scorer()
+        embeddings: dict[int, np.ndarray] = {}
+        for j, (first, others) in enumerate(zip(answers, opinions, strict=True)):
+            if scorer.needs_embeddings(steps[j], [first, *others]):
+                peer_emb = embedder.encode([answer_window(o) for o in others])
+                embeddings[j] = np.vstack([answer_embeddings[j : j + 1], peer_emb])
+        inputs = OpinionInputs(
+            [str(s) for s in steps], list(answers), [list(o) for o in opinions], embeddings
+        )
+        X = answer_features(X_inputs, answer_embeddings, answer_extra_features(answers, logprobs))
+        X = self.opinion_matrix(X, inputs)
+        m_self, m_next = self.opinion_models_[0]
+        return m_self.predict_accept(X), m_next.predict_accept(X), X[:, -N_AGREEMENT + 1]
+
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
         """Write the model as JSON + LightGBM text + an npz of calibration outcomes (no pickle)."""
@@ -256,6 +418,8 @@ class CascadeModel:
                 "acceptance_params": self.acceptance_params,
                 "input_window_chars": self.input_window_chars,
                 "seed": self.seed,
+                "peers": {str(i): list(p) for i, p in self.peers.items()},
+                "answer_kinds": NormaliserRegistry(self.answer_kinds).to_dict()["steps"],
             },
             "embedder": self.embedder_ref_,
             "embedder_name": self.embedder_name_,
@@ -267,7 +431,19 @@ class CascadeModel:
             "post_models": {
                 str(i): [a.to_dict(), b.to_dict()] for i, (a, b) in self.post_models_.items()
             },
+            "opinion_models": {
+                str(i): [a.to_dict(), b.to_dict()]
+                for i, (a, b) in getattr(self, "opinion_models_", {}).items()
+            },
+            "agreement_threshold": self._scorer().threshold,
         }
+        if not self.peers and not self.answer_kinds:
+            # nothing of format 2 in use: stay readable by format-1 readers
+            meta["format_version"] = 1
+            for key in ("opinion_models", "agreement_threshold"):
+                meta.pop(key)
+            for key in ("peers", "answer_kinds"):
+                meta["params"].pop(key)
         (path / "router.json").write_text(json.dumps(meta))
         np.savez_compressed(path / "calibration.npz", **self.policy_.calibration_arrays())  # type: ignore[arg-type]
         return path
@@ -281,13 +457,15 @@ class CascadeModel:
             raise RouterLoadError(f"no saved router at {path} (router.json missing)")
         try:
             meta = json.loads(meta_path.read_text())
-            if meta.get("format_version") != FORMAT_VERSION:
+            if meta.get("format_version") not in READABLE_FORMATS:
                 raise RouterLoadError(
-                    f"router at {path} has format {meta.get('format_version')}, "
-                    f"expected {FORMAT_VERSION}"
+                    f"router at {path} has format {meta.get('format_version')}; this version "
+                    f"reads formats {', '.join(map(str, READABLE_FORMATS))}: retrain it or "
+                    "upgrade cascade-router"
                 )
             params = dict(meta["params"])
             params["target"] = Target.parse(params["target"])
+            params["peers"] = {int(i): p for i, p in params.get("peers", {}).items()}
             model = cls(tiers=meta["tiers"], **params)
             model.embedder_ref_ = meta["embedder"]
             model.embedder_name_ = meta["embedder_name"]
@@ -304,6 +482,17 @@ class CascadeModel:
                 )
                 for i, (a, b) in meta["post_models"].items()
             }
+            model.opinion_models_ = {
+                int(i): (
+                    AcceptanceModel.from_dict(a, num_threads),
+                    AcceptanceModel.from_dict(b, num_threads),
+                )
+                for i, (a, b) in meta.get("opinion_models", {}).items()
+            }
+            model.scorer_ = AgreementScorer(
+                NormaliserRegistry(model.answer_kinds),
+                float(meta.get("agreement_threshold", AgreementScorer.threshold)),
+            )
             with np.load(path / "calibration.npz", allow_pickle=False) as arrays:
                 model.policy_ = CascadePolicy.from_dict(meta["policy"], dict(arrays))
         except RouterLoadError:
@@ -315,4 +504,30 @@ class CascadeModel:
 
 def subset_features(feats: TableFeatures, index: np.ndarray) -> TableFeatures:
     """Rows ``index`` of every feature matrix."""
-    return TableFeatures(feats.inputs[index], {i: X[index] for i, X in feats.answers.items()})
+    return TableFeatures(
+        feats.inputs[index],
+        {i: X[index] for i, X in feats.answers.items()},
+        None if feats.opinions is None else feats.opinions.subset(index),
+    )
+
+
+def _check_peers(
+    peers: Mapping[int, str | Sequence[str]] | None, tiers: tuple[str, ...], answer_aware: bool
+) -> dict[int, tuple[str, ...]]:
+    """``{0: "phi-3-mini"}`` or ``{0: ["a", "b"]}`` as ``{0: ("a", "b")}``, checked."""
+    out: dict[int, tuple[str, ...]] = {}
+    for tier, names in (peers or {}).items():
+        if int(tier) != 0:
+            raise ConfigurationError(
+                f"second opinions are asked at the first tier only (peers={{0: ...}}), not {tier}"
+            )
+        listed = (names,) if isinstance(names, str) else tuple(str(n) for n in names)
+        if not listed or len(set(listed)) != len(listed):
+            raise ConfigurationError("peers must name one or more distinct models")
+        clash = sorted(set(listed) & set(tiers))
+        if clash:
+            raise ConfigurationError(f"peer(s) {', '.join(clash)} are tiers of this cascade")
+        out[0] = listed
+    if out and not answer_aware:
+        raise ConfigurationError("second opinions need an answer-aware model (answer_aware=True)")
+    return out

@@ -28,28 +28,32 @@ class Served:
 
     router: Router
     version: str
-    backends: dict[str, ChatBackend]
+    backends: dict[str, ChatBackend]  # tier -> backend
+    peers: dict[str, ChatBackend]  # peer model -> backend (second opinions)
 
 
 def build_backends(
-    tiers: tuple[str, ...] | list[str], settings: ServiceSettings
+    tiers: tuple[str, ...] | list[str],
+    settings: ServiceSettings,
+    peers: tuple[str, ...] | list[str] = (),
 ) -> dict[str, ChatBackend]:
     """A backend per tier from ``settings.upstreams`` (replay of bundled outcomes if empty).
 
     Raises:
         ConfigurationError: a tier has no upstream, or a spec is invalid.
     """
+    names = [*tiers, *peers]
     if not settings.upstreams:
-        return {tier: replay_backend_for(tier) for tier in tiers}
-    missing = [t for t in tiers if t not in settings.upstreams]
+        return {name: replay_backend_for(name) for name in names}
+    missing = [t for t in names if t not in settings.upstreams]
     if missing:
         raise ConfigurationError(
-            f"no upstream configured for tier(s) {', '.join(missing)} of this router "
+            f"no upstream configured for tier(s) or peer(s) {', '.join(missing)} of this router "
             f"(configured: {', '.join(settings.upstreams)})"
         )
     backends: dict[str, ChatBackend] = {}
     top = len(tiers) - 1
-    for i, tier in enumerate(tiers):
+    for i, tier in enumerate(names):
         spec = {"kind": "openai", **settings.upstreams[tier]}
         spec.setdefault("model", tier)
         if spec["kind"] == "openai":
@@ -107,13 +111,16 @@ class RouterHolder:
         return served
 
     def _prepare(self, router: Router, version: str) -> Served:
-        backends = build_backends(router.tiers, self.settings)
+        peer_names = tuple(router.model.peer_models)
+        everything = build_backends(router.tiers, self.settings, peer_names)
         if self.wrap is not None:
-            backends = {tier: self.wrap(tier, b) for tier, b in backends.items()}
-        router = router.with_backends(backends)
+            everything = {name: self.wrap(name, b) for name, b in everything.items()}
+        backends = {t: everything[t] for t in router.tiers}
+        peers = {p: everything[p] for p in peer_names}
+        router = router.with_backends(backends, peers=peers or None)
         router.version = version
         router.decide("probe", "Is this router able to decide?")  # refuse a broken version early
-        return Served(router, version, backends)
+        return Served(router, version, backends, peers)
 
     def _swap(self, served: Served) -> None:
         old = self._current.version if self._current else None
@@ -181,6 +188,6 @@ def upstream_urls(served: Served) -> dict[str, str]:
     """The base URL of each OpenAI-compatible upstream (for the readiness probe)."""
     return {
         tier: inner.display_url
-        for tier, backend in served.backends.items()
+        for tier, backend in {**served.backends, **served.peers}.items()
         if isinstance(inner := getattr(backend, "inner", backend), OpenAIBackend)
     }

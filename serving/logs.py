@@ -13,7 +13,7 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "cascade_request_id", default=None
 )
 
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

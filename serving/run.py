@@ -29,8 +29,28 @@ def _export(settings: ServiceSettings) -> dict[str, str]:
 def app_factory() -> Any:
     """The app of a worker process (settings from the environment)."""
     from serving.app import create_app
+    from serving.logs import configure_logging
 
-    return create_app(ServiceSettings())
+    settings = ServiceSettings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def prepare_stores(settings: ServiceSettings) -> None:
+    """Create or migrate the tracking and feedback databases once, before workers race to."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from router.feedback import FeedbackStore
+
+    try:
+        client = mlflow.MlflowClient(
+            tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri
+        )
+        client.search_registered_models(max_results=1)
+    except MlflowException:
+        pass  # an unreachable registry: each worker falls back to the bundled router
+    FeedbackStore(settings.feedback_url).close()
 
 
 def serve(settings: ServiceSettings) -> None:
@@ -52,5 +72,6 @@ def serve(settings: ServiceSettings) -> None:
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)
         return
+    prepare_stores(settings)
     os.environ.update(_export(settings))
     uvicorn.run("serving.run:app_factory", factory=True, workers=settings.workers, **common)

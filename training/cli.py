@@ -58,6 +58,17 @@ SourceSplitOpt = Annotated[bool, typer.Option(help="use the data's own train/tes
 AnswerAwareOpt = Annotated[bool, typer.Option(help="learn the answer-aware models")]
 OutputDirOpt = Annotated[Path, typer.Option(help="where the plot and report go")]
 BootstrapOpt = Annotated[int, typer.Option(help="bootstrap resamples for intervals")]
+PeerOpt = Annotated[
+    list[str] | None,
+    typer.Option("--peer", help="cheap model asked for second opinions at the first tier"),
+]
+AnswerKindOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--answer-kind",
+        help="STEP=KIND, how a step's answers compare: choice, number, label:a,b, json, text, auto",
+    ),
+]
 
 
 def handle_errors(fn: F) -> F:
@@ -107,9 +118,19 @@ def _config(
     assert parsed is not None
     if sample is not None and sample < 100:
         raise ConfigurationError("--sample must be at least 100 prompts")
+    kinds = kw.pop("answer_kinds", None) or []
+    kw["answer_kinds"] = dict(_step_kind(k) for k in kinds)
+    kw["peers"] = list(kw.pop("peers", None) or [])
     return TrainConfig(
         data=data or ["mmlu_pro"], tiers=tier_list, target=parsed, sample=sample, **kw
     )
+
+
+def _step_kind(text: str) -> tuple[str, str]:
+    step, sep, kind = text.partition("=")
+    if not sep or not step.strip() or not kind.strip():
+        raise ConfigurationError(f"--answer-kind {text!r}: use STEP=KIND, e.g. math=number")
+    return step.strip(), kind.strip()
 
 
 def _fmt(x: Any, pct: bool = False) -> str:
@@ -138,7 +159,10 @@ def summary_table(report: dict[str, Any]) -> Table:
         "ECE",
     ):
         table.add_column(col, justify="right" if col != "router" else "left")
+    opinion = report.get("second_opinion") or {}
     rows: list[tuple[str, dict[str, Any] | None]] = [
+        ("cascade + opinion (fitted band)", opinion.get("fitted_band")),
+        ("cascade + opinion (always)", opinion.get("always")),
         ("cascade", report.get("cascade_answer_aware")),
         ("router (pre)", report.get("router_pre_answer")),
     ]
@@ -175,6 +199,14 @@ def policy_lines(report: dict[str, Any]) -> list[str]:
         f"skipped small calls {_fmt(p['skip_share'], pct=True)}, "
         f"cost saved {_fmt(p['cost_saved'], pct=True)} vs always-frontier",
     ]
+    if p.get("without_opinions"):
+        w = p["without_opinions"]
+        lines.append(
+            f"second opinions from {', '.join(p['peers'])} bought on "
+            f"{_fmt(p['opinion_share'], pct=True)} of requests (costs included); without them: "
+            f"quality ratio {_fmt(w['quality_ratio'], pct=True)}, frontier share "
+            f"{_fmt(w['frontier_share'], pct=True)}, cost saved {_fmt(w['cost_saved'], pct=True)}"
+        )
     for name, iv in report.get("intervals", {}).items():
         if isinstance(iv, dict):
             lines.append(
@@ -202,6 +234,8 @@ def train(
     sample: SampleOpt = None,
     source_split: SourceSplitOpt = False,
     answer_aware: AnswerAwareOpt = True,
+    peer: PeerOpt = None,
+    answer_kind: AnswerKindOpt = None,
     register: Annotated[bool, typer.Option(help="register in the MLflow Model Registry")] = True,
     output_dir: OutputDirOpt = Path("outputs"),
     bootstrap: BootstrapOpt = 200,
@@ -218,6 +252,8 @@ def train(
         sample,
         source_split=source_split,
         answer_aware=answer_aware,
+        peers=peer,
+        answer_kinds=answer_kind,
         register=register,
         output_dir=output_dir,
         bootstrap=bootstrap,
@@ -256,6 +292,8 @@ def evaluate(
     sample: SampleOpt = None,
     source_split: SourceSplitOpt = False,
     answer_aware: AnswerAwareOpt = True,
+    peer: PeerOpt = None,
+    answer_kind: AnswerKindOpt = None,
     output_dir: OutputDirOpt = Path("outputs"),
     bootstrap: BootstrapOpt = 200,
     json_out: Annotated[bool, typer.Option("--json", help="print everything as JSON")] = False,
@@ -271,6 +309,8 @@ def evaluate(
         sample,
         source_split=source_split,
         answer_aware=answer_aware,
+        peers=peer,
+        answer_kinds=answer_kind,
         register=False,
         output_dir=output_dir,
         bootstrap=bootstrap,
@@ -438,6 +478,32 @@ def serve(
         config, host=host, port=port, workers=workers, model_uri=model_uri
     )
     run_server(settings)
+
+
+@app.command()
+@handle_errors
+def standin(
+    model: Annotated[
+        str, typer.Option(help="the frontier model it stands in for")
+    ] = "gpt-4o-2024-05-13",
+    data: DataOpt = None,
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8002,
+    fallback_url: Annotated[
+        str | None,
+        typer.Option(help="OpenAI-compatible server answering prompts the data did not record"),
+    ] = None,
+    fallback_model: Annotated[str | None, typer.Option(help="model name at the fallback")] = None,
+) -> None:
+    """Serve recorded answers of a frontier model over the OpenAI API (local profile, tests)."""
+    import uvicorn
+
+    from serving.standin import create_standin_app
+    from training.pipeline import resolve_data_paths
+
+    paths = resolve_data_paths(data) if data else None
+    app_ = create_standin_app(model, paths, fallback_url, fallback_model)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 from training.lifecycle_cli import register as _register_lifecycle  # noqa: E402

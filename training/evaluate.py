@@ -13,7 +13,7 @@ import numpy as np
 from router import metrics as M
 from router.features import N_INPUT_EXTRA
 from router.model import CascadeModel, TableFeatures
-from router.policy import CascadeSignals, Target, lambda_grid, simulate
+from router.policy import CascadePolicy, CascadeSignals, Target, lambda_grid, simulate
 
 if TYPE_CHECKING:
     from router.data import OutcomeTable
@@ -49,11 +49,23 @@ def sweep_curve(
     costs: np.ndarray,
     weights: np.ndarray,
     skip_tolerance: float | None = None,
+    opinion_band: tuple[float, float] | None = None,
+    opinion_costs: np.ndarray | None = None,
 ) -> M.Curve:
-    """The N-tier policy curve: one operating point per cost weight."""
+    """The N-tier policy curve: one operating point per cost weight (opinions bought in
+    ``opinion_band`` and charged)."""
     points = []
     for lam in lambda_grid(signals, weights, size=200):
-        out, _ = simulate(signals, scores, costs, lam, weights, skip_tolerance=skip_tolerance)
+        out, _ = simulate(
+            signals,
+            scores,
+            costs,
+            lam,
+            weights,
+            skip_tolerance=skip_tolerance,
+            opinion_band=opinion_band,
+            opinion_costs=opinion_costs,
+        )
         s = out.summary()
         points.append((s["frontier_share"], s["quality"], s["cost"]))
     return M.policy_curve(points)
@@ -108,6 +120,23 @@ def evaluate(
     if post_curve is not None:
         curves.curves["cascade (answer-aware)"] = post_curve
     curves.curves["cascade policy (with skips)"] = policy_curve
+    opinion_costs = model.opinion_costs(test)
+    opinion_curves: dict[str, M.Curve] = {}
+    opinion_policy_curve = None
+    if signals.has_opinions and opinion_costs is not None:
+        if n_tiers == 2:
+            opinion_curves = _opinion_curves(model, signals, test, opinion_costs)
+            curves.curves.update(opinion_curves)
+        opinion_policy_curve = sweep_curve(
+            signals,
+            scores,
+            costs,
+            model.tier_weights_,
+            model.skip_tolerance,
+            model.policy_.operating(None).opinion_band,
+            opinion_costs,
+        )
+        curves.curves["cascade policy + second opinion (with skips)"] = opinion_policy_curve
 
     y_s = test.labels(0)
     pre_section: dict[str, Any] = curve_metrics(pre_curve, q_s, q_f) | {
@@ -125,7 +154,7 @@ def evaluate(
         main = post_section
 
     # realised operating point of the fitted policy at the target, on the test split
-    outcome = model.policy_.run(signals, scores, costs, test.steps, target)
+    outcome = model.policy_.run(signals, scores, costs, test.steps, target, opinion_costs)
     summary = outcome.summary()
     policy_section = {
         "target": str(target),
@@ -138,6 +167,18 @@ def evaluate(
         "per_step_points": len(model.policy_.per_step_),
         "curve": curve_metrics(policy_curve, q_s, q_f),
     }
+    if signals.has_opinions:
+        point = model.policy_.operating(None, target)
+        policy_section["peers"] = list(model.peer_models)
+        policy_section["opinion_share"] = _f(summary["opinion_share"])
+        policy_section["opinion_band"] = (
+            None if point.opinion_band is None else [_f(b) for b in point.opinion_band]
+        )
+        policy_section["without_opinions"] = _policy_without_opinions(
+            model, signals, test, target, q_f
+        )
+        if opinion_policy_curve is not None:
+            policy_section["curve_with_opinions"] = curve_metrics(opinion_policy_curve, q_s, q_f)
 
     # bootstrap intervals (2 tiers: the sorted deferral curves are cheap to recompute)
     intervals: dict[str, Any] = {}
@@ -169,6 +210,37 @@ def evaluate(
                     boot(signals.post_gain(0), True, "share"), len(s), seed, bootstrap_resamples
                 ),
             }
+            for name, curve_name in (
+                ("cascade_with_opinions", "cascade + second opinion (always)"),
+                ("cascade_opinion_policy", "cascade + second opinion (fitted band)"),
+            ):
+                if curve_name in opinion_curves:
+                    gain, small_cost = _opinion_gain_and_cost(
+                        model, signals, test, opinion_costs, always=name.endswith("opinions")
+                    )
+                    intervals[name] = {
+                        "apgr_ci95": _bootstrap(
+                            _boot_curve(gain, s, f, small_cost, cf, "apgr"),
+                            len(s),
+                            seed,
+                            bootstrap_resamples,
+                        ),
+                        "share_at_95pct_quality_ci95": _bootstrap(
+                            _boot_curve(gain, s, f, small_cost, cf, "share"),
+                            len(s),
+                            seed,
+                            bootstrap_resamples,
+                        ),
+                    }
+            if opinion_curves:
+                gain_op, cost_op = _opinion_gain_and_cost(
+                    model, signals, test, opinion_costs, always=False
+                )
+                with_op = _boot_curve(gain_op, s, f, cost_op, cf, "apgr")
+                without = _boot_curve(signals.post_gain(0), s, f, cs, cf, "apgr")
+                intervals["apgr_gain_opinion_policy_minus_cascade_ci95"] = _bootstrap(
+                    lambda idx: with_op(idx) - without(idx), len(s), seed, bootstrap_resamples
+                )
             intervals["apgr_gain_cascade_minus_router_ci95"] = _bootstrap(
                 lambda idx: (
                     boot(signals.post_gain(0), True, "apgr")(idx)
@@ -185,6 +257,28 @@ def evaluate(
             train, test, train_features, test_features, seed
         )
         curves.curves.update(base_curves)
+
+    opinion_section: dict[str, Any] | None = None
+    if opinion_curves:
+        opinion_section = {
+            "peers": list(model.peer_models),
+            "cost_per_opinion": _f(float(opinion_costs.mean()))
+            if opinion_costs is not None
+            else None,
+            "agreement_threshold": _f(model._scorer().threshold),
+            "roc_auc": _f(M.roc_auc(signals.op_self, y_s)) if signals.op_self is not None else None,
+            "ece": _f(M.expected_calibration_error(signals.op_self, y_s))
+            if signals.op_self is not None
+            else None,
+        }
+        for key, curve_name in (
+            ("always", "cascade + second opinion (always)"),
+            ("fitted_band", "cascade + second opinion (fitted band)"),
+        ):
+            opinion_section[key] = curve_metrics(opinion_curves[curve_name], q_s, q_f)
+        opinion_section["fitted_band"]["opinion_share"] = _f(
+            float(_opinion_mask(model, signals).mean())
+        )
 
     report: dict[str, Any] = {
         "tiers": list(model.tiers),
@@ -204,11 +298,98 @@ def evaluate(
         "cost_saved": policy_section["cost_saved"],
         "router_pre_answer": pre_section,
         "cascade_answer_aware": post_section,
+        "second_opinion": opinion_section,
         "policy": policy_section,
         "intervals": intervals,
         "baselines": baseline_section,
     }
     return report, curves
+
+
+def _opinion_mask(model: CascadeModel, signals: CascadeSignals) -> np.ndarray:
+    """Where the fitted (global) point buys second opinions."""
+    point = model.policy_.operating(None)
+    return np.asarray(point.asks_opinion(signals.pre[:, 0]), dtype=bool)
+
+
+def _opinion_gain_and_cost(
+    model: CascadeModel,
+    signals: CascadeSignals,
+    test: OutcomeTable,
+    opinion_costs: np.ndarray | None,
+    always: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Escalation score and first-step cost (small call + opinions bought) per prompt."""
+    assert opinion_costs is not None
+    ask = np.ones(len(test), dtype=bool) if always else _opinion_mask(model, signals)
+    gain = np.where(ask, signals.opinion_gain(), signals.post_gain(0))
+    return gain, test.costs[:, 0] + np.where(ask, opinion_costs, 0.0)
+
+
+def _opinion_curves(
+    model: CascadeModel, signals: CascadeSignals, test: OutcomeTable, opinion_costs: np.ndarray
+) -> dict[str, M.Curve]:
+    """Cascade curves with second opinions: always asked, and asked in the fitted band.
+
+    Each first-tier call pays its opinions too, so the cost axis includes them.
+    """
+    s, f, cf = test.scores[:, 0], test.scores[:, -1], test.costs[:, -1]
+    out = {}
+    for name, always in (
+        ("cascade + second opinion (always)", True),
+        ("cascade + second opinion (fitted band)", False),
+    ):
+        gain, small_cost = _opinion_gain_and_cost(model, signals, test, opinion_costs, always)
+        out[name] = M.deferral_curve(gain, s, f, small_cost, cf, cascade=True)
+    return out
+
+
+def _boot_curve(
+    gain: np.ndarray, s: np.ndarray, f: np.ndarray, cs: np.ndarray, cf: np.ndarray, what: str
+) -> Callable[[np.ndarray], float]:
+    def stat(idx: np.ndarray) -> float:
+        c = M.deferral_curve(gain[idx], s[idx], f[idx], cs[idx], cf[idx], cascade=True)
+        if what == "apgr":
+            return M.apgr(c, float(s[idx].mean()), float(f[idx].mean()))
+        return M.share_at_quality(c, 0.95 * float(f[idx].mean()))
+
+    return stat
+
+
+def _policy_without_opinions(
+    model: CascadeModel,
+    signals: CascadeSignals,
+    test: OutcomeTable,
+    target: Target,
+    q_f: float,
+) -> dict[str, Any]:
+    """The same target met without second opinions: a policy fitted on the same calibration
+    split from the plain answer-aware probabilities, run on the test split."""
+    fitted = model.policy_
+    policy = CascadePolicy(
+        tiers=fitted.tiers,
+        tier_weights=fitted.tier_weights,
+        skip_tolerance=fitted.skip_tolerance,
+        min_step_samples=fitted.min_step_samples,
+        grid_size=fitted.grid_size,
+        target=target,
+        margin_z=fitted.margin_z,
+    ).fit(
+        fitted.cal_signals_.without_opinions(),
+        fitted.cal_scores_,
+        fitted.cal_costs_,
+        fitted.cal_steps_,
+    )
+    out = policy.run(signals.without_opinions(), test.scores, test.costs, test.steps, target)
+    summary = out.summary()
+    cf = float(test.costs[:, -1].mean())
+    return {
+        "quality_ratio": _f(summary["quality"] / q_f) if q_f else None,
+        "frontier_share": _f(summary["frontier_share"]),
+        "cost_per_request": _f(summary["cost"]),
+        "cost_saved": _f(M.cost_saved(summary["cost"], cf)),
+        "skip_share": _f(summary["skip_share"]),
+    }
 
 
 def evaluate_baselines(

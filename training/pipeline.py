@@ -32,6 +32,8 @@ class TrainConfig:
     sample: int | None = None
     source_split: bool = False
     answer_aware: bool = True
+    peers: Sequence[str] = ()  # cheap models asked for second opinions at the first tier
+    answer_kinds: dict[str, str] = field(default_factory=dict)  # step -> normaliser kind
     n_estimators: int = 1500
     bootstrap: int = 200
     baselines: bool = True
@@ -97,7 +99,7 @@ def train_and_evaluate(
     t0 = time.perf_counter()
     paths = resolve_data_paths(config.data)
     prices = load_prices(settings.prices_path)
-    table = load_table(paths, list(config.tiers), prices=prices)
+    table = load_table(paths, list(config.tiers), prices=prices, peers=list(config.peers))
     if config.sample:
         table = table.sample(config.sample, settings.seed)
     train, test = split_table(table, config, settings)
@@ -105,6 +107,7 @@ def train_and_evaluate(
     log(
         f"data: {len(table)} prompts from {', '.join(p.name for p in paths)}; "
         f"train {len(train)}, test {len(test)}; tiers {' → '.join(config.tiers)}"
+        + (f"; peers {', '.join(config.peers)}" if config.peers else "")
     )
 
     embedder = make_embedder(settings)
@@ -114,6 +117,8 @@ def train_and_evaluate(
         answer_aware=config.answer_aware,
         acceptance_params={"n_estimators": config.n_estimators},
         seed=settings.seed,
+        peers={0: list(config.peers)} if config.peers else None,
+        answer_kinds=config.answer_kinds,
     )
     t = time.perf_counter()
     log("embedding train and test inputs and answers (cached on disk)")
@@ -205,6 +210,7 @@ def log_to_mlflow(
                 "target": str(config.target),
                 "sample": config.sample or "all",
                 "answer_aware": config.answer_aware,
+                "peers": ",".join(config.peers) or "none",
                 "n_estimators": config.n_estimators,
                 "seed": settings.seed,
                 "test_size": settings.test_size,

@@ -8,7 +8,10 @@ The logged model carries the saved :class:`~router.model.CascadeModel` folder as
 * ``input`` (str): the step's input text;
 * ``answer`` (str or null, optional): the first tier's answer; rows with one get the
   post-answer decision (``accept`` / ``escalate``), rows without the pre-answer one
-  (``call`` / ``skip``);
+  (``call`` / ``skip``, and ``ask_opinion`` = 1 where the policy buys second opinions);
+* ``opinions`` (str or null, optional; routers trained with peers): the peers' answers to the
+  same input, a JSON list in peer order (one peer: the plain answer text also works); rows
+  with an answer and opinions are decided by the opinion-aware model;
 
 and the optional param ``target`` (``"quality=0.95"``, ``"share=0.2"``, ``"cost=0.002"``).
 """
@@ -35,6 +38,7 @@ from router.model import CascadeModel
 ARTIFACT_KEY = "router"  # context.artifacts key; folder <model>/artifacts/router
 INPUT_COLUMNS = ("step", "input")
 ANSWER_COLUMN = "answer"
+OPINIONS_COLUMN = "opinions"
 TARGET_PARAM = "target"
 DECISION_COLUMNS = (
     "step",
@@ -46,6 +50,7 @@ DECISION_COLUMNS = (
     "p_accept_answer",
     "lam",
     "skip_threshold",
+    "ask_opinion",
 )
 _STRING_OUTPUTS = ("step", "tier", "action")
 
@@ -57,6 +62,7 @@ def router_signature() -> ModelSignature:
             ColSpec("string", "step"),
             ColSpec("string", "input"),
             ColSpec("string", ANSWER_COLUMN, required=False),
+            ColSpec("string", OPINIONS_COLUMN, required=False),
         ]
     )
     columns: list[ColSpec | TensorSpec] = [
@@ -161,7 +167,9 @@ def predict_frame(
         answers: list[str | None] = [None if _is_missing(a) else str(a) for a in raw]
     else:
         answers = [None] * n
-    with_answer = [j for j in range(n) if answers[j] is not None]
+    opinions = _opinions_column(model_input, n, len(router.model.peer_models))
+    with_answer = [j for j in range(n) if answers[j] is not None and opinions[j] is None]
+    with_opinions = [j for j in range(n) if answers[j] is not None and opinions[j] is not None]
     without = [j for j in range(n) if answers[j] is None]
     out: list[Decision | None] = [None] * n
     try:
@@ -180,9 +188,45 @@ def predict_frame(
             )
             for j, d in zip(with_answer, post, strict=True):
                 out[j] = d
+        if with_opinions:
+            post = router.decide_batch(
+                [steps[j] for j in with_opinions],
+                [texts[j] for j in with_opinions],
+                answers=[answers[j] for j in with_opinions],
+                target=target,
+                opinions=[opinions[j] or [] for j in with_opinions],
+            )
+            for j, d in zip(with_opinions, post, strict=True):
+                out[j] = d
     except CascadeRouterError as exc:  # a bad target, mostly: a client error, not a crash
         raise _invalid(str(exc)) from exc
     return decisions_frame([d for d in out if d is not None], index=model_input.index)
+
+
+def _opinions_column(frame: pd.DataFrame, n: int, n_peers: int) -> list[list[str | None] | None]:
+    """Per row: the peers' answers (a JSON list, or one plain answer for one peer), or None."""
+    if OPINIONS_COLUMN not in frame.columns:
+        return [None] * n
+    out: list[list[str | None] | None] = []
+    for row, value in enumerate(frame[OPINIONS_COLUMN].tolist()):
+        if _is_missing(value):
+            out.append(None)
+            continue
+        parsed: Any = value
+        if isinstance(value, str):
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError:
+                parsed = [value]
+        if not isinstance(parsed, list | tuple | np.ndarray):
+            parsed = [value]
+        if n_peers == 0 or len(parsed) != n_peers:
+            raise _invalid(
+                f"column 'opinions' at row {row}: this router asks {n_peers} peer(s) for "
+                f"second opinions, got {len(parsed)} answer(s)"
+            )
+        out.append([None if _is_missing(v) else str(v) for v in parsed])
+    return out
 
 
 class CascadeRouterPyfunc(PythonModel):

@@ -150,3 +150,35 @@ class Sidecar(_Process):
         self._start()
         self._wait(f"{self.url}/healthz", timeout_s)
         return self
+
+
+class Standin(_Process):
+    """``cascade-router standin``: recorded frontier answers, a fallback server for the rest."""
+
+    def __init__(self, workdir: Path, fallback: LlamaServer, model: str = "gpt-4o-2024-05-13"):
+        self.port = free_port()
+        args = [
+            sys.executable,
+            "-m",
+            "training.cli",
+            "standin",
+            "--model",
+            model,
+            "--port",
+            str(self.port),
+            "--fallback-url",
+            fallback.base_url,
+            "--fallback-model",
+            fallback.model_alias,
+        ]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        super().__init__(args, env, workdir / f"standin-{self.port}.log", ROOT)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout_s: float = 60.0) -> Standin:
+        self._start()
+        self._wait(f"{self.base_url}/models", timeout_s)
+        return self

@@ -1,0 +1,264 @@
+"""Sidecar bars of issue 3: /v1/route throughput and latency, and the overhead on chat.
+
+    .venv/bin/python benchmarks/bench_sidecar.py                 # everything (~4 min)
+    .venv/bin/python benchmarks/bench_sidecar.py --only route
+    .venv/bin/python benchmarks/bench_sidecar.py --only overhead
+
+* route: a real sidecar (``cascade-router serve``, bundled router) in its own process; an asyncio
+  load generator in this process sends distinct inputs (no cache can answer them).  Closed loop
+  with 1-32 concurrent clients (decisions/s, p50/p99), then open loop at fixed rates (p50/p99).
+  Short inputs are ≤ 30 tokens, long ones MMLU-Pro prompts of ≈ 300 tokens.
+* overhead: the same short prompts sent to SmolLM2-135M on llama.cpp directly and through the
+  sidecar with a policy that keeps the small answer (``cascade:STEP:share=0``); the paired
+  per-request difference is the sidecar's cost (two embeddings, boosters, one HTTP hop, the
+  feedback-store write).
+
+The load generator shares the 2 cores with the server: figures are a floor.  Results go to
+benchmarks/results/sidecar.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+
+from tests.support.processes import LlamaServer, Sidecar  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def inputs() -> dict[str, list[tuple[str, str]]]:
+    """(step, text) pairs: long MMLU-Pro prompts and short (≤ 30 token) questions."""
+    from router.data import bundled_dataset, load_outcomes
+
+    frame = load_outcomes([bundled_dataset("mmlu_pro")], models=["gpt-4o-2024-05-13"])
+    frame = frame.drop_duplicates("prompt")
+    long = [(str(s), str(p)) for s, p in zip(frame["step"], frame["prompt"], strict=True)]
+    short = []
+    for step, prompt in long:
+        question = prompt.split("\n")[0].removeprefix("Question:").strip()
+        words = question.split()
+        if 4 <= len(words) <= 20:
+            short.append((step, question))
+    return {"short": short, "long": long}
+
+
+async def closed_loop(
+    url: str, items: list[tuple[str, str]], clients: int, seconds: float, offset: int
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(offset, offset + 10**9))
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                step, text = items[next(counter) % len(items)]
+                started = time.perf_counter()
+                r = await http.post(f"{url}/v1/route", json={"step": step, "input": text})
+                latencies.append(time.perf_counter() - started)
+                errors += r.status_code != 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors,
+        "decisions_per_s": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+    }
+
+
+async def open_loop(
+    url: str, items: list[tuple[str, str]], rate: float, seconds: float, offset: int
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    n = int(rate * seconds)
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=256)) as http:
+
+        async def one(i: int) -> None:
+            nonlocal errors
+            step, text = items[(offset + i) % len(items)]
+            started = time.perf_counter()
+            r = await http.post(f"{url}/v1/route", json={"step": step, "input": text})
+            latencies.append(time.perf_counter() - started)
+            errors += r.status_code != 200
+
+        tasks = []
+        start = time.perf_counter()
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    return {
+        "rate_per_s": rate,
+        "requests": n,
+        "errors": errors,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+    }
+
+
+def bench_route(workdir: Path, seconds: float) -> dict[str, Any]:
+    data = inputs()
+    sidecar = Sidecar(workdir, {"feedback_url": f"sqlite:///{workdir / 'fb.db'}"}).start()
+    out: dict[str, Any] = {"closed_loop": {}, "open_loop": {}}
+    offset = 0
+    try:
+        asyncio.run(closed_loop(sidecar.url, data["short"], 4, 2.0, 10**6))  # warm-up
+        for kind in ("short", "long"):
+            rows = []
+            for clients in (1, 4, 16, 32):
+                row = asyncio.run(closed_loop(sidecar.url, data[kind], clients, seconds, offset))
+                offset += row["requests"]
+                rows.append(row)
+                print(f"route {kind:5s} clients={clients:2d}: {row}", flush=True)
+            out["closed_loop"][kind] = rows
+        rows = []
+        for rate in (10, 25, 50):
+            row = asyncio.run(open_loop(sidecar.url, data["long"], rate, seconds, offset))
+            offset += row["requests"]
+            rows.append(row)
+            print(f"route long rate={rate}/s: {row}", flush=True)
+        out["open_loop"]["long"] = rows
+    finally:
+        sidecar.stop()
+    return out
+
+
+def bench_overhead(workdir: Path, n: int) -> dict[str, Any]:
+    data = inputs()["short"][:n]
+    llama = LlamaServer(workdir / "llama.log").start()
+    settings = {
+        "feedback_url": f"sqlite:///{workdir / 'fb-overhead.db'}",
+        "upstreams": {
+            "llama-3.1-8b-instruct": {
+                "base_url": llama.base_url,
+                "model": llama.model_alias,
+                "max_tokens": 16,
+            },
+            "gpt-4o-2024-05-13": {"base_url": llama.base_url, "model": llama.model_alias},
+        },
+        "small_timeout_s": 60,
+    }
+    sidecar = Sidecar(workdir, settings).start()
+    direct, through = [], []
+    try:
+        with httpx.Client(timeout=120) as http:
+            for _, text in data[:3]:  # warm both paths
+                http.post(
+                    f"{llama.base_url}/chat/completions",
+                    json={
+                        "model": llama.model_alias,
+                        "messages": [{"role": "user", "content": text}],
+                        "max_tokens": 16,
+                        "temperature": 0,
+                    },
+                )
+            for step, text in data:
+                messages = [{"role": "user", "content": text}]
+                # llama.cpp reuses the KV cache of the previous prompt: a first call puts this
+                # prompt there, so both timed calls below start from the same warm state
+                http.post(
+                    f"{llama.base_url}/chat/completions",
+                    json={
+                        "model": llama.model_alias,
+                        "messages": messages,
+                        "max_tokens": 16,
+                        "temperature": 0,
+                    },
+                )
+                t0 = time.perf_counter()
+                r1 = http.post(
+                    f"{llama.base_url}/chat/completions",
+                    json={
+                        "model": llama.model_alias,
+                        "messages": messages,
+                        "max_tokens": 16,
+                        "temperature": 0,
+                    },
+                )
+                t1 = time.perf_counter()
+                r2 = http.post(
+                    f"{sidecar.url}/v1/chat/completions",
+                    json={"model": f"cascade:{step}:share=0", "messages": messages},
+                )
+                t2 = time.perf_counter()
+                assert r1.status_code == 200 and r2.status_code == 200, (r1.text, r2.text)
+                assert r2.headers["x-cascade-path"] == "small>verified"
+                direct.append(t1 - t0)
+                through.append(t2 - t1)
+    finally:
+        sidecar.stop()
+        llama.stop()
+    diff = [b - a for a, b in zip(direct, through, strict=True)]
+    return {
+        "requests": len(diff),
+        "direct_p50_ms": percentile(direct, 50) * 1000,
+        "direct_p99_ms": percentile(direct, 99) * 1000,
+        "sidecar_p50_ms": percentile(through, 50) * 1000,
+        "sidecar_p99_ms": percentile(through, 99) * 1000,
+        "overhead_p50_ms": percentile(diff, 50) * 1000,
+        "overhead_p99_ms": percentile(diff, 99) * 1000,
+        "overhead_mean_ms": statistics.fmean(diff) * 1000,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["route", "overhead"])
+    parser.add_argument("--seconds", type=float, default=10.0, help="per load point")
+    parser.add_argument("--requests", type=int, default=100, help="overhead: paired requests")
+    args = parser.parse_args()
+    path = RESULTS / "sidecar.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        if args.only in (None, "route"):
+            results["route"] = bench_route(workdir, args.seconds)
+        if args.only in (None, "overhead"):
+            results["overhead"] = bench_overhead(workdir, args.requests)
+            print(f"overhead: {results['overhead']}", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

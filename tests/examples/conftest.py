@@ -1,0 +1,8 @@
+"""The service fixtures (real llama.cpp, sidecar) are shared with tests/serving."""
+
+from tests.serving.conftest import (  # noqa: F401
+    frontier_frame,
+    llama,
+    prompts,
+    serving_dir,
+)
