@@ -88,8 +88,18 @@ def test_unreachable_backend_is_a_clear_error(router: Router, mmlu_frame, split_
         url = server.base_url
     dead = OpenAIBackend(model=TIERS[0], base_url=url, timeout_s=2, max_retries=0)
     live = router.with_backends([dead, ReplayBackend(mmlu_frame, TIERS[1])])
+    # a dead small tier: the request escalates and says why
+    result = live.route("math", test.prompts[1], target="share=0.0")
+    assert result.path == "small→failed→frontier"
+    assert result.tier == TIERS[1]
+    assert "unreachable" in result.failures[TIERS[0]]
+    # a dead top tier too: retried, then a clear error
+    dead_top = OpenAIBackend(model=TIERS[1], base_url=url, timeout_s=2, max_retries=0)
+    failing = router.with_backends([dead, dead_top])
     with pytest.raises(BackendUnavailableError, match="unreachable"):
-        live.route("math", test.prompts[1], target="share=0.0")
+        failing.route("math", test.prompts[1], retries=1, retry_backoff_s=0)
+    with pytest.raises(BackendUnavailableError, match="unreachable"):
+        asyncio.run(failing.aroute("math", test.prompts[1], retries=2, retry_backoff_s=0.01))
 
 
 def test_input_errors(router: Router) -> None:

@@ -174,9 +174,12 @@ def test_unreachable_backend_exits_3(trained, env) -> None:
             "share=0",
             "--backend",
             "llama-3.1-8b-instruct=http://127.0.0.1:9/v1",
+            "--backend",
+            "gpt-4o-2024-05-13=http://127.0.0.1:9/v1",
         ],
         env,
     )
+    # the dead small tier escalates; the dead frontier is the error
     assert done.returncode == 3, done.stderr
     assert "unreachable" in done.stderr and "Traceback" not in done.stderr
 
