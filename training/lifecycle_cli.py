@@ -172,16 +172,13 @@ def register(app: typer.Typer) -> None:
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(lineage_json(result))
-        out.print(
-            json.dumps(
-                {
-                    "version": result.version,
-                    "promoted": result.promoted,
-                    "parent_version": result.parent_version,
-                    "run_id": result.run_id,
-                }
-            )
-        )
+        summary = {
+            "version": result.version,
+            "promoted": result.promoted,
+            "parent_version": result.parent_version,
+            "run_id": result.run_id,
+        }
+        typer.echo(json.dumps(summary))  # one unwrapped line for scripts
 
     @app.command("promote")
     @handle_errors

@@ -313,3 +313,43 @@ def test_cli_promote_rollback_versions(fitted_model, settings, tmp_path, monkeyp
     assert aliases(settings)["champion"] == v1
     table = runner.invoke(app, ["versions"])
     assert table.exit_code == 0 and "@champion" in table.stdout
+
+
+def test_cli_retrain_and_since_last(
+    fitted_model, split_tables, base_file, settings, tmp_path, monkeypatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    for key, value in {
+        "CASCADE_TRACKING_URI": settings.tracking_uri,
+        "CASCADE_ARTIFACT_LOCATION": settings.artifact_location,
+        "CASCADE_FEEDBACK_URL": settings.feedback_url,
+        "CASCADE_CACHE_DIR": str(settings.cache_dir),
+        "CASCADE_PROGRESS": "false",
+    }.items():
+        monkeypatch.setenv(key, value)
+    champion = register(fitted_model, settings, tmp_path)
+    promote_version(settings.registered_model, champion)
+    with FeedbackStore.from_settings(settings) as store:
+        write_feedback(store, split_tables[0].subset(np.arange(100)))
+    common = ["--base", str(base_file), "--lookup", "mmlu_pro", "--eval-sample", str(SAMPLE)]
+    common += ["--n-estimators", "100", "--no-promote"]
+    runner = CliRunner()
+    first = runner.invoke(app, ["retrain", *common, "--json-out", str(tmp_path / "r1.json")])
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["version"] == "2" and summary["promoted"] is False
+    lineage = json.loads((tmp_path / "r1.json").read_text())
+    assert lineage["lineage"]["feedback_labelled"] == 100
+    assert "gate: " in first.output  # the readable report
+    # --since last: the window starts where the parent's ended (the parent here is the
+    # champion, version 1, which was not a retrain: so everything is read)
+    second = runner.invoke(app, ["retrain", *common, "--since", "last"])
+    assert second.exit_code == 0, second.output
+    bad = runner.invoke(app, ["retrain", "--since", "yesterday"])
+    assert bad.exit_code == 2 and "--since" in bad.output
+    assert alias_version(settings.registered_model, "champion") == champion
