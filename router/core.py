@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from router.backends import ChatBackend, Completion, Messages, as_messages, input_text
-from router.embedders import Embedder, build_embedder
+from router.embedders import Embedder, LRUEmbedder, build_embedder
 from router.errors import ConfigurationError, RouterLoadError
 from router.features import answer_window
 from router.model import CascadeModel
@@ -103,10 +103,14 @@ class Router:
         backends: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
         prices: Mapping[str, tuple[float, float]] | None = None,
         version: str | None = None,
+        lru_size: int = 4096,
     ) -> None:
         model._check_fitted()
         self.model = model
-        self.embedder = embedder or build_embedder(model.embedder_ref_)
+        embedder = embedder or build_embedder(model.embedder_ref_)
+        if lru_size > 0 and not isinstance(embedder, LRUEmbedder):
+            embedder = LRUEmbedder(embedder, lru_size)  # identical inputs: served from memory
+        self.embedder: Embedder = embedder
         if self.embedder.name != model.embedder_name_:
             raise ConfigurationError(
                 f"this router was trained with embedder {model.embedder_name_!r}; "
@@ -151,11 +155,18 @@ class Router:
             target = f"models:/{settings.registered_model}@{settings.champion_alias}"
         folder, version = resolve_router_folder(str(target), settings)
         model = CascadeModel.load(folder, num_threads=1)
-        return cls(model, embedder=embedder, backends=backends, version=version)
+        embedder = embedder or build_embedder(model.embedder_ref_, cache_dir=settings.cache_dir)
+        return cls(
+            model,
+            embedder=embedder,
+            backends=backends,
+            version=version,
+            lru_size=settings.embed_lru_size,
+        )
 
     def with_backends(self, backends: Sequence[ChatBackend] | Mapping[str, ChatBackend]) -> Router:
         """The same router answering through other backends."""
-        return Router(self.model, self.embedder, backends, self.prices, self.version)
+        return Router(self.model, self.embedder, backends, self.prices, self.version)  # same LRU
 
     # ------------------------------------------------------------------ decisions
     def _input_matrix(self, steps: Sequence[str], texts: Sequence[str]) -> np.ndarray:

@@ -412,6 +412,11 @@ def demo(
     run_demo(_settings(), sample=sample or None, output_dir=output_dir, console=console, out=out)
 
 
+from training.embedders_cli import embedders_app  # noqa: E402 - issue 5's sub-app
+
+app.add_typer(embedders_app, name="embedders")
+
+
 def main() -> None:
     """Entry point of the ``cascade-router`` script."""
     app()
