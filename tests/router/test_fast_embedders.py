@@ -292,3 +292,24 @@ def test_training_pipeline_builds_the_configured_embedder(cache_dir: Path, stati
     assert isinstance(e.cache, EmbeddingCache)
     with pytest.raises(ConfigurationError, match="unknown embedder kind"):
         make_embedder(RouterSettings(embedder="word2vec", cache_dir=cache_dir))
+
+
+def test_single_row_booster_path_matches_lightgbm_predict(static_model: CascadeModel) -> None:
+    """One row goes through LightGBM's prepared single-row C path: same margins as predict."""
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(0)
+    m = static_model.pre_models_[0]
+    X = rng.normal(size=(50, m.n_features_in_)).astype(np.float32)
+    X[:, 0] = 0  # a known step code
+    batch = m.decision_function(X)
+    single = np.array([m.decision_function(X[i : i + 1])[0] for i in range(len(X))])
+    assert m._single_row() is not None
+    np.testing.assert_allclose(single, batch, rtol=0, atol=1e-9)
+    reference = m.booster_.predict(X, num_iteration=m.best_iteration_, raw_score=True)
+    np.testing.assert_allclose(single, reference, rtol=0, atol=1e-9)
+    clone = pickle.loads(pickle.dumps(copy.deepcopy(m)))  # the C handle is not carried over
+    np.testing.assert_allclose(clone.decision_function(X[:1]), batch[:1], rtol=0, atol=1e-9)
+    with pytest.raises(ConfigurationError, match="features"):
+        m._single_row().predict(X[0, :-1])
