@@ -122,8 +122,16 @@ def ensure_artefacts(kinds: Sequence[str], cache_dir: Path) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------- quality
-def quality(kinds: Sequence[str], runs: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The bench_router runs retrained with each embedder (same splits, target, bootstrap)."""
+def quality(
+    kinds: Sequence[str],
+    runs: Sequence[str],
+    save: Callable[[dict[str, Any]], None] = lambda results: None,
+) -> dict[str, dict[str, Any]]:
+    """The bench_router runs retrained with each embedder (same splits, target, bootstrap).
+
+    ``save`` receives ``{"quality": ...}`` after every run, so an interrupted run keeps its
+    finished parts.
+    """
     sys.path.insert(0, str(ROOT))
     from bench_router import RUNS, _headline
 
@@ -151,6 +159,7 @@ def quality(kinds: Sequence[str], runs: Sequence[str]) -> dict[str, dict[str, An
             head["timings"] = result.report["timings"]
             head["wall_s"] = round(time.perf_counter() - t, 1)
             out.setdefault(kind, {})[name] = head
+            save({"quality": {kind: {name: head}}})
             print(
                 f"[{kind}] {name}: cascade APGR {head['cascade_apgr']} "
                 f"router (pre) {head['router_pre_answer_apgr']} ({head['wall_s']} s)",
@@ -356,6 +365,19 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def save(update: dict[str, Any]) -> None:
+    """Merge ``update`` into results/embedders.json (per section and embedder; runs add up)."""
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    latest: dict[str, Any] = json.loads(OUT.read_text()) if OUT.exists() else {}
+    for key, value in update.items():
+        if key not in ("quality", "speed"):
+            latest[key] = value
+            continue
+        for kind, per_kind in value.items():
+            latest.setdefault(key, {}).setdefault(kind, {}).update(per_kind)
+    OUT.write_text(json.dumps(latest, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["quality", "speed"], default=None)
@@ -368,10 +390,10 @@ def main() -> None:
     if args.child:
         print(json.dumps(speed_child(args.child[0], Path(args.child[1]), args.n)))
         return
-    results: dict[str, Any] = json.loads(OUT.read_text()) if OUT.exists() else {}
     if args.render:
-        print(render(results))
+        print(render(json.loads(OUT.read_text())))
         return
+    results: dict[str, Any] = {}  # this run's figures, merged into OUT by save()
     from router.settings import RouterSettings
 
     sys.path.insert(0, str(ROOT))
@@ -384,23 +406,12 @@ def main() -> None:
     }
     results["artefacts"] = ensure_artefacts(args.kinds, RouterSettings().cache_dir)
     if args.only in (None, "quality"):
-        found = quality(args.kinds, args.runs or list(RUNS))
-        for kind, per_run in found.items():
-            results.setdefault("quality", {}).setdefault(kind, {}).update(per_run)
+        quality(args.kinds, args.runs or list(RUNS), save=save)
     if args.only in (None, "speed"):
-        results.setdefault("speed", {}).update(speed(args.kinds, args.n))
+        results["speed"] = speed(args.kinds, args.n)
         results["speed_command"] = " ".join(["python benchmarks/bench_embedders.py", *sys.argv[1:]])
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    latest = json.loads(OUT.read_text()) if OUT.exists() else {}  # another run may have written
-    for section in ("quality", "speed"):
-        for kind, value in results.get(section, {}).items():
-            if isinstance(value, dict) and isinstance(latest.get(section, {}).get(kind), dict):
-                latest[section][kind].update(value)
-            else:
-                latest.setdefault(section, {})[kind] = value
-    results = {**latest, **{k: v for k, v in results.items() if k not in ("quality", "speed")}}
-    OUT.write_text(json.dumps(results, indent=2))
-    print(render(results))
+    save(results)
+    print(render(json.loads(OUT.read_text())))
     print(f"wrote {OUT}")
 
 

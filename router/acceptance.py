@@ -193,7 +193,8 @@ class AcceptanceModel:
         import lightgbm as lgb
 
         y = np.asarray(y, dtype=np.float64)
-        self._fast = False  # a prepared single-row predictor belongs to the old booster
+        # a prepared single-row predictor belongs to the old booster: rebuilt on first use
+        self._fast: SingleRowPredictor | bool | None = False
         X_val, y_val = eval_set
         X_cal, y_cal = calibration_set
         self.base_rate_ = float(np.mean(y)) if len(y) else 0.5
@@ -270,13 +271,13 @@ class AcceptanceModel:
         return state
 
     def _single_row(self) -> SingleRowPredictor | None:
-        predictor = getattr(self, "_fast", False)
-        if predictor is False:  # built on first use; None where this LightGBM lacks the C API
-            predictor = SingleRowPredictor.create(
+        """The prepared single-row predictor, built on first use (None: C API unavailable)."""
+        if getattr(self, "_fast", False) is False:
+            self._fast = SingleRowPredictor.create(
                 self.booster_, self.best_iteration_, self.num_threads
             )
-            self._fast = predictor
-        return predictor
+        fast = self._fast
+        return fast if isinstance(fast, SingleRowPredictor) else None
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Calibrated probabilities, shape (n, 2): columns P(rejected), P(accepted)."""
@@ -349,7 +350,8 @@ class SingleRowPredictor:
     Calls are serialised: the prepared configuration holds one row buffer.
     """
 
-    def __init__(self, handle: Any, lib: Any, n_features: int) -> None:
+    def __init__(self, handle: Any, lib: Any, n_features: int, booster: Any) -> None:
+        self._booster = booster  # the prepared configuration points into the booster
         self._handle = handle
         self._lib = lib
         self.n_features = n_features
@@ -384,9 +386,7 @@ class SingleRowPredictor:
         )
         if status != 0:
             return None
-        predictor = cls(handle, lib, n_features)
-        predictor._booster = booster  # the prepared configuration points into the booster
-        return predictor
+        return cls(handle, lib, n_features, booster)
 
     def predict(self, row: np.ndarray) -> float:
         """Raw margin of one feature row."""
