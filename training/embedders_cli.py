@@ -28,7 +28,7 @@ class BuildKind(StrEnum):
 def build(
     kind: Annotated[BuildKind, typer.Argument(help="static | onnx")],
     int8: Annotated[bool, typer.Option(help="onnx: quantise the weights to int8")] = False,
-    dims: Annotated[int, typer.Option(help="static: dimensions kept by PCA (8-384)")] = 256,
+    dims: Annotated[int, typer.Option(help="static: dimensions kept by PCA (8-384)")] = 384,
     sif: Annotated[
         float, typer.Option(help="static: Zipf/SIF weight coefficient; 0 turns it off")
     ] = 1e-3,
@@ -53,7 +53,7 @@ def build(
             console.print("[cyan]›[/] exporting all-MiniLM-L6-v2 to ONNX" + (" (int8)" * int8))
             folder = build_onnx(settings.cache_dir, int8=int8)
         meta = json.loads((folder / "artefact.json").read_text())
-        out.print(f"built {folder} sha256 {meta['sha256']}", highlight=False)
+        out.print(f"built {folder} sha256 {meta['sha256']}", highlight=False, soft_wrap=True)
         kind_name = "static" if kind is BuildKind.static else ("onnx-int8" if int8 else "onnx")
         out.print(f"use it: CASCADE_EMBEDDER={kind_name} cascade-router train ...", highlight=False)
 

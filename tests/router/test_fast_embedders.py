@@ -90,14 +90,14 @@ def onnx_int8(cache_dir: Path) -> OnnxEmbedder:
 # ---------------------------------------------------------------------- embedders
 def test_static_embeddings_are_normalised_and_semantic(static: StaticEmbedder) -> None:
     vecs = static.encode(TEXTS)
-    assert vecs.shape == (3, static.dim) and static.dim == 256 and vecs.dtype == np.float32
+    assert vecs.shape == (3, static.dim) and static.dim == 384 and vecs.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
     assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2] + 0.3
     # batch and one-at-a-time give the same vectors; an empty text is the zero vector
     one_by_one = np.vstack([static.encode([t]) for t in MIXED])
     np.testing.assert_allclose(static.encode(MIXED), one_by_one, atol=1e-6)
     assert not one_by_one[3].any()
-    assert static.encode([]).shape == (0, 256)
+    assert static.encode([]).shape == (0, 384)
 
 
 def test_onnx_matches_minilm_torch(onnx: OnnxEmbedder, embedder: CachedEmbedder) -> None:
