@@ -155,7 +155,9 @@ class Router:
             target = f"models:/{settings.registered_model}@{settings.champion_alias}"
         folder, version = resolve_router_folder(str(target), settings)
         model = CascadeModel.load(folder, num_threads=1)
-        embedder = embedder or build_embedder(model.embedder_ref_, cache_dir=settings.cache_dir)
+        embedder = embedder or build_embedder(
+            model.embedder_ref_, cache_dir=settings.cache_dir, threads=settings.embed_threads
+        )
         return cls(
             model,
             embedder=embedder,
