@@ -211,6 +211,9 @@ def test_router_records_and_uses_its_embedder(
     router = Router.load(folder, settings=RouterSettings(cache_dir=cache_dir))
     assert router.embedder.name == static.name and isinstance(router.embedder, LRUEmbedder)
     assert json.loads((folder / "router.json").read_text())["embedder_name"] == static.name
+    from training.registry import _router_metadata  # what the MLflow model's metadata records
+
+    assert _router_metadata(folder)["embedder"] == static.name
     decision = router.decide("math", TEXTS[2])
     assert decision.action in {"call", "skip"} and 0 < decision.p_accept < 1
 
