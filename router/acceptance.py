@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import threading
 from typing import Any
 
 import numpy as np
@@ -191,6 +193,8 @@ class AcceptanceModel:
         import lightgbm as lgb
 
         y = np.asarray(y, dtype=np.float64)
+        # a prepared single-row predictor belongs to the old booster: rebuilt on first use
+        self._fast: SingleRowPredictor | bool | None = False
         X_val, y_val = eval_set
         X_cal, y_cal = calibration_set
         self.base_rate_ = float(np.mean(y)) if len(y) else 0.5
@@ -243,10 +247,14 @@ class AcceptanceModel:
             raise NotFittedError("AcceptanceModel is not fitted: call fit() first")
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Raw booster margin (uncalibrated)."""
+        """Raw booster margin (uncalibrated); one row goes through LightGBM's single-row path."""
         self._check_fitted()
         if self.booster_ is None:
             return np.zeros(len(X))
+        if len(X) == 1:
+            fast = self._single_row()
+            if fast is not None:
+                return np.array([fast.predict(self._with_linear(X)[0])])
         return np.asarray(
             self.booster_.predict(
                 self._with_linear(X),
@@ -256,6 +264,20 @@ class AcceptanceModel:
             ),
             dtype=np.float64,
         )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_fast", None)  # a C handle: rebuilt on first use after unpickling
+        return state
+
+    def _single_row(self) -> SingleRowPredictor | None:
+        """The prepared single-row predictor, built on first use (None: C API unavailable)."""
+        if getattr(self, "_fast", False) is False:
+            self._fast = SingleRowPredictor.create(
+                self.booster_, self.best_iteration_, self.num_threads
+            )
+        fast = self._fast
+        return fast if isinstance(fast, SingleRowPredictor) else None
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Calibrated probabilities, shape (n, 2): columns P(rejected), P(accepted)."""
@@ -318,3 +340,72 @@ class AcceptanceModel:
             IsotonicCalibrator.from_dict(data["calibrator"]) if data["calibrator"] else None
         )
         return model
+
+
+class SingleRowPredictor:
+    """LightGBM's single-row fast prediction (``LGBM_BoosterPredictForMatSingleRowFast``).
+
+    ``Booster.predict`` re-parses its parameters and sets up a predictor on every call; for one
+    row at a time (a routing decision) the C API's prepared configuration skips all of that.
+    Calls are serialised: the prepared configuration holds one row buffer.
+    """
+
+    def __init__(self, handle: Any, lib: Any, n_features: int, booster: Any) -> None:
+        self._booster = booster  # the prepared configuration points into the booster
+        self._handle = handle
+        self._lib = lib
+        self.n_features = n_features
+        self._row = np.zeros(n_features, dtype=np.float64)
+        self._out = np.zeros(1, dtype=np.float64)
+        self._out_len = ctypes.c_int64(0)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(
+        cls, booster: Any, num_iteration: int, num_threads: int
+    ) -> SingleRowPredictor | None:
+        """A prepared raw-score predictor for ``booster``; None if LightGBM cannot make one."""
+        try:
+            from lightgbm.basic import _LIB
+        except ImportError:  # pragma: no cover - a LightGBM without its C library
+            return None
+        lib = _LIB
+        if not hasattr(lib, "LGBM_BoosterPredictForMatSingleRowFastInit"):
+            return None
+        n_features = int(booster.num_feature())
+        handle = ctypes.c_void_p()
+        status = lib.LGBM_BoosterPredictForMatSingleRowFastInit(
+            booster._handle,
+            ctypes.c_int(1),  # C_API_PREDICT_RAW_SCORE
+            ctypes.c_int(0),  # start iteration
+            ctypes.c_int(num_iteration),
+            ctypes.c_int(1),  # C_API_DTYPE_FLOAT64
+            ctypes.c_int32(n_features),
+            ctypes.c_char_p(f"num_threads={max(num_threads, 1)}".encode()),
+            ctypes.byref(handle),
+        )
+        if status != 0:
+            return None
+        return cls(handle, lib, n_features, booster)
+
+    def predict(self, row: np.ndarray) -> float:
+        """Raw margin of one feature row."""
+        if row.shape[0] != self.n_features:
+            raise ConfigurationError(f"expected {self.n_features} features, got {row.shape[0]}")
+        with self._lock:
+            self._row[:] = row
+            status = self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+                self._handle,
+                self._row.ctypes.data_as(ctypes.c_void_p),
+                ctypes.byref(self._out_len),
+                self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+            )
+            if status != 0:
+                raise RuntimeError("LightGBM single-row prediction failed")
+            return float(self._out[0])
+
+    def __del__(self) -> None:
+        handle, lib = getattr(self, "_handle", None), getattr(self, "_lib", None)
+        if handle is not None and lib is not None:
+            lib.LGBM_FastConfigFree(handle)
+            self._handle = None

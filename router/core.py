@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from router.backends import ChatBackend, Completion, Messages, as_messages, input_text
-from router.embedders import Embedder, build_embedder
+from router.embedders import Embedder, LRUEmbedder, build_embedder
 from router.errors import BackendError, ConfigurationError, RouterLoadError
 from router.features import answer_window
 from router.model import CascadeModel
@@ -113,10 +113,14 @@ class Router:
         prices: Mapping[str, tuple[float, float]] | None = None,
         version: str | None = None,
         peers: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
+        lru_size: int = 4096,
     ) -> None:
         model._check_fitted()
         self.model = model
-        self.embedder = embedder or build_embedder(model.embedder_ref_)
+        embedder = embedder or build_embedder(model.embedder_ref_)
+        if lru_size > 0 and not isinstance(embedder, LRUEmbedder):
+            embedder = LRUEmbedder(embedder, lru_size)  # identical inputs: served from memory
+        self.embedder: Embedder = embedder
         if self.embedder.name != model.embedder_name_:
             raise ConfigurationError(
                 f"this router was trained with embedder {model.embedder_name_!r}; "
@@ -179,7 +183,17 @@ class Router:
         else:
             folder, version = resolve_router_folder(str(target), settings)
         model = CascadeModel.load(folder, num_threads=1)
-        return cls(model, embedder=embedder, backends=backends, version=version, peers=peers)
+        embedder = embedder or build_embedder(
+            model.embedder_ref_, cache_dir=settings.cache_dir, threads=settings.embed_threads
+        )
+        return cls(
+            model,
+            embedder=embedder,
+            backends=backends,
+            version=version,
+            peers=peers,
+            lru_size=settings.embed_lru_size,
+        )
 
     def with_backends(
         self,
@@ -187,7 +201,7 @@ class Router:
         peers: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
     ) -> Router:
         """The same router answering through other backends (and peers, for second opinions;
-        by default the peers it has)."""
+        by default the peers it has); the embedding cache is shared."""
         peers = peers if peers is not None else self.peer_backends
         return Router(self.model, self.embedder, backends, self.prices, self.version, peers)
 

@@ -23,10 +23,16 @@ class RouterSettings(BaseSettings):
     registered_model: str = Field("cascade-router", description="Model Registry name")
     champion_alias: str = Field("champion", description="alias of the production version")
     cache_dir: Path = Field(Path(".cascade-cache"), description="embedding cache folder")
-    embedder: str = Field("minilm", description="embedder kind (see router.embedders)")
+    embedder: str = Field(
+        "minilm", description="embedder kind: minilm | static | onnx | onnx-int8 (router.embedders)"
+    )
     embed_max_seq_length: int = Field(128, ge=16, le=512, description="tokens the encoder reads")
     embed_max_chars: int = Field(1000, ge=64, description="input window: head and tail characters")
     embed_batch_size: int = Field(64, ge=1)
+    embed_threads: int = Field(0, ge=0, description="onnx embedder threads; 0: onnxruntime's")
+    embed_lru_size: int = Field(
+        4096, ge=0, description="in-memory LRU of embeddings per Router (0: off)"
+    )
     seed: int = 0
     test_size: float = Field(0.2, gt=0.0, lt=1.0)
     prices_path: Path | None = Field(None, description="prices JSON; default: the bundled one")

@@ -509,6 +509,9 @@ def standin(
 from training.lifecycle_cli import register as _register_lifecycle  # noqa: E402
 
 _register_lifecycle(app)  # retrain, promote, rollback, versions, drift, simulate
+from training.embedders_cli import embedders_app  # noqa: E402 - issue 5's sub-app
+
+app.add_typer(embedders_app, name="embedders")
 
 
 def main() -> None:

@@ -72,6 +72,8 @@ def make_embedder(settings: RouterSettings) -> Embedder:
         max_seq_length=settings.embed_max_seq_length,
         max_chars=settings.embed_max_chars,
         batch_size=settings.embed_batch_size,
+        threads=settings.embed_threads,
+        cache_dir=settings.cache_dir,
     )
     return CachedEmbedder(base, EmbeddingCache(settings.cache_dir))
 
