@@ -175,39 +175,25 @@ def bench_overhead(workdir: Path, n: int) -> dict[str, Any]:
     direct, through = [], []
     try:
         with httpx.Client(timeout=120) as http:
+
+            def ask_llama(messages: list[dict[str, str]]) -> httpx.Response:
+                body = {
+                    "model": llama.model_alias,
+                    "messages": messages,
+                    "max_tokens": 16,
+                    "temperature": 0,
+                }
+                return http.post(f"{llama.base_url}/chat/completions", json=body)
+
             for _, text in data[:3]:  # warm both paths
-                http.post(
-                    f"{llama.base_url}/chat/completions",
-                    json={
-                        "model": llama.model_alias,
-                        "messages": [{"role": "user", "content": text}],
-                        "max_tokens": 16,
-                        "temperature": 0,
-                    },
-                )
+                ask_llama([{"role": "user", "content": text}])
             for step, text in data:
                 messages = [{"role": "user", "content": text}]
                 # llama.cpp reuses the KV cache of the previous prompt: a first call puts this
                 # prompt there, so both timed calls below start from the same warm state
-                http.post(
-                    f"{llama.base_url}/chat/completions",
-                    json={
-                        "model": llama.model_alias,
-                        "messages": messages,
-                        "max_tokens": 16,
-                        "temperature": 0,
-                    },
-                )
+                ask_llama(messages)
                 t0 = time.perf_counter()
-                r1 = http.post(
-                    f"{llama.base_url}/chat/completions",
-                    json={
-                        "model": llama.model_alias,
-                        "messages": messages,
-                        "max_tokens": 16,
-                        "temperature": 0,
-                    },
-                )
+                r1 = ask_llama(messages)
                 t1 = time.perf_counter()
                 r2 = http.post(
                     f"{sidecar.url}/v1/chat/completions",

@@ -37,7 +37,7 @@ from serving.batching import DecisionBatcher
 from serving.errors import APIError, unauthorized
 from serving.holder import RouterHolder, Served, upstream_urls
 from serving.logs import request_id_var
-from serving.metrics import ServiceMetrics
+from serving.metrics import ServiceMetrics, first_p_accept
 from serving.protocol import (
     MODEL_PREFIX,
     CascadeOptions,
@@ -233,10 +233,6 @@ def _cascade_headers(
     }
 
 
-def _first_p(result: RouteResult) -> float:
-    return float(next(iter(result.probabilities.values()), float("nan")))
-
-
 def create_app(settings: ServiceSettings | None = None, store: Any = None) -> FastAPI:
     """The FastAPI application (``store``: a feedback store; default from the settings)."""
     settings = settings or ServiceSettings.load()
@@ -384,7 +380,7 @@ def create_app(settings: ServiceSettings | None = None, store: Any = None) -> Fa
             await asyncio.to_thread(_record, service, request_id, messages, result, served)
         answered_by = served.backends[result.tier].model
         headers = _cascade_headers(
-            request_id, result.tier, result.path, _first_p(result), served.version
+            request_id, result.tier, result.path, first_p_accept(result), served.version
         )
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -518,7 +514,7 @@ def _record(
             router_version=served.version,
             tier=result.tier,
             path=result.path,
-            p_accept=_first_p(result),
+            p_accept=first_p_accept(result),
             probabilities=dict(result.probabilities),
             answers=dict(result.answers),
             answer=result.answer,

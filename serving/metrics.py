@@ -34,6 +34,11 @@ LATENCY_BUCKETS = (
 PROBABILITY_BUCKETS = tuple(i / 10 for i in range(1, 11))
 
 
+def first_p_accept(result: RouteResult) -> float:
+    """The pre-answer probability that the first tier's answer is accepted."""
+    return float(next(iter(result.probabilities.values()), float("nan")))
+
+
 class ServiceMetrics:
     """Requests by step, path and tier; escalations; p_accept; latencies; cost; errors."""
 
@@ -127,9 +132,8 @@ class ServiceMetrics:
         for step in result.steps:
             if step.cost_usd:
                 self.cost.labels(step.tier).inc(step.cost_usd)
-        p0 = result.probabilities.get(next(iter(result.probabilities), ""), None)
-        if p0 is not None:
-            self.p_accept.labels(result.step).observe(p0)
+        if result.probabilities:
+            self.p_accept.labels(result.step).observe(first_p_accept(result))
         called = [s for s in result.steps if s.action != "skipped"]
         escalated = bool(called) and called[0].tier != result.tier
         if escalated:
