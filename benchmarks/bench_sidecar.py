@@ -3,6 +3,12 @@
     .venv/bin/python benchmarks/bench_sidecar.py                 # everything (~4 min)
     .venv/bin/python benchmarks/bench_sidecar.py --only route
     .venv/bin/python benchmarks/bench_sidecar.py --only overhead
+    .venv/bin/python benchmarks/bench_sidecar.py --only route --embedder static
+
+* ``--embedder KIND`` serves the router trained with that embedder by bench_embedders.py
+  (``results/embedders/KIND/speed_router``, 4,000 MMLU-Pro prompts; its artefact is built into
+  the cache first if missing); without it the sidecar serves the bundled MiniLM router.  The
+  sidecar's resident memory (now and peak) is recorded after the route run.
 
 * route: a real sidecar (``cascade-router serve``, bundled router) in its own process; an asyncio
   load generator in this process sends distinct inputs (no cache can answer them).  Closed loop
@@ -13,7 +19,9 @@
   per-request difference is the sidecar's cost (two embeddings, boosters, one HTTP hop, the
   feedback-store write).
 
-The load generator shares the 2 cores with the server: figures are a floor.  Results go to
+The load generator shares the 2 cores with the server, so it is kept lean: keep-alive HTTP/1.1
+connections written over asyncio streams (httpx's pool costs more CPU per request than the
+decision being measured).  Figures are still a floor.  Results go to
 benchmarks/results/sidecar.json.
 """
 
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -64,6 +73,49 @@ def inputs() -> dict[str, list[tuple[str, str]]]:
     return {"short": short, "long": long}
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection posting JSON to ``/v1/route``; reconnects if dropped."""
+
+    def __init__(self, url: str) -> None:
+        host_port = url.removeprefix("http://").split("/")[0]
+        self.host, port = host_port.split(":")
+        self.port = int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def route(self, step: str, text: str) -> bool:
+        """One decision; False on an error status or a dropped connection (counted)."""
+        body = json.dumps({"step": step, "input": text}).encode()
+        head = (
+            f"POST /v1/route HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        try:
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            assert self.reader is not None
+            self.writer.write(head + body)
+            status_line = await self.reader.readline()
+            length = 0
+            while (line := await self.reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            await self.reader.readexactly(length)
+            return status_line.split(b" ")[1] == b"200"
+        except (OSError, asyncio.IncompleteReadError, IndexError) as exc:
+            print(f"transport error: {exc!r}", file=sys.stderr)
+            await self.close()
+            return False
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
 async def closed_loop(
     url: str, items: list[tuple[str, str]], clients: int, seconds: float, offset: int
 ) -> dict[str, Any]:
@@ -71,21 +123,20 @@ async def closed_loop(
     errors = 0
     counter = iter(range(offset, offset + 10**9))
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
 
-        async def worker() -> None:
-            nonlocal errors
-            while time.perf_counter() < deadline:
-                step, text = items[next(counter) % len(items)]
-                started = time.perf_counter()
-                r = await http.post(f"{url}/v1/route", json={"step": step, "input": text})
-                latencies.append(time.perf_counter() - started)
-                errors += r.status_code != 200
+    async def worker() -> None:
+        nonlocal errors
+        connection = Connection(url)
+        while time.perf_counter() < deadline:
+            step, text = items[next(counter) % len(items)]
+            started = time.perf_counter()
+            errors += not await connection.route(step, text)
+            latencies.append(time.perf_counter() - started)
+        await connection.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
     return {
         "clients": clients,
         "requests": len(latencies),
@@ -102,24 +153,27 @@ async def open_loop(
     latencies: list[float] = []
     errors = 0
     n = int(rate * seconds)
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=256)) as http:
+    idle: list[Connection] = []
 
-        async def one(i: int) -> None:
-            nonlocal errors
-            step, text = items[(offset + i) % len(items)]
-            started = time.perf_counter()
-            r = await http.post(f"{url}/v1/route", json={"step": step, "input": text})
-            latencies.append(time.perf_counter() - started)
-            errors += r.status_code != 200
+    async def one(i: int) -> None:
+        nonlocal errors
+        step, text = items[(offset + i) % len(items)]
+        connection = idle.pop() if idle else Connection(url)
+        started = time.perf_counter()
+        errors += not await connection.route(step, text)
+        latencies.append(time.perf_counter() - started)
+        idle.append(connection)
 
-        tasks = []
-        start = time.perf_counter()
-        for i in range(n):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
+    tasks = []
+    start = time.perf_counter()
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    for connection in idle:
+        await connection.close()
     return {
         "rate_per_s": rate,
         "requests": n,
@@ -129,10 +183,37 @@ async def open_loop(
     }
 
 
-def bench_route(workdir: Path, seconds: float) -> dict[str, Any]:
+def embedder_settings(kind: str | None) -> dict[str, Any]:
+    """Sidecar settings serving the speed router of ``kind`` (None: the bundled router)."""
+    if kind is None:
+        return {}
+    from benchmarks.bench_embedders import ensure_artefacts
+    from router.settings import RouterSettings
+
+    folder = RESULTS / "embedders" / kind / "speed_router"
+    if not (folder / "router.json").exists():
+        raise SystemExit(f"no router for {kind}: run benchmarks/bench_embedders.py --only speed")
+    cache_dir = Path(RouterSettings().cache_dir).resolve()
+    ensure_artefacts([kind], cache_dir)
+    # OpenAI-compatible upstreams, as in production (never called by /v1/route): without them
+    # the sidecar answers from the bundled replay data, ~300 MiB that is no part of the router
+    nowhere = {"base_url": "http://127.0.0.1:9/v1", "model": "unused"}
+    tiers = json.loads((folder / "router.json").read_text())["tiers"]
+    return {
+        "model_uri": str(folder),
+        "cache_dir": str(cache_dir),
+        "upstreams": {tier: nowhere for tier in tiers},
+    }
+
+
+def bench_route(workdir: Path, seconds: float, kind: str | None) -> dict[str, Any]:
+    from benchmarks.bench_embedders import process_memory
+
     data = inputs()
-    sidecar = Sidecar(workdir, {"feedback_url": f"sqlite:///{workdir / 'fb.db'}"}).start()
-    out: dict[str, Any] = {"closed_loop": {}, "open_loop": {}}
+    settings = {"feedback_url": f"sqlite:///{workdir / 'fb.db'}", **embedder_settings(kind)}
+    sidecar = Sidecar(workdir, settings).start()
+    out: dict[str, Any] = {"embedder": kind or "minilm (bundled router)"}
+    out |= {"closed_loop": {}, "open_loop": {}}
     offset = 0
     try:
         asyncio.run(closed_loop(sidecar.url, data["short"], 4, 2.0, 10**6))  # warm-up
@@ -151,6 +232,8 @@ def bench_route(workdir: Path, seconds: float) -> dict[str, Any]:
             rows.append(row)
             print(f"route long rate={rate}/s: {row}", flush=True)
         out["open_loop"]["long"] = rows
+        out["sidecar_memory"] = process_memory(sidecar.process.pid if sidecar.process else None)
+        print(f"sidecar memory: {out['sidecar_memory']}", flush=True)
     finally:
         sidecar.stop()
     return out
@@ -225,6 +308,9 @@ def main() -> int:
     parser.add_argument("--only", choices=["route", "overhead"])
     parser.add_argument("--seconds", type=float, default=10.0, help="per load point")
     parser.add_argument("--requests", type=int, default=100, help="overhead: paired requests")
+    parser.add_argument(
+        "--embedder", choices=["minilm", "static", "onnx", "onnx-int8"], help="route: embedder"
+    )
     args = parser.parse_args()
     path = RESULTS / "sidecar.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
@@ -236,7 +322,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if args.only in (None, "route"):
-            results["route"] = bench_route(workdir, args.seconds)
+            key = args.embedder or "bundled"
+            results.setdefault("route", {})[key] = bench_route(workdir, args.seconds, args.embedder)
+            results["route"][key]["command"] = " ".join(
+                ["python benchmarks/bench_sidecar.py", *sys.argv[1:]]
+            )
         if args.only in (None, "overhead"):
             results["overhead"] = bench_overhead(workdir, args.requests)
             print(f"overhead: {results['overhead']}", flush=True)

@@ -1,10 +1,14 @@
 """Micro-batching of routing decisions: concurrent /v1/route requests share one embedding call.
 
 Each request puts its input on a queue and awaits a future.  One worker task takes the first
-waiting item, gathers more for at most ``max_wait_s`` (or until ``max_size``), groups them by
-router, target and whether an answer came with them, and runs one ``Router.decide_batch`` per
-group in a worker thread.  Under light load a request waits at most ``max_wait_s``; under heavy
-load the batches grow, and with them the decisions per second.
+waiting item and everything already queued, groups them by router, target and whether an
+answer came with them, and runs one ``Router.decide_batch`` per group in a worker thread;
+requests arriving meanwhile form the next batch, so batches grow with the load.
+
+A request announces itself when it is admitted (:meth:`DecisionBatcher.expecting`), before its
+body is read and parsed.  The worker waits, at most ``max_wait_s``, only while announced
+requests have not reached the queue yet: a lone request is decided at once, and concurrent
+ones are not split into batches by a few microseconds of parsing.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from router.core import Decision, Router
@@ -30,6 +34,20 @@ class _Item:
     future: asyncio.Future[Decision] = field(repr=False)
 
 
+class Announcement:
+    """A request the batcher may wait for, until it arrives (or leaves without a decision)."""
+
+    def __init__(self, batcher: DecisionBatcher) -> None:
+        self._batcher: DecisionBatcher | None = batcher
+        batcher._coming += 1
+
+    def arrived(self) -> None:
+        if self._batcher is not None:
+            self._batcher._coming -= 1
+            self._batcher._wake.set()
+            self._batcher = None
+
+
 class DecisionBatcher:
     """Gathers concurrent decision requests into micro-batches (see the module docstring)."""
 
@@ -44,6 +62,18 @@ class DecisionBatcher:
         self.on_batch = on_batch
         self._queue: asyncio.Queue[_Item] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._coming = 0  # announced requests that have not reached the queue yet
+        self._wake = asyncio.Event()  # set when an item is queued or an announcement ends
+
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[Announcement]:
+        """Announce a request that will call :meth:`decide` (or fail before it) in this block;
+        pass the announcement to :meth:`decide`."""
+        announcement = Announcement(self)
+        try:
+            yield announcement
+        finally:
+            announcement.arrived()
 
     def start(self) -> None:
         """Start the worker on the running event loop."""
@@ -65,12 +95,16 @@ class DecisionBatcher:
         input: str | list[dict[str, str]],
         answer: str | None = None,
         target: Target | None = None,
+        announcement: Announcement | None = None,
     ) -> Decision:
         """The decision for one input, computed in a batch with its concurrent neighbours."""
         if self._queue is None:
             raise RuntimeError("DecisionBatcher.start() was not called")
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Item(router, step, input, answer, target, future))
+        self._queue.put_nowait(_Item(router, step, input, answer, target, future))
+        self._wake.set()
+        if announcement is not None:
+            announcement.arrived()
         return await future
 
     async def _gather(self) -> list[_Item]:
@@ -81,10 +115,13 @@ class DecisionBatcher:
             while not self._queue.empty() and len(batch) < self.max_size:
                 batch.append(self._queue.get_nowait())
             remaining = deadline - time.perf_counter()
-            if remaining <= 0 or len(batch) >= self.max_size:
+            if remaining <= 0 or len(batch) >= self.max_size or self._coming <= 0:
                 break
+            self._wake.clear()
+            if not self._queue.empty():
+                continue
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                await asyncio.wait_for(self._wake.wait(), remaining)
             except TimeoutError:
                 break
         return batch

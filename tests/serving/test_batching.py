@@ -54,3 +54,49 @@ def test_a_failing_batch_fails_its_requests_not_the_worker(router: Router) -> No
             await batcher.stop()
 
     asyncio.run(run())
+
+
+def test_a_lone_request_is_decided_without_waiting(router: Router) -> None:
+    async def run() -> float:
+        batcher = DecisionBatcher(max_wait_s=2.0)
+        batcher.start()
+        try:
+            await batcher.decide(router, "math", "What is 1 + 1?")  # warm
+            started = asyncio.get_running_loop().time()
+            with batcher.expecting() as announcement:
+                await batcher.decide(router, "math", "What is 2 + 2?", announcement=announcement)
+            return asyncio.get_running_loop().time() - started
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(run()) < 1.0  # nobody else announced: no 2 s wait
+
+
+def test_the_batch_waits_for_announced_requests_only(router: Router) -> None:
+    sizes: list[int] = []
+
+    async def run() -> None:
+        batcher = DecisionBatcher(max_wait_s=2.0, on_batch=sizes.append)
+        batcher.start()
+        try:
+
+            async def request(text: str, parse_s: float) -> None:
+                with batcher.expecting() as announcement:
+                    await asyncio.sleep(parse_s)  # reading and parsing the body
+                    await batcher.decide(router, "math", text, announcement=announcement)
+
+            await asyncio.gather(request("What is 2 + 2?", 0.0), request("What is 3 + 3?", 0.05))
+            assert sizes == [2]  # the first waited for the announced second
+
+            async def leaves_early() -> None:
+                with batcher.expecting():
+                    await asyncio.sleep(0.05)  # e.g. a 400 before any decision
+
+            started = asyncio.get_running_loop().time()
+            await asyncio.gather(request("What is 4 + 4?", 0.0), leaves_early())
+            assert asyncio.get_running_loop().time() - started < 1.0  # its leaving ends the wait
+            assert sizes == [2, 1]
+        finally:
+            await batcher.stop()
+
+    asyncio.run(run())
