@@ -9,6 +9,11 @@
 * with ``peers`` (cheap models asked for a second opinion at the first tier), two more
   answer-aware models that also see how the first answer agrees with the peers' answers
   (:mod:`router.normalise`), trained on the peers' recorded answers to the same prompts;
+* with ``pre_ensemble`` (the default), a logistic regression and a nearest-neighbour vote on
+  the input embeddings beside the pre-answer boosters; the calibration split picks which of
+  them to average with the boosters (:mod:`router.ensemble`);
+* the weight of the pre-answer probabilities in the answer-aware ones (``post_blend_``: 0
+  trusts the answer-aware models alone), chosen on the calibration split;
 * the :class:`~router.policy.CascadePolicy` fitted for a target on a calibration split that
   neither the boosters nor their early stopping saw.
 """
@@ -23,10 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from router import metrics as M
 from router.acceptance import AcceptanceModel
 from router.embedders import Embedder
+from router.ensemble import PreAnswerMembers, fit_members
 from router.errors import ConfigurationError, NotFittedError, RouterLoadError
 from router.features import (
+    N_INPUT_EXTRA,
     StepVocabulary,
     answer_extra_features,
     answer_features,
@@ -40,10 +48,14 @@ from router.policy import CascadePolicy, CascadeSignals, Target
 if TYPE_CHECKING:
     from router.data import OutcomeTable
 
-#: 2 adds second opinions (peers, answer kinds, opinion models); format 1 still loads, and a
-#: model without peers or answer kinds is still written as format 1.
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
+#: 2 adds second opinions (peers, answer kinds, opinion models); 3 adds pre-answer members
+#: beside the boosters (``neighbours.npz`` holds a neighbour index).  A model is written in the
+#: oldest format that holds what it uses, and every older format still loads.
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
+NEIGHBOURS_FILE = "neighbours.npz"
+#: Candidate weights of the pre-answer probabilities in the answer-aware ones.
+POST_BLEND_GRID = (0.0, 0.25, 0.5, 0.75)
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,7 @@ class CascadeModel:
         seed: int = 0,
         peers: Mapping[int, str | Sequence[str]] | None = None,
         answer_kinds: Mapping[str, Any] | None = None,
+        pre_ensemble: bool = True,
     ) -> None:
         if len(tiers) < 2 or len(set(tiers)) != len(tiers):
             raise ConfigurationError("a cascade needs two or more distinct tiers, cheapest first")
@@ -132,6 +145,7 @@ class CascadeModel:
         self.acceptance_params = dict(acceptance_params or {})
         self.input_window_chars = input_window_chars
         self.seed = seed
+        self.pre_ensemble = pre_ensemble
 
     @property
     def peer_models(self) -> tuple[str, ...]:
@@ -245,6 +259,7 @@ class CascadeModel:
             self.scorer_ = self._fit_scorer(feats.opinions, labels[0], splits.fit)
             opinion_X = self.opinion_matrix(feats.answers[0], feats.opinions)
         n_models = len(self.tiers) + 2 * len(feats.answers) + (2 if opinion_X is not None else 0)
+        n_models += int(self.pre_ensemble)
         with tqdm(total=n_models, desc="acceptance models", disable=not progress) as bar:
 
             def fit_one(X: np.ndarray, y: np.ndarray) -> AcceptanceModel:
@@ -253,6 +268,13 @@ class CascadeModel:
                 return model
 
             self.pre_models_ = [fit_one(feats.inputs, labels[t]) for t in range(len(self.tiers))]
+            self.pre_members_ = PreAnswerMembers()
+            self.pre_member_scores_: dict[str, float] = {}
+            if self.pre_ensemble:
+                self.pre_members_, self.pre_member_scores_ = self._fit_members(
+                    feats.inputs, labels, table, splits
+                )
+                bar.update(1)
             self.post_models_: dict[int, tuple[AcceptanceModel, AcceptanceModel]] = {}
             for i, X in feats.answers.items():
                 self.post_models_[i] = (fit_one(X, labels[i]), fit_one(X, labels[i + 1]))
@@ -270,7 +292,12 @@ class CascadeModel:
             ]
         )
         cal = table.subset(splits.cal)
+        self.post_blend_ = 0.0
+        self.post_blend_scores_: dict[str, float] = {}
         cal_signals = self.signals_from_features(subset_features(feats, splits.cal))
+        if self.post_models_:
+            self.post_blend_, self.post_blend_scores_ = self._choose_post_blend(cal_signals, cal)
+            cal_signals = self.signals_from_features(subset_features(feats, splits.cal))
         self.policy_ = CascadePolicy(
             tiers=self.tiers,
             tier_weights=self.tier_weights_,
@@ -280,6 +307,56 @@ class CascadeModel:
         ).fit(cal_signals, cal.scores, cal.costs, cal.steps, self.opinion_costs(cal))
         self.mean_output_tokens_ = table.output_tokens[splits.fit].mean(axis=0).tolist()
         return self
+
+    def _fit_members(
+        self,
+        X_inputs: np.ndarray,
+        labels: list[np.ndarray],
+        table: OutcomeTable,
+        splits: FitSplits,
+    ) -> tuple[PreAnswerMembers, dict[str, float]]:
+        """Pre-answer members fitted on the fit and validation rows, chosen on the calibration
+        rows by the APGR of ranking escalation (first tier → top tier) by their gain."""
+        rows = np.concatenate([splits.fit, splits.val])
+        emb = X_inputs[:, N_INPUT_EXTRA:]
+        cal = splits.cal
+        s, f = table.scores[cal, 0], table.scores[cal, -1]
+        cs, cf = table.costs[cal, 0], table.costs[cal, -1]
+
+        def calibration_apgr(p: np.ndarray) -> float:
+            curve = M.deferral_curve(p[:, -1] - p[:, 0], s, f, cs, cf, cascade=False)
+            return M.apgr(curve, float(s.mean()), float(f.mean()))
+
+        cal_lgbm = np.column_stack([m.predict_accept(X_inputs[cal]) for m in self.pre_models_])
+        Y = np.column_stack([y[rows] for y in labels])
+        return fit_members(emb[rows], Y, emb[cal], cal_lgbm, calibration_apgr, seed=self.seed)
+
+    def _choose_post_blend(
+        self, signals: CascadeSignals, cal: OutcomeTable
+    ) -> tuple[float, dict[str, float]]:
+        """The weight in :data:`POST_BLEND_GRID` whose blended answer-aware gain ranks
+        escalation best on the calibration rows (mean APGR over the tiers with answer models).
+
+        Where the answers say little (free-form 5-shot tasks, a few hundred prompts), the
+        answer-aware boosters are noisier than the pre-answer estimate; the blend keeps the
+        cascade from ranking worse than the router that never saw the answer."""
+        scores: dict[str, float] = {}
+        best, best_score = 0.0, -np.inf
+        for w in POST_BLEND_GRID:
+            values = []
+            for i in self.post_models_:
+                gain = _blend(signals.post_next[:, i], signals.pre[:, i + 1], w) - _blend(
+                    signals.post_self[:, i], signals.pre[:, i], w
+                )
+                s, f = cal.scores[:, i], cal.scores[:, i + 1]
+                curve = M.deferral_curve(
+                    gain, s, f, cal.costs[:, i], cal.costs[:, i + 1], cascade=True
+                )
+                values.append(M.apgr(curve, float(s.mean()), float(f.mean())))
+            scores[f"{w:g}"] = float(np.mean(values))
+            if scores[f"{w:g}"] > best_score + 1e-12:
+                best, best_score = w, scores[f"{w:g}"]
+        return best, scores
 
     def _fit_scorer(
         self, inputs: OpinionInputs, first_correct: np.ndarray, fit_rows: np.ndarray
@@ -313,13 +390,14 @@ class CascadeModel:
     def signals_from_features(self, feats: TableFeatures) -> CascadeSignals:
         """Probabilities of every model for every row (NaN post columns where no answer model)."""
         n = len(feats.inputs)
-        pre = np.column_stack([m.predict_accept(feats.inputs) for m in self.pre_models_])
+        pre = self._pre(feats.inputs)
         post_self = np.full((n, len(self.tiers) - 1), np.nan)
         post_next = np.full((n, len(self.tiers) - 1), np.nan)
+        w = getattr(self, "post_blend_", 0.0)
         for i, (m_self, m_next) in self.post_models_.items():
             if i in feats.answers:
-                post_self[:, i] = m_self.predict_accept(feats.answers[i])
-                post_next[:, i] = m_next.predict_accept(feats.answers[i])
+                post_self[:, i] = _blend(m_self.predict_accept(feats.answers[i]), pre[:, i], w)
+                post_next[:, i] = _blend(m_next.predict_accept(feats.answers[i]), pre[:, i + 1], w)
         op_self = op_next = None
         opinion_models = getattr(self, "opinion_models_", {})
         if 0 in opinion_models and feats.opinions is not None and 0 in feats.answers:
@@ -344,7 +422,12 @@ class CascadeModel:
     def pre_probabilities(self, X_inputs: np.ndarray) -> np.ndarray:
         """P(tier t accepted | input) for every tier, shape (n, T)."""
         self._check_fitted()
-        return np.column_stack([m.predict_accept(X_inputs) for m in self.pre_models_])
+        return self._pre(X_inputs)
+
+    def _pre(self, X_inputs: np.ndarray) -> np.ndarray:
+        lgbm = np.column_stack([m.predict_accept(X_inputs) for m in self.pre_models_])
+        members: PreAnswerMembers = getattr(self, "pre_members_", None) or PreAnswerMembers()
+        return members.average(lgbm, X_inputs[:, N_INPUT_EXTRA:])
 
     def post_probabilities(
         self,
@@ -360,7 +443,12 @@ class CascadeModel:
             return None
         X = answer_features(X_inputs, answer_embeddings, answer_extra_features(answers, logprobs))
         m_self, m_next = self.post_models_[tier]
-        return m_self.predict_accept(X), m_next.predict_accept(X)
+        p_self, p_next = m_self.predict_accept(X), m_next.predict_accept(X)
+        w = getattr(self, "post_blend_", 0.0)
+        if w > 0:
+            pre = self._pre(X_inputs)
+            p_self, p_next = _blend(p_self, pre[:, tier], w), _blend(p_next, pre[:, tier + 1], w)
+        return p_self, p_next
 
     def opinion_probabilities(
         self,
@@ -420,6 +508,7 @@ class CascadeModel:
                 "seed": self.seed,
                 "peers": {str(i): list(p) for i, p in self.peers.items()},
                 "answer_kinds": NormaliserRegistry(self.answer_kinds).to_dict()["steps"],
+                "pre_ensemble": self.pre_ensemble,
             },
             "embedder": self.embedder_ref_,
             "embedder_name": self.embedder_name_,
@@ -436,14 +525,25 @@ class CascadeModel:
                 for i, (a, b) in getattr(self, "opinion_models_", {}).items()
             },
             "agreement_threshold": self._scorer().threshold,
+            "pre_members": self.pre_members_.to_dict(),
+            "post_blend": self.post_blend_,
         }
-        if not self.peers and not self.answer_kinds:
-            # nothing of format 2 in use: stay readable by format-1 readers
-            meta["format_version"] = 1
-            for key in ("opinion_models", "agreement_threshold"):
-                meta.pop(key)
-            for key in ("peers", "answer_kinds"):
-                meta["params"].pop(key)
+        if not self.pre_members_.extra and self.post_blend_ == 0.0:
+            # nothing of format 3 in use: stay readable by older readers
+            meta["format_version"] = 2
+            meta.pop("pre_members")
+            meta.pop("post_blend")
+            meta["params"].pop("pre_ensemble")
+            if not self.peers and not self.answer_kinds:
+                # nor of format 2
+                meta["format_version"] = 1
+                for key in ("opinion_models", "agreement_threshold"):
+                    meta.pop(key)
+                for key in ("peers", "answer_kinds"):
+                    meta["params"].pop(key)
+        (path / NEIGHBOURS_FILE).unlink(missing_ok=True)
+        if self.pre_members_.arrays():
+            np.savez_compressed(path / NEIGHBOURS_FILE, **self.pre_members_.arrays())  # type: ignore[arg-type]
         (path / "router.json").write_text(json.dumps(meta))
         np.savez_compressed(path / "calibration.npz", **self.policy_.calibration_arrays())  # type: ignore[arg-type]
         return path
@@ -495,11 +595,29 @@ class CascadeModel:
             )
             with np.load(path / "calibration.npz", allow_pickle=False) as arrays:
                 model.policy_ = CascadePolicy.from_dict(meta["policy"], dict(arrays))
+            model.pre_members_ = PreAnswerMembers()
+            model.pre_member_scores_ = {}
+            model.post_blend_ = float(meta.get("post_blend", 0.0))
+            model.post_blend_scores_ = {}
+            if not 0.0 <= model.post_blend_ <= 1.0:
+                raise ValueError(f"post_blend {model.post_blend_} is outside [0, 1]")
+            if "pre_members" in meta:
+                neighbours = None
+                if (path / NEIGHBOURS_FILE).exists():
+                    with np.load(path / NEIGHBOURS_FILE, allow_pickle=False) as arrays:
+                        neighbours = dict(arrays)
+                model.pre_members_ = PreAnswerMembers.from_dict(meta["pre_members"], neighbours)
         except RouterLoadError:
             raise
         except (KeyError, ValueError, OSError, TypeError) as exc:
             raise RouterLoadError(f"router at {path} is damaged or incompatible: {exc}") from exc
         return model
+
+
+def _blend(post: np.ndarray, pre: np.ndarray, weight: float) -> np.ndarray:
+    """``(1 - weight) * post + weight * pre``: the answer-aware probability, shrunk towards the
+    pre-answer one."""
+    return post if weight == 0.0 else (1.0 - weight) * post + weight * pre
 
 
 def subset_features(feats: TableFeatures, index: np.ndarray) -> TableFeatures:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -149,6 +150,12 @@ def train_and_evaluate(
     timings["evaluate_s"] = time.perf_counter() - t
     report["dataset"] = [p.name for p in paths]
     report["dataset_digest"] = table.digest()
+    report["model_choices"] = {  # made on the calibration split, recorded for the reader
+        "pre_answer_members": list(model.pre_members_.members),
+        "pre_answer_members_calibration_apgr": model.pre_member_scores_,
+        "post_blend": model.post_blend_,
+        "post_blend_calibration_apgr": model.post_blend_scores_,
+    }
     report["timings"] = timings
     if isinstance(embedder, CachedEmbedder):
         report["embedding_cache"] = {"hits": embedder.hits, "misses": embedder.misses}
@@ -173,10 +180,11 @@ def train_and_evaluate(
 
 
 def flatten_metrics(report: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of the report as MLflow metric names (``baselines.knn.apgr``)."""
+    """Numeric leaves of the report as MLflow metric names (``baselines.knn.apgr``); characters
+    MLflow refuses in a name (``lgbm+knn``) become ``_``."""
     flat: dict[str, float] = {}
     for key, value in report.items():
-        name = f"{prefix}{key}"
+        name = re.sub(r"[^\w\-. /]", "_", f"{prefix}{key}")
         if isinstance(value, dict):
             flat.update(flatten_metrics(value, f"{name}."))
         elif isinstance(value, bool):
@@ -217,9 +225,11 @@ def log_to_mlflow(
                 "seed": settings.seed,
                 "test_size": settings.test_size,
                 "embedder": result.model.embedder_name_,
+                "pre_answer_members": "+".join(result.model.pre_members_.members),
                 "dataset_digest": table_digest,
             }
         )
+        mlflow.log_param("post_blend", result.model.post_blend_)
         mlflow.set_tags({"dataset_digest": table_digest, "component": "cascade-router"})
         mlflow.log_metrics(flatten_metrics(result.report))
         mlflow.log_artifact(str(result.plot_path), "plots")

@@ -50,6 +50,92 @@ def test_save_load_gives_identical_probabilities(
     assert loaded.policy_.per_step_ == fitted_model.policy_.per_step_
 
 
+def test_pre_answer_members_are_chosen_on_the_calibration_split(fitted_model) -> None:
+    members = fitted_model.pre_members_.members
+    assert members[0] == "lgbm"
+    # every candidate was scored, and the chosen one scored best
+    scores = fitted_model.pre_member_scores_
+    assert set(scores) >= {"lgbm", "lgbm+linear", "lgbm+knn", "lgbm+linear+knn"}
+    assert scores["+".join(members)] == max(scores.values())
+
+
+def test_every_member_survives_save_and_load(fitted_model, tmp_path, split_tables, embedder):
+    import copy
+    import json
+
+    from router.ensemble import LinearAcceptance, NeighbourAcceptance, PreAnswerMembers
+
+    train, test = split_tables
+    model = copy.copy(fitted_model)
+    X = model.featurize(train, embedder, answers=False).inputs[:, 3:]
+    Y = np.column_stack([train.labels(t) for t in range(2)])
+    model.pre_members_ = PreAnswerMembers(
+        ("lgbm", "linear", "knn"),
+        {"linear": [LinearAcceptance().fit(X, Y[:, t]) for t in range(2)]},
+        NeighbourAcceptance(k=25).fit(X, Y),
+    )
+    folder = model.save(tmp_path / "all-members")
+    meta = json.loads((folder / "router.json").read_text())
+    assert meta["format_version"] == 3 and (folder / "neighbours.npz").exists()
+    loaded = CascadeModel.load(folder)
+    a, b = model.signals(test, embedder).pre, loaded.signals(test, embedder).pre
+    np.testing.assert_allclose(a, b, atol=1e-6)  # keys are stored as float16
+    lgbm_only = fitted_model.pre_probabilities(fitted_model.featurize(test, embedder).inputs)
+    assert not np.allclose(a, lgbm_only)  # the members really take part
+
+    (folder / "neighbours.npz").unlink()
+    with pytest.raises(RouterLoadError, match="neighbour"):
+        CascadeModel.load(folder)
+
+
+def test_post_blend_is_chosen_on_calibration_and_used_live(fitted_model, split_tables, embedder):
+    import copy
+
+    from router.features import answer_window
+    from router.model import POST_BLEND_GRID
+
+    assert fitted_model.post_blend_ in POST_BLEND_GRID
+    scores = fitted_model.post_blend_scores_
+    assert set(scores) == {f"{w:g}" for w in POST_BLEND_GRID}
+    assert scores[f"{fitted_model.post_blend_:g}"] == max(scores.values())
+
+    _, test = split_tables
+    test = test.subset(np.arange(40))
+    model = copy.copy(fitted_model)
+    model.post_blend_ = 0.5
+    offline = model.signals(test, embedder)
+    raw = copy.copy(fitted_model)
+    raw.post_blend_ = 0.0
+    unblended = raw.signals(test, embedder)
+    np.testing.assert_allclose(
+        offline.post_self[:, 0], 0.5 * unblended.post_self[:, 0] + 0.5 * unblended.pre[:, 0]
+    )
+    # the live path (what Router.route calls once the small model has answered) agrees
+    X = model.featurize(test, embedder, answers=False).inputs
+    answers = list(test.responses[0])
+    a_emb = embedder.encode([answer_window(a) for a in answers])
+    live_self, live_next = model.post_probabilities(0, X, a_emb, answers)
+    np.testing.assert_allclose(live_self, offline.post_self[:, 0], atol=1e-9)
+    np.testing.assert_allclose(live_next, offline.post_next[:, 0], atol=1e-9)
+
+
+def test_without_the_ensemble_the_model_stays_format_1(split_tables, embedder, tmp_path):
+    import json
+
+    train, _ = split_tables
+    model = CascadeModel(
+        list(TIERS),
+        answer_aware=False,
+        pre_ensemble=False,
+        acceptance_params={"n_estimators": 50},
+    ).fit(train, embedder)
+    assert model.pre_members_.members == ("lgbm",) and model.pre_member_scores_ == {}
+    folder = model.save(tmp_path / "plain")
+    meta = json.loads((folder / "router.json").read_text())
+    assert meta["format_version"] == 1 and "pre_members" not in meta
+    assert not (folder / "neighbours.npz").exists()
+
+
 def test_load_errors(tmp_path, saved_model_dir) -> None:
     with pytest.raises(RouterLoadError, match=r"router\.json missing"):
         CascadeModel.load(tmp_path)

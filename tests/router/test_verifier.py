@@ -104,7 +104,8 @@ def test_policy_band_is_fitted_and_saved(peer_model, tmp_path, tables, embedder)
     assert isinstance(point, Operating)
     folder = peer_model.save(tmp_path / "router")
     meta = json.loads((folder / "router.json").read_text())
-    assert meta["format_version"] == 2 and meta["params"]["peers"] == {"0": [PEER]}
+    assert meta["format_version"] == (3 if "pre_members" in meta else 2)
+    assert meta["params"]["peers"] == {"0": [PEER]}
     loaded = CascadeModel.load(folder)
     assert loaded.peer_models == (PEER,)
     assert loaded.policy_.operating(None) == point
@@ -121,17 +122,22 @@ def test_format_1_routers_still_load_and_unknown_formats_are_refused(
 ) -> None:
     import shutil
 
-    # a model without peers is still written as format 1, without the format-2 keys
+    # a model without peers is written without the format-2 keys (format 1, or 3 when it
+    # averages extra pre-answer members), and a format-1 file still loads
     meta = json.loads((saved_model_dir / "router.json").read_text())
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == (3 if "pre_members" in meta else 1)
     assert "opinion_models" not in meta and "peers" not in meta["params"]
     model = CascadeModel.load(saved_model_dir)
     assert model.peer_models == () and model.opinion_models_ == {}
     old = tmp_path / "old"
     shutil.copytree(saved_model_dir, old)
+    format_1 = {k: v for k, v in meta.items() if k != "pre_members"} | {"format_version": 1}
+    format_1["params"] = {k: v for k, v in meta["params"].items() if k != "pre_ensemble"}
+    (old / "router.json").write_text(json.dumps(format_1))
+    assert CascadeModel.load(old).pre_members_.members == ("lgbm",)
     meta["format_version"] = 99
     (old / "router.json").write_text(json.dumps(meta))
-    with pytest.raises(RouterLoadError, match="reads formats 1, 2"):
+    with pytest.raises(RouterLoadError, match="reads formats 1, 2, 3"):
         CascadeModel.load(old)
 
 
