@@ -6,6 +6,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -56,6 +57,11 @@ class Decision:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_json_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` fit for strict JSON: an infinite ``lam`` (a step whose target makes it
+        escalate everything, or nothing) is the string ``"-inf"``/``"inf"``, a NaN is null."""
+        return json_safe(self.to_dict())
+
 
 @dataclass(frozen=True)
 class TierStep:
@@ -96,6 +102,22 @@ class RouteResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` fit for strict JSON (see :meth:`Decision.to_json_dict`)."""
+        return json_safe(self.to_dict())
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced: ±inf by ``"inf"``/``"-inf"`` (as in a
+    saved policy), NaN by None; dicts, lists and tuples are walked."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 class Router:

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router.backends import ChatBackend, Completion, Messages, input_text
-from router.core import Decision, RouteResult
+from router.core import Decision, RouteResult, json_safe
 from router.errors import (
     BackendError,
     BackendTimeoutError,
@@ -448,7 +448,7 @@ def create_app(settings: ServiceSettings | None = None, store: Any = None) -> Fa
         payload = {
             "id": request_id,
             "object": "cascade.decision",
-            **decision.to_dict(),
+            **decision.to_json_dict(),
             "path": path,
             "router_version": served.version,
             "target": str(policy.target) if policy.target else None,
@@ -564,17 +564,19 @@ def _usage(result: RouteResult) -> dict[str, int]:
 
 
 def _cascade_summary(result: RouteResult, version: str) -> dict[str, Any]:
-    return {
-        "tier": result.tier,
-        "path": result.path,
-        "step": result.step,
-        "target": result.target,
-        "router_version": version,
-        "cost_usd": result.cost_usd,
-        "router_latency_s": result.router_latency_s,
-        "probabilities": result.probabilities,
-        "failures": result.failures,
-    }
+    return json_safe(
+        {
+            "tier": result.tier,
+            "path": result.path,
+            "step": result.step,
+            "target": result.target,
+            "router_version": version,
+            "cost_usd": result.cost_usd,
+            "router_latency_s": result.router_latency_s,
+            "probabilities": result.probabilities,
+            "failures": result.failures,
+        }
+    )
 
 
 def _completion_body(request_id: str, model: str, result: RouteResult) -> dict[str, Any]:

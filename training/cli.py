@@ -407,12 +407,12 @@ def route(
     router = Router.load(router_uri, settings=settings)
     if decide_only:
         decision = router.decide(step, text, target=target)
-        print(json.dumps(decision.to_dict(), indent=2) if json_out else decision)
+        print(json.dumps(decision.to_json_dict(), indent=2) if json_out else decision)
         return
     router = router.with_backends(_backends(router.tiers, backend, replay))
     result = router.route(step, text, target=target)
     if json_out:
-        print(json.dumps(result.to_dict(), indent=2, default=str))
+        print(json.dumps(result.to_json_dict(), indent=2, default=str))
         return
     print_route(result)
 

@@ -131,3 +131,19 @@ def test_module_level_route_uses_default_router(saved_model_dir, monkeypatch, sp
     monkeypatch.setenv("CASCADE_DEFAULT_ROUTER", str(saved_model_dir))
     result = sdk.route(str(test.steps[0]), test.prompts[0])
     assert result.path in PATHS and result.answer
+
+
+def test_decisions_and_results_are_strict_json() -> None:
+    import json
+    import math
+
+    from router.core import Decision, json_safe
+
+    decision = Decision("math", "small", "call", 0.5, 0.6, 0.1, lam=-math.inf, skip_threshold=0.2)
+    text = json.dumps(decision.to_json_dict(), allow_nan=False)
+    assert json.loads(text)["lam"] == "-inf"
+    assert decision.to_dict()["lam"] == -math.inf  # typed values stay typed in to_dict
+    assert json_safe({"a": [math.nan, math.inf, 1.5], "b": (2,)}) == {
+        "a": [None, "inf", 1.5],
+        "b": [2],
+    }

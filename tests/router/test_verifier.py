@@ -122,17 +122,27 @@ def test_format_1_routers_still_load_and_unknown_formats_are_refused(
 ) -> None:
     import shutil
 
-    # a model without peers is written without the format-2 keys (format 1, or 3 when it
-    # averages extra pre-answer members), and a format-1 file still loads
+    # a model without peers is written as format 1 (no format-2 keys) unless it uses the
+    # pre-answer members or the blend of format 3; a format-1 file still loads
     meta = json.loads((saved_model_dir / "router.json").read_text())
-    assert meta["format_version"] == (3 if "pre_members" in meta else 1)
-    assert "opinion_models" not in meta and "peers" not in meta["params"]
+    if "pre_members" in meta:
+        assert meta["format_version"] == 3
+        assert meta["opinion_models"] == {} and meta["params"]["peers"] == {}
+    else:
+        assert meta["format_version"] == 1
+        assert "opinion_models" not in meta and "peers" not in meta["params"]
     model = CascadeModel.load(saved_model_dir)
     assert model.peer_models == () and model.opinion_models_ == {}
     old = tmp_path / "old"
     shutil.copytree(saved_model_dir, old)
-    format_1 = {k: v for k, v in meta.items() if k != "pre_members"} | {"format_version": 1}
-    format_1["params"] = {k: v for k, v in meta["params"].items() if k != "pre_ensemble"}
+    format_3_keys = ("pre_members", "post_blend", "opinion_models", "agreement_threshold")
+    format_1 = {k: v for k, v in meta.items() if k not in format_3_keys}
+    format_1["format_version"] = 1
+    format_1["params"] = {
+        k: v
+        for k, v in meta["params"].items()
+        if k not in ("pre_ensemble", "peers", "answer_kinds")
+    }
     (old / "router.json").write_text(json.dumps(format_1))
     assert CascadeModel.load(old).pre_members_.members == ("lgbm",)
     meta["format_version"] = 99

@@ -140,6 +140,20 @@ def test_route_returns_a_decision_without_calling_a_model(
     assert len(frontier.requests) == calls_before  # no model was called
 
 
+def test_a_target_with_an_infinite_threshold_is_strict_json(sidecar: Sidecar, prompts) -> None:
+    # share=0 (never call the frontier) makes λ infinite: it must not become a 500 (a JSON
+    # encoder refuses inf) nor the non-standard `Infinity`
+    step, prompt = prompts[3]
+    response = httpx.post(
+        f"{sidecar.url}/v1/route",
+        json={"step": step, "input": prompt, "target": "share=0"},
+        headers=AUTH,
+    )
+    assert response.status_code == 200, response.text
+    assert "Infinity" not in response.text and "NaN" not in response.text
+    assert response.json()["lam"] == "inf"
+
+
 def test_concurrent_route_requests_are_batched(sidecar: Sidecar, prompts) -> None:
     def decide(i: int) -> dict:
         step, prompt = prompts[i % len(prompts)]
