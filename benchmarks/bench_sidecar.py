@@ -83,8 +83,8 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def route(self, step: str, text: str) -> bool:
-        """One decision; False on an error status or a dropped connection (counted)."""
+    async def route(self, step: str, text: str) -> str:
+        """One decision: its HTTP status, or ``"dropped"`` when the connection broke."""
         body = json.dumps({"step": step, "input": text}).encode()
         head = (
             f"POST /v1/route HTTP/1.1\r\nHost: {self.host}\r\n"
@@ -102,11 +102,11 @@ class Connection:
                 if name.lower() == "content-length":
                     length = int(value)
             await self.reader.readexactly(length)
-            return status_line.split(b" ")[1] == b"200"
+            return status_line.split(b" ")[1].decode()
         except (OSError, asyncio.IncompleteReadError, IndexError) as exc:
             print(f"transport error: {exc!r}", file=sys.stderr)
             await self.close()
-            return False
+            return "dropped"
 
     async def close(self) -> None:
         if self.writer is not None:
@@ -120,17 +120,18 @@ async def closed_loop(
     url: str, items: list[tuple[str, str]], clients: int, seconds: float, offset: int
 ) -> dict[str, Any]:
     latencies: list[float] = []
-    errors = 0
+    errors: dict[str, int] = {}  # by status ("503", "dropped", ...)
     counter = iter(range(offset, offset + 10**9))
     deadline = time.perf_counter() + seconds
 
     async def worker() -> None:
-        nonlocal errors
         connection = Connection(url)
         while time.perf_counter() < deadline:
             step, text = items[next(counter) % len(items)]
             started = time.perf_counter()
-            errors += not await connection.route(step, text)
+            status = await connection.route(step, text)
+            if status != "200":
+                errors[status] = errors.get(status, 0) + 1
             latencies.append(time.perf_counter() - started)
         await connection.close()
 
@@ -151,16 +152,17 @@ async def open_loop(
     url: str, items: list[tuple[str, str]], rate: float, seconds: float, offset: int
 ) -> dict[str, Any]:
     latencies: list[float] = []
-    errors = 0
+    errors: dict[str, int] = {}  # by status ("503", "dropped", ...)
     n = int(rate * seconds)
     idle: list[Connection] = []
 
     async def one(i: int) -> None:
-        nonlocal errors
         step, text = items[(offset + i) % len(items)]
         connection = idle.pop() if idle else Connection(url)
         started = time.perf_counter()
-        errors += not await connection.route(step, text)
+        status = await connection.route(step, text)
+        if status != "200":
+            errors[status] = errors.get(status, 0) + 1
         latencies.append(time.perf_counter() - started)
         idle.append(connection)
 
@@ -233,16 +235,24 @@ def bench_route(workdir: Path, seconds: float, kind: str | None) -> dict[str, An
             print(f"route long rate={rate}/s: {row}", flush=True)
         out["open_loop"]["long"] = rows
         out["sidecar_memory"] = process_memory(sidecar.process.pid if sidecar.process else None)
+        problems = [
+            line
+            for line in sidecar.log().splitlines()
+            if '"level": "warning"' in line or '"level": "error"' in line or "Error" in line
+        ]
+        if problems:
+            print("sidecar log warnings/errors:\n" + "\n".join(problems[-20:]), flush=True)
         print(f"sidecar memory: {out['sidecar_memory']}", flush=True)
     finally:
         sidecar.stop()
     return out
 
 
-def bench_overhead(workdir: Path, n: int) -> dict[str, Any]:
+def bench_overhead(workdir: Path, n: int, kind: str | None) -> dict[str, Any]:
     data = inputs()["short"][:n]
     llama = LlamaServer(workdir / "llama.log").start()
     settings = {
+        **{k: v for k, v in embedder_settings(kind).items() if k != "upstreams"},
         "feedback_url": f"sqlite:///{workdir / 'fb-overhead.db'}",
         "upstreams": {
             "llama-3.1-8b-instruct": {
@@ -328,8 +338,12 @@ def main() -> int:
                 ["python benchmarks/bench_sidecar.py", *sys.argv[1:]]
             )
         if args.only in (None, "overhead"):
-            results["overhead"] = bench_overhead(workdir, args.requests)
-            print(f"overhead: {results['overhead']}", flush=True)
+            key = args.embedder or "bundled"
+            row = bench_overhead(workdir, args.requests, args.embedder)
+            row["embedder"] = args.embedder or "minilm (bundled router)"
+            row["command"] = " ".join(["python benchmarks/bench_sidecar.py", *sys.argv[1:]])
+            results.setdefault("overhead", {})[key] = row
+            print(f"overhead: {row}", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2))
     print(f"wrote {path}")

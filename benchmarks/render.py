@@ -1,4 +1,5 @@
-"""Print the Markdown tables of benchmarks/results/router_core.json (pasted in the READMEs)."""
+"""Print the Markdown tables of benchmarks/results/router_core.json (pasted in the READMEs);
+with ``--sidecar``, those of results/sidecar.json."""
 
 from __future__ import annotations
 
@@ -72,7 +73,79 @@ def overhead_table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+SIDECAR = RESULTS.parent / "sidecar.json"
+
+
+def _errors(*counts: dict[str, int] | int) -> str:
+    """Failed requests by status (``2 × 503``); 0 when none.  (Older results hold a count.)"""
+    total: dict[str, int] = {}
+    for c in counts:
+        for status, n in (c if isinstance(c, dict) else {"failed": c} if c else {}).items():
+            total[status] = total.get(status, 0) + n
+    return ", ".join(f"{n} × {status}" for status, n in sorted(total.items())) or "0"
+
+
+EMBEDDER_ORDER = ("bundled", "minilm", "onnx", "onnx-int8", "static")
+
+
+def sidecar_tables(results: dict[str, Any]) -> str:
+    """/v1/route throughput and latency per embedder, the sidecar's memory, chat overhead."""
+    route = results.get("route", {})
+    kinds = [k for k in EMBEDDER_ORDER if k in route]
+    out = [
+        "| embedder | clients | short: decisions/s, p50 / p99 ms | long: decisions/s, p50 / p99 ms "
+        "| errors |",
+        "| --- | ---: | --- | --- | ---: |",
+    ]
+    for kind in kinds:
+        loops = route[kind]["closed_loop"]
+        for short, long in zip(loops["short"], loops["long"], strict=True):
+            out.append(
+                f"| {route[kind]['embedder']} | {short['clients']} | "
+                f"{short['decisions_per_s']:,.0f}, {short['p50_ms']:.1f} / {short['p99_ms']:.1f} | "
+                f"{long['decisions_per_s']:,.0f}, {long['p50_ms']:.1f} / {long['p99_ms']:.1f} | "
+                f"{_errors(short['errors'], long['errors'])} |"
+            )
+    out += [
+        "",
+        "| embedder | long inputs at 10 / 25 / 50 per s: p50 / p99 ms | sidecar RSS MiB (peak) |",
+        "| --- | --- | ---: |",
+    ]
+    for kind in kinds:
+        rates = " · ".join(
+            f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f}"
+            + (f" ({_errors(r['errors'])})" if r["errors"] else "")
+            for r in route[kind]["open_loop"]["long"]
+        )
+        memory = route[kind].get("sidecar_memory", {})
+        out.append(
+            f"| {route[kind]['embedder']} | {rates} | {memory.get('rss_mib', '—')} "
+            f"({memory.get('peak_rss_mib', '—')}) |"
+        )
+    overhead = results.get("overhead", {})
+    if overhead:
+        out += [
+            "",
+            "| router embedder | direct p50 / p99 ms | through the sidecar p50 / p99 ms "
+            "| overhead p50 / p99 ms |",
+            "| --- | --- | --- | --- |",
+        ]
+        for kind in [k for k in EMBEDDER_ORDER if k in overhead]:
+            o = overhead[kind]
+            out.append(
+                f"| {o['embedder']} | {o['direct_p50_ms']:.1f} / {o['direct_p99_ms']:.1f} | "
+                f"{o['sidecar_p50_ms']:.1f} / {o['sidecar_p99_ms']:.1f} | "
+                f"{o['overhead_p50_ms']:.1f} / {o['overhead_p99_ms']:.1f} |"
+            )
+    return "\n".join(out)
+
+
 def main() -> None:
+    import sys
+
+    if "--sidecar" in sys.argv[1:]:
+        print(sidecar_tables(json.loads(SIDECAR.read_text())))
+        return
     results = json.loads(RESULTS.read_text())
     print(quality_table(results), "", target_table(results), "", sep="\n")
     if "overhead" in results:
