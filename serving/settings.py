@@ -69,7 +69,10 @@ class ServiceSettings(RouterSettings):
         10.0, ge=0, description="how often to check the registry alias (0: never)"
     )
     batch_max_wait_ms: float = Field(
-        2.0, ge=0, le=100, description="how long /v1/route waits to fill a micro-batch"
+        2.0,
+        ge=0,
+        le=100,
+        description="longest wait of a /v1/route micro-batch for requests already admitted",
     )
     batch_max_size: int = Field(64, ge=1, le=4096, description="largest decision micro-batch")
     readiness_timeout_s: float = Field(2.0, gt=0, description="upstream probe timeout")
