@@ -13,7 +13,8 @@
   the input embeddings beside the pre-answer boosters; the calibration split picks which of
   them to average with the boosters (:mod:`router.ensemble`);
 * the weight of the pre-answer probabilities in the answer-aware ones (``post_blend_``: 0
-  trusts the answer-aware models alone), chosen on the calibration split;
+  trusts the answer-aware models alone), chosen on the calibration split by the
+  one-standard-error rule;
 * the :class:`~router.policy.CascadePolicy` fitted for a target on a calibration split that
   neither the boosters nor their early stopping saw.
 """
@@ -332,31 +333,49 @@ class CascadeModel:
         return fit_members(emb[rows], Y, emb[cal], cal_lgbm, calibration_apgr, seed=self.seed)
 
     def _choose_post_blend(
-        self, signals: CascadeSignals, cal: OutcomeTable
+        self, signals: CascadeSignals, cal: OutcomeTable, resamples: int = 100
     ) -> tuple[float, dict[str, float]]:
-        """The weight in :data:`POST_BLEND_GRID` whose blended answer-aware gain ranks
-        escalation best on the calibration rows (mean APGR over the tiers with answer models).
+        """The weight in :data:`POST_BLEND_GRID` for the answer-aware probabilities, chosen on
+        the calibration rows by the one-standard-error rule: the most shrinkage whose APGR (of
+        ranking escalation by the blended gain, averaged over the tiers with answer models) is
+        within one bootstrap standard error of the best weight's.
 
         Where the answers say little (free-form 5-shot tasks, a few hundred prompts), the
-        answer-aware boosters are noisier than the pre-answer estimate; the blend keeps the
-        cascade from ranking worse than the router that never saw the answer."""
-        scores: dict[str, float] = {}
-        best, best_score = 0.0, -np.inf
-        for w in POST_BLEND_GRID:
+        answer-aware boosters are noisier than the pre-answer estimate, and a calibration split
+        of a few hundred prompts cannot tell close weights apart: among those it cannot, the
+        rule takes the one that leans most on the pre-answer estimate."""
+        gains = {
+            w: {
+                i: _blend(signals.post_next[:, i], signals.pre[:, i + 1], w)
+                - _blend(signals.post_self[:, i], signals.pre[:, i], w)
+                for i in self.post_models_
+            }
+            for w in POST_BLEND_GRID
+        }
+
+        def score(w: float, rows: np.ndarray | slice) -> float:
             values = []
-            for i in self.post_models_:
-                gain = _blend(signals.post_next[:, i], signals.pre[:, i + 1], w) - _blend(
-                    signals.post_self[:, i], signals.pre[:, i], w
-                )
-                s, f = cal.scores[:, i], cal.scores[:, i + 1]
+            for i, gain in gains[w].items():
+                s, f = cal.scores[rows, i], cal.scores[rows, i + 1]
                 curve = M.deferral_curve(
-                    gain, s, f, cal.costs[:, i], cal.costs[:, i + 1], cascade=True
+                    gain[rows], s, f, cal.costs[rows, i], cal.costs[rows, i + 1], cascade=True
                 )
                 values.append(M.apgr(curve, float(s.mean()), float(f.mean())))
-            scores[f"{w:g}"] = float(np.mean(values))
-            if scores[f"{w:g}"] > best_score + 1e-12:
-                best, best_score = w, scores[f"{w:g}"]
-        return best, scores
+            return float(np.mean(values))
+
+        full = {w: score(w, slice(None)) for w in POST_BLEND_GRID}
+        best = max(POST_BLEND_GRID, key=lambda w: (full[w], -w))
+        rng = np.random.default_rng(self.seed)
+        draws = [rng.integers(0, len(cal), len(cal)) for _ in range(resamples)]
+        chosen = best
+        for w in sorted(POST_BLEND_GRID, reverse=True):  # most shrinkage first
+            if w <= best:
+                break
+            diffs = [score(best, rows) - score(w, rows) for rows in draws]
+            if full[best] - full[w] <= float(np.std(diffs, ddof=1)):
+                chosen = w
+                break
+        return chosen, {f"{w:g}": v for w, v in full.items()} | {"best": best}
 
     def _fit_scorer(
         self, inputs: OpinionInputs, first_correct: np.ndarray, fit_rows: np.ndarray
