@@ -17,7 +17,7 @@ from router.data import OutcomeTable, bundled_dataset, load_outcomes, load_table
 from router.errors import ConfigurationError, RouterLoadError
 from router.metrics import roc_auc
 from router.model import CascadeModel, subset_features
-from router.policy import CascadeSignals, Operating, simulate
+from router.policy import CascadeSignals, Operating, Target, simulate
 from tests.conftest import TIERS
 
 PEER = "phi-3-mini-4k-instruct"
@@ -348,9 +348,13 @@ def test_peer_is_asked_in_parallel_over_real_http(peer_router, frame, tables, mo
 
     model = peer_router.model
     policy = model.policy_
-    saved = policy.global_, policy.per_step_
+    saved = policy.global_, policy.per_step_, dict(policy._cache)
     policy.global_ = dataclasses.replace(policy.global_, opinion_band=(0.0, math.inf))
     policy.per_step_ = {}
+    # the timed calls name a target: force the band on that target's operating point too
+    share_1 = Target.parse("share=1.0")
+    forced = dataclasses.replace(policy.operating(None, share_1), opinion_band=(0.0, math.inf))
+    policy._cache[str(share_1)] = (forced, {})
     try:
         with (
             OpenAIStubServer(lambda m: "The answer is (A).", delay_s=1.0) as small_srv,
@@ -384,7 +388,7 @@ def test_peer_is_asked_in_parallel_over_real_http(peer_router, frame, tables, mo
                 result = asyncio.run(live.aroute("math", test.prompts[i], target="share=1.0"))
             elapsed = time.perf_counter() - t
     finally:
-        policy.global_, policy.per_step_ = saved
+        policy.global_, policy.per_step_, policy._cache = saved
     assert result.path.startswith("small→peer→")
     peer_step = next(s for s in result.steps if s.role == "peer")
     assert peer_step.action == "disagreed" and peer_step.cost_usd > 0
