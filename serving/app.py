@@ -46,8 +46,10 @@ from serving.protocol import (
     ChatCompletionRequest,
     FeedbackRequest,
     RouteRequest,
+    chat_completion_body,
     parse_body,
     select_policy,
+    token_usage,
 )
 from serving.settings import ServiceSettings
 
@@ -555,14 +557,6 @@ def _record(
     )
 
 
-def _usage(result: RouteResult) -> dict[str, int]:
-    return {
-        "prompt_tokens": result.input_tokens,
-        "completion_tokens": result.output_tokens,
-        "total_tokens": result.input_tokens + result.output_tokens,
-    }
-
-
 def _cascade_summary(result: RouteResult, version: str) -> dict[str, Any]:
     return json_safe(
         {
@@ -580,22 +574,11 @@ def _cascade_summary(result: RouteResult, version: str) -> dict[str, Any]:
 
 
 def _completion_body(request_id: str, model: str, result: RouteResult) -> dict[str, Any]:
-    return {
-        "id": request_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": result.answer},
-                "finish_reason": "stop",
-                "logprobs": None,
-            }
-        ],
-        "usage": _usage(result),
-        "cascade": _cascade_summary(result, result.router_version or ""),
-    }
+    body = chat_completion_body(
+        request_id, model, result.answer, result.input_tokens, result.output_tokens
+    )
+    body["cascade"] = _cascade_summary(result, result.router_version or "")
+    return body
 
 
 def _pieces(text: str, size: int = 24) -> list[str]:
@@ -645,7 +628,7 @@ async def _sse_chunks(
             "created": created,
             "model": model,
             "choices": [],
-            "usage": _usage(result),
+            "usage": token_usage(result.input_tokens, result.output_tokens),
         }
         yield f"data: {json.dumps(usage)}\n\n".encode()
     yield b"data: [DONE]\n\n"

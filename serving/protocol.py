@@ -10,6 +10,7 @@ client), which wins over the name.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -189,3 +190,33 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
         if param == "messages" and first["type"] == "too_short":
             message, code = "messages must hold at least one message", "empty_messages"
         raise bad_request(message, param, code) from exc
+
+
+def chat_completion_body(
+    completion_id: str, model: str, content: str, input_tokens: int, output_tokens: int
+) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` object with one assistant choice and its token usage."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": token_usage(input_tokens, output_tokens),
+    }
+
+
+def token_usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
+    """OpenAI's ``usage`` object."""
+    return {
+        "prompt_tokens": input_tokens,
+        "completion_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+    }

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from router.backends import ChatBackend, OpenAIBackend, ReplayBackend, replay_backend_for
 from router.errors import BackendError, ConfigurationError
+from serving.protocol import chat_completion_body
 
 
 def _error(status: int, message: str, code: str | None = None) -> JSONResponse:
@@ -78,27 +79,14 @@ def create_standin_app(
             return _error(400, str(exc), "invalid_value")
         except BackendError as exc:
             return _error(502, f"The fallback failed: {exc}", "upstream_error")
-        usage = {
-            "prompt_tokens": completion.input_tokens,
-            "completion_tokens": completion.output_tokens,
-            "total_tokens": completion.input_tokens + completion.output_tokens,
-        }
         return JSONResponse(
-            {
-                "id": f"chatcmpl-{uuid.uuid4().hex}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": completion.text},
-                        "finish_reason": "stop",
-                        "logprobs": None,
-                    }
-                ],
-                "usage": usage,
-            }
+            chat_completion_body(
+                f"chatcmpl-{uuid.uuid4().hex}",
+                model,
+                completion.text,
+                completion.input_tokens,
+                completion.output_tokens,
+            )
         )
 
     return Starlette(
