@@ -16,6 +16,7 @@ of the base data, the frozen evaluation set and the training table, and the pare
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -237,17 +238,7 @@ def retrain(
     train = concat_tables(tables)
     if config.shuffle_labels:
         perm = np.random.default_rng(settings.seed + 1).permutation(len(train))
-        train = OutcomeTable(
-            tiers=train.tiers,
-            prompt_ids=train.prompt_ids,
-            prompts=train.prompts,
-            steps=train.steps,
-            splits=train.splits,
-            scores=train.scores[perm],
-            costs=train.costs,
-            responses=train.responses,
-            output_tokens=train.output_tokens,
-        )
+        train = dataclasses.replace(train, scores=train.scores[perm])
     holdout_rows = feedback_table(holdout, tiers, lookup=lookup, exclude=exclude, prices=prices)
     holdout_labels = (
         [str(t) for t in holdout["input_text"]],
