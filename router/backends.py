@@ -15,12 +15,14 @@ first use of an :class:`OpenAIBackend`, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -32,6 +34,7 @@ from router.errors import (
     CascadeRouterError,
     ConfigurationError,
 )
+from router.opinions import MAX_SAMPLES, sample_model_names
 
 if TYPE_CHECKING:
     import asyncio
@@ -185,6 +188,25 @@ class ChatBackend(Protocol):
         ...
 
 
+@runtime_checkable
+class SamplingBackend(Protocol):
+    """A backend that can also draw ``k`` extra samples of its answer (self-opinions)."""
+
+    model: str
+
+    def sample(
+        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+    ) -> list[Completion]:
+        """``k`` answers to ``messages`` sampled at ``temperature`` (blocking)."""
+        ...
+
+    async def asample(
+        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+    ) -> list[Completion]:
+        """``k`` answers to ``messages`` sampled at ``temperature`` (asyncio)."""
+        ...
+
+
 # --------------------------------------------------------------------------------------------
 # OpenAI-compatible HTTP backend
 # --------------------------------------------------------------------------------------------
@@ -235,6 +257,8 @@ class OpenAIBackend:
         self.logprobs = bool(logprobs)
         self.max_tokens = max_tokens
         self._lock = threading.Lock()
+        #: whether the server honours OpenAI's ``n`` (None: not known yet; llama.cpp does not)
+        self._honours_n: bool | None = None
         self._client: Any = None
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
@@ -324,35 +348,123 @@ class OpenAIBackend:
         return BackendError(f"{where} failed: {_one_line(exc)}")
 
     def _completion(self, response: Any, messages: Messages, latency_s: float) -> Completion:
+        return self._completions(response, messages, latency_s)[0]
+
+    def _completions(self, response: Any, messages: Messages, latency_s: float) -> list[Completion]:
+        """One :class:`Completion` per choice.  The prompt is charged once, to the first; the
+        completion tokens are shared out by the choices' lengths when only a total is given."""
         choices = getattr(response, "choices", None) or []
         if not choices:
             raise BackendError(
                 f"model {self.model} at {self.display_url} returned no choices in its answer"
             )
-        choice = choices[0]
-        message = getattr(choice, "message", None)
-        text = getattr(message, "content", None) or ""
+        texts = [getattr(getattr(c, "message", None), "content", None) or "" for c in choices]
         usage = getattr(response, "usage", None)
         prompt_tokens = getattr(usage, "prompt_tokens", None)
         completion_tokens = getattr(usage, "completion_tokens", None)
         if not isinstance(prompt_tokens, int):
             prompt_tokens = estimate_tokens("".join(m["content"] for m in messages))
+        estimated = [estimate_tokens(t) for t in texts]
         if not isinstance(completion_tokens, int):
-            completion_tokens = estimate_tokens(text)
-        logprobs: tuple[float, ...] | None = None
-        if self.logprobs:
-            content = getattr(getattr(choice, "logprobs", None), "content", None)
-            if content:
-                logprobs = tuple(float(token.logprob) for token in content)
-        return Completion(
-            text=text,
-            model=self.model,
-            input_tokens=prompt_tokens,
-            output_tokens=completion_tokens,
-            latency_s=latency_s,
-            logprobs=logprobs,
-            cost_usd=None,
-        )
+            shares = estimated
+        elif len(texts) == 1:
+            shares = [completion_tokens]
+        else:
+            total = max(sum(estimated), 1)
+            shares = [round(completion_tokens * e / total) for e in estimated]
+        out = []
+        for k, (choice, text) in enumerate(zip(choices, texts, strict=True)):
+            logprobs: tuple[float, ...] | None = None
+            if self.logprobs:
+                content = getattr(getattr(choice, "logprobs", None), "content", None)
+                if content:
+                    logprobs = tuple(float(token.logprob) for token in content)
+            out.append(
+                Completion(
+                    text=text,
+                    model=self.model,
+                    input_tokens=prompt_tokens if k == 0 else 0,
+                    output_tokens=shares[k],
+                    latency_s=latency_s,
+                    logprobs=logprobs,
+                    cost_usd=None,
+                )
+            )
+        return out
+
+    def _sample_request(
+        self, messages: Messages, n: int, temperature: float, max_tokens: int | None
+    ) -> dict[str, Any]:
+        if not 1 <= n <= 128:
+            raise ConfigurationError(f"the number of samples must lie in [1, 128], got {n}")
+        request = self._request(messages, max_tokens)
+        request["temperature"] = float(temperature)
+        if n > 1:
+            request["n"] = n
+        return request
+
+    def _note_choices(self, asked: int, got: int) -> None:
+        if asked > 1:
+            self._honours_n = got >= asked
+
+    def sample(
+        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+    ) -> list[Completion]:
+        """``k`` answers sampled at ``temperature``: one request with OpenAI's ``n`` (vLLM,
+        OpenAI); a server that returns fewer choices (llama.cpp's) is asked again, in parallel,
+        for the rest, and from then on asked ``k`` times at once.
+
+        Raises: as :meth:`complete`.
+        """
+        import openai
+
+        client = self._sync_client()
+
+        def call(n: int) -> list[Completion]:
+            request = self._sample_request(messages, n, temperature, max_tokens)
+            start = time.perf_counter()
+            try:
+                response = client.chat.completions.create(**request)
+            except openai.OpenAIError as exc:
+                raise self._translate(exc) from exc
+            return self._completions(response, request["messages"], time.perf_counter() - start)
+
+        done: list[Completion] = []
+        if self._honours_n is not False:
+            done = call(k)
+            self._note_choices(k, len(done))
+            if len(done) >= k:
+                return done[:k]
+        missing = k - len(done)
+        with ThreadPoolExecutor(max_workers=missing) as pool:
+            batches = list(pool.map(call, [1] * missing))
+        return done + [c for batch in batches for c in batch]
+
+    async def asample(
+        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+    ) -> list[Completion]:
+        """Asyncio form of :meth:`sample`."""
+        import openai
+
+        client = self._async_client()
+
+        async def call(n: int) -> list[Completion]:
+            request = self._sample_request(messages, n, temperature, max_tokens)
+            start = time.perf_counter()
+            try:
+                response = await client.chat.completions.create(**request)
+            except openai.OpenAIError as exc:
+                raise self._translate(exc) from exc
+            return self._completions(response, request["messages"], time.perf_counter() - start)
+
+        done: list[Completion] = []
+        if self._honours_n is not False:
+            done = await call(k)
+            self._note_choices(k, len(done))
+            if len(done) >= k:
+                return done[:k]
+        batches = await asyncio.gather(*(call(1) for _ in range(k - len(done))))
+        return done + [c for batch in batches for c in batch]
 
     def complete(self, messages: Messages, *, max_tokens: int | None = None) -> Completion:
         """Ask the model to answer ``messages`` (blocking).
@@ -458,7 +570,8 @@ class ReplayBackend:
     was recorded more than once for the model, the first row wins.
 
     ``latency_s`` is the latency reported in each :class:`Completion` (a profile; nothing
-    sleeps).
+    sleeps).  Rows of the models ``<model>#s1``, ``<model>#s2``, … (recorded extra samples,
+    :mod:`router.opinions`) answer :meth:`sample`.
     """
 
     def __init__(self, frame: pd.DataFrame, model: str, latency_s: float = 0.0) -> None:
@@ -479,7 +592,17 @@ class ReplayBackend:
             )
         self.model = model
         self.latency_s = float(latency_s)
-        self._answers: dict[str, _Recorded] = {}
+        self._answers = self._index(rows)
+        self._samples: list[dict[str, _Recorded]] = []
+        for name in sample_model_names(model, MAX_SAMPLES):
+            sample_rows = frame[frame["model"] == name]
+            if sample_rows.empty:
+                break
+            self._samples.append(self._index(sample_rows))
+
+    @staticmethod
+    def _index(rows: pd.DataFrame) -> dict[str, _Recorded]:
+        answers: dict[str, _Recorded] = {}
         columns = [rows[c].tolist() for c in REPLAY_COLUMNS]
         for prompt_id, prompt, _, score, response, in_tok, out_tok, cost in zip(
             *columns, strict=True
@@ -487,9 +610,9 @@ class ReplayBackend:
             if not isinstance(prompt, str):
                 continue
             key = normalise_text(prompt)
-            if key in self._answers:
+            if key in answers:
                 continue
-            self._answers[key] = _Recorded(
+            answers[key] = _Recorded(
                 prompt_id=str(prompt_id),
                 text=response if isinstance(response, str) else "",
                 input_tokens=_optional_int(in_tok),
@@ -497,9 +620,15 @@ class ReplayBackend:
                 cost_usd=_optional_float(cost),
                 score=_optional_float(score),
             )
+        return answers
 
     def __repr__(self) -> str:
         return f"ReplayBackend(model={self.model!r}, prompts={len(self._answers)})"
+
+    @property
+    def recorded_samples(self) -> int:
+        """How many extra samples per prompt the replay data records (0: none)."""
+        return len(self._samples)
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -510,22 +639,25 @@ class ReplayBackend:
         paths: str | Path | Sequence[str | Path],
         model: str,
         latency_s: float = 0.0,
+        samples: int = 0,
     ) -> ReplayBackend:
-        """Load recorded outcomes of ``model`` from files via :func:`router.data.load_outcomes`."""
+        """Load recorded outcomes of ``model`` (and of its ``samples`` recorded extra samples)
+        from files via :func:`router.data.load_outcomes`."""
         from router.data import load_outcomes
 
         path_list: list[str | Path] = [paths] if isinstance(paths, str | Path) else list(paths)
-        frame = load_outcomes(path_list, models=[model])
+        frame = load_outcomes(path_list, models=[model, *sample_model_names(model, samples)])
         return cls(frame, model, latency_s=latency_s)
 
-    def _lookup(self, messages: Messages) -> _Recorded | None:
+    @staticmethod
+    def _lookup(answers: dict[str, _Recorded], messages: Messages) -> _Recorded | None:
         checked = as_messages(messages)
-        found = self._answers.get(normalise_text(input_text(checked)))
+        found = answers.get(normalise_text(input_text(checked)))
         if found is not None:
             return found
         users = [m["content"] for m in checked if m["role"] == "user"]
         if users:
-            return self._answers.get(normalise_text(users[-1]))
+            return answers.get(normalise_text(users[-1]))
         return None
 
     def complete(self, messages: Messages, *, max_tokens: int | None = None) -> Completion:
@@ -535,11 +667,14 @@ class ReplayBackend:
             ConfigurationError: ``messages`` are not valid chat messages.
             BackendError: no answer of this model was recorded for the input.
         """
-        found = self._lookup(messages)
+        return self._answer(self._answers, messages, self.model)
+
+    def _answer(self, answers: dict[str, _Recorded], messages: Messages, model: str) -> Completion:
+        found = self._lookup(answers, messages)
         if found is None:
             raise BackendError(
-                f"no recorded answer of {self.model} for this input "
-                f"(replay covers {len(self._answers)} prompts)"
+                f"no recorded answer of {model} for this input "
+                f"(replay covers {len(answers)} prompts)"
             )
         checked = as_messages(messages)
         input_tokens = found.input_tokens
@@ -550,7 +685,7 @@ class ReplayBackend:
             output_tokens = estimate_tokens(found.text)
         return Completion(
             text=found.text,
-            model=self.model,
+            model=model,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             latency_s=self.latency_s,
@@ -562,6 +697,33 @@ class ReplayBackend:
     async def acomplete(self, messages: Messages, *, max_tokens: int | None = None) -> Completion:
         """Async form of :meth:`complete` (answers immediately)."""
         return self.complete(messages, max_tokens=max_tokens)
+
+    def sample(
+        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+    ) -> list[Completion]:
+        """The first ``k`` recorded extra samples for ``messages`` (``temperature`` is what
+        they were recorded at; it is not checked).
+
+        Raises:
+            ConfigurationError: fewer than ``k`` samples per prompt are recorded.
+            BackendError: no sample of this model was recorded for the input.
+        """
+        if k > len(self._samples):
+            raise ConfigurationError(
+                f"replay data records {len(self._samples)} extra sample(s) of {self.model} per "
+                f"prompt, {k} asked (load it with ReplayBackend.from_files(..., samples={k}))"
+            )
+        names = sample_model_names(self.model, k)
+        return [
+            self._answer(answers, messages, name)
+            for answers, name in zip(self._samples[:k], names, strict=True)
+        ]
+
+    async def asample(
+        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+    ) -> list[Completion]:
+        """Async form of :meth:`sample` (answers immediately)."""
+        return self.sample(messages, k, temperature, max_tokens=max_tokens)
 
 
 # --------------------------------------------------------------------------------------------
@@ -584,8 +746,11 @@ _OPENAI_KEYS = frozenset(
 _REPLAY_KEYS = frozenset({"model", "paths", "latency_s"})
 
 
-def replay_backend_for(model: str, paths: Sequence[str | Path] | None = None) -> ReplayBackend:
-    """A replay backend for ``model`` from the first file that records it (default: bundled).
+def replay_backend_for(
+    model: str, paths: Sequence[str | Path] | None = None, samples: int = 0
+) -> ReplayBackend:
+    """A replay backend for ``model`` (and ``samples`` recorded extra samples of it) from the
+    first file that records them (default: the bundled data).
 
     Raises:
         ConfigurationError: no file records answers of ``model``.
@@ -595,7 +760,7 @@ def replay_backend_for(model: str, paths: Sequence[str | Path] | None = None) ->
     candidates = list(paths) if paths else [bundled_dataset(n) for n in BUNDLED_DATASETS]
     for path in candidates:
         try:
-            return ReplayBackend.from_files([path], model)
+            return ReplayBackend.from_files([path], model, samples=samples)
         except CascadeRouterError:
             continue
     names = ", ".join(Path(p).name for p in candidates)

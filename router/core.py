@@ -17,15 +17,25 @@ from typing import Any
 
 import numpy as np
 
-from router.backends import ChatBackend, Completion, Messages, as_messages, input_text
+from router.backends import (
+    ChatBackend,
+    Completion,
+    Messages,
+    SamplingBackend,
+    as_messages,
+    input_text,
+)
 from router.embedders import Embedder, LRUEmbedder, build_embedder
 from router.errors import BackendError, ConfigurationError, RouterLoadError
 from router.features import answer_window
 from router.model import CascadeModel
+from router.opinions import OpinionSource
 from router.policy import Target, escalates, skips
 from router.settings import RouterSettings
 
 ChatInput = str | Sequence[Mapping[str, Any]]
+#: roles of the trail's opinion steps (asked alongside the first tier's call)
+OPINION_ROLES = ("peer", "sample")
 logger = logging.getLogger(__name__)
 
 
@@ -52,7 +62,8 @@ class Decision:
     p_accept_answer: float | None = None  # P(first tier accepted | input, answer[, opinions])
     lam: float = 0.0
     skip_threshold: float = 0.0
-    ask_opinion: bool = False  # the policy buys second opinions from the peers here
+    ask_opinion: bool = False  # the policy buys second opinions here
+    opinion_source: str | None = None  # from which source: "peers" or "samples"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,7 +80,7 @@ class TierStep:
 
     tier: str
     role: str
-    action: str  # skipped | verified | escalated | answered | failed; peers: agreed | disagreed
+    action: str  # skipped | verified | escalated | answered | failed; opinions: agreed | disagreed
     p_accept: float | None
     p_accept_answer: float | None = None
     gain: float | None = None
@@ -239,12 +250,14 @@ class Router:
         answers: Sequence[str | None] | None = None,
         target: Target | str | None = None,
         opinions: Sequence[Sequence[str | None]] | None = None,
+        opinion_source: str | None = None,
     ) -> list[Decision]:
         """Decisions for many step inputs at once, calling no model.
 
-        Without answers: whether to call the first tier or skip it (and whether to ask the
-        peers for second opinions). With the first tier's answers: whether to accept them or
-        escalate; with the peers' answers too (``opinions[j]``, one per peer), from the
+        Without answers: whether to call the first tier or skip it (and whether to buy second
+        opinions, and from which source). With the first tier's answers: whether to accept them
+        or escalate; with second opinions too (``opinions[j]``: one answer per peer, or the
+        extra samples, of ``opinion_source``, by default the first source), from that source's
         opinion-aware model.
         """
         if len(steps) != len(inputs) or (answers is not None and len(answers) != len(inputs)):
@@ -261,10 +274,12 @@ class Router:
             post = self.model.post_probabilities(0, X, a_emb, answers)
             if opinions is not None:
                 with_opinions = self.model.opinion_probabilities(
-                    X, a_emb, answers, opinions, steps, self.embedder
+                    X, a_emb, answers, opinions, steps, self.embedder, source=opinion_source
                 )
                 if with_opinions is None:
-                    raise ConfigurationError("this router was trained without peers (opinions)")
+                    raise ConfigurationError(
+                        "this router was trained without second opinions (peers or samples)"
+                    )
                 post = with_opinions[0], with_opinions[1]
         decisions = []
         for j, step in enumerate(steps):
@@ -272,6 +287,7 @@ class Router:
             p0, p1 = float(pre[j, 0]), float(pre[j, 1])
             if answers is None:
                 skip = bool(skips(p0, point.skip_thresholds[0]))
+                source = None if skip else self._opinion_source(point, p0)
                 decisions.append(
                     Decision(
                         str(step),
@@ -283,7 +299,8 @@ class Router:
                         None,
                         point.lam,
                         point.skip_thresholds[0],
-                        bool(self._asks_opinion(point, p0)) and not skip,
+                        source is not None,
+                        None if source is None else source.name,
                     )
                 )
             else:
@@ -303,13 +320,20 @@ class Router:
                         point.lam,
                         point.skip_thresholds[0],
                         opinions is not None,
+                        None
+                        if opinions is None
+                        else (opinion_source or self.model.opinion_sources[0].name),
                     )
                 )
         return decisions
 
-    def _asks_opinion(self, point: Any, p_pre: float) -> bool:
-        has_models = bool(getattr(self.model, "opinion_models_", {}))
-        return has_models and bool(point.asks_opinion(p_pre))
+    def _opinion_source(self, point: Any, p_pre: float) -> OpinionSource | None:
+        """The source whose opinions the operating point buys at this pre-answer probability."""
+        sources = self.model.opinion_sources
+        if not sources or not getattr(self.model, "opinion_models_", {}):
+            return None
+        index = int(point.opinion_source(p_pre))
+        return sources[index] if 0 <= index < len(sources) else None
 
     def decide(
         self,
@@ -318,15 +342,17 @@ class Router:
         answer: str | None = None,
         target: Target | str | None = None,
         opinions: Sequence[str | None] | None = None,
+        opinion_source: str | None = None,
     ) -> Decision:
         """The decision for one step input (see :meth:`decide_batch`); ``opinions``: the
-        peers' answers, one per peer."""
+        peers' answers, one per peer, or the extra samples (``opinion_source="samples"``)."""
         return self.decide_batch(
             [step],
             [input],
             None if answer is None else [answer],
             target,
             None if opinions is None else [opinions],
+            opinion_source,
         )[0]
 
     # ------------------------------------------------------------------ routing
@@ -368,21 +394,22 @@ class Router:
         runner = _Cascade(self, step, input, target)
         attempt = 0
         while (call := runner.next_call()) is not None:
-            peers = [self._require_peer(p) for p in runner.opinion_calls()]
+            source = runner.opinion_request()
             try:
-                if not peers:
+                if source is None:
                     completion = backends[call].complete(runner.messages, max_tokens=max_tokens)
                     opinions: list[Completion] = []
                 else:
                     # the answer and the second opinions are asked in parallel
-                    with ThreadPoolExecutor(max_workers=1 + len(peers)) as pool:
-                        futures = [
-                            pool.submit(b.complete, runner.messages, max_tokens=max_tokens)
-                            for b in (backends[call], *peers)
-                        ]
-                        completion = futures[0].result()
+                    asks = self._opinion_calls(source, backends[call], runner.messages, max_tokens)
+                    with ThreadPoolExecutor(max_workers=1 + len(asks)) as pool:
+                        first = pool.submit(
+                            backends[call].complete, runner.messages, max_tokens=max_tokens
+                        )
+                        futures = [pool.submit(ask) for ask in asks]
+                        completion = first.result()
                         opinions = runner.usable_opinions(
-                            [f.exception() or f.result() for f in futures[1:]]
+                            source, [f.exception() or f.result() for f in futures]
                         )
             except BackendError as exc:
                 if runner.fail(exc):
@@ -403,6 +430,52 @@ class Router:
             )
         return self.peer_backends[peer]
 
+    def _sampler(self, source: OpinionSource, backend: ChatBackend) -> SamplingBackend:
+        if not isinstance(backend, SamplingBackend):
+            raise ConfigurationError(
+                f"this router asks the first tier for {source.size} extra samples, but its "
+                f"backend {backend!r} cannot sample (use an OpenAI-compatible or replay backend)"
+            )
+        return backend
+
+    def _opinion_calls(
+        self,
+        source: OpinionSource,
+        backend: ChatBackend,
+        messages: Messages,
+        max_tokens: int | None,
+    ) -> list[Any]:
+        """Blocking calls that fetch ``source``'s opinions: one per peer, or one that draws
+        every sample (each returns a Completion or a list of them)."""
+        if source.is_samples:
+            sampler = self._sampler(source, backend)
+            temperature = float(source.temperature or 0.7)
+            return [
+                functools.partial(
+                    sampler.sample, messages, source.size, temperature, max_tokens=max_tokens
+                )
+            ]
+        return [
+            functools.partial(self._require_peer(p).complete, messages, max_tokens=max_tokens)
+            for p in source.models
+        ]
+
+    def _aopinion_calls(
+        self,
+        source: OpinionSource,
+        backend: ChatBackend,
+        messages: Messages,
+        max_tokens: int | None,
+    ) -> list[Any]:
+        """Awaitables for ``source``'s opinions (see :meth:`_opinion_calls`)."""
+        if source.is_samples:
+            sampler = self._sampler(source, backend)
+            temperature = float(source.temperature or 0.7)
+            return [sampler.asample(messages, source.size, temperature, max_tokens=max_tokens)]
+        return [
+            self._require_peer(p).acomplete(messages, max_tokens=max_tokens) for p in source.models
+        ]
+
     async def aroute(
         self,
         step: str,
@@ -421,12 +494,15 @@ class Router:
         attempt = 0
         while (call := runner.next_call()) is not None:
             # the answer and the second opinions are asked in parallel
+            source = runner.opinion_request()
+            asks = (
+                []
+                if source is None
+                else self._aopinion_calls(source, backends[call], runner.messages, max_tokens)
+            )
             results = await asyncio.gather(
                 backends[call].acomplete(runner.messages, max_tokens=max_tokens),
-                *(
-                    self._require_peer(p).acomplete(runner.messages, max_tokens=max_tokens)
-                    for p in runner.opinion_calls()
-                ),
+                *asks,
                 return_exceptions=True,
             )
             first = results[0]
@@ -440,7 +516,7 @@ class Router:
                 continue
             if isinstance(first, BaseException):
                 raise first
-            opinions = runner.usable_opinions(list(results[1:]))
+            opinions = [] if source is None else runner.usable_opinions(source, list(results[1:]))
             await asyncio.to_thread(runner.receive, first, opinions)
         return runner.result()
 
@@ -459,7 +535,8 @@ class _Cascade:
         self.X = router._input_matrix([step], [self.text])
         self.pre = router.model.pre_probabilities(self.X)[0]
         self.point = router.model.policy_.operating(step, self.target)
-        self.ask_opinions = router._asks_opinion(self.point, float(self.pre[0]))
+        self.source = router._opinion_source(self.point, float(self.pre[0]))
+        self.source_used: OpinionSource | None = None  # whose opinions came back
         self.tier = 0
         self.trail: list[TierStep] = []
         self.probabilities: dict[str, float] = {
@@ -497,21 +574,33 @@ class _Cascade:
         self._advance_skips()
         return True
 
-    def opinion_calls(self) -> tuple[str, ...]:
-        """The peers to ask alongside the next call (first tier, inside the opinion band)."""
-        if self.answer is None and self.tier == 0 and self.ask_opinions:
-            return self.router.model.peer_models
-        return ()
+    def opinion_request(self) -> OpinionSource | None:
+        """The source of second opinions to ask alongside the next call (first tier only,
+        where the operating point buys them)."""
+        if self.answer is None and self.tier == 0:
+            return self.source
+        return None
 
-    def usable_opinions(self, results: Sequence[Completion | BaseException]) -> list[Completion]:
-        """The peers' answers, or none when a peer failed (the model decides without them)."""
+    def usable_opinions(self, source: OpinionSource, results: Sequence[Any]) -> list[Completion]:
+        """The opinions fetched (each result a Completion, a list of them, or the exception a
+        call raised), or none when a call failed (the model decides without them)."""
+        names = [f"{self.router.tiers[0]} samples"] if source.is_samples else list(source.models)
         failed = [r for r in results if isinstance(r, BaseException)]
-        for peer, r in zip(self.router.model.peer_models, results, strict=False):
+        for name, r in zip(names, results, strict=False):
             if isinstance(r, BaseException):
-                self.failures[peer] = " ".join(str(r).split()) or type(r).__name__
+                self.failures[name] = " ".join(str(r).split()) or type(r).__name__
         if any(not isinstance(r, BackendError) for r in failed):
             raise next(r for r in failed if not isinstance(r, BackendError))
-        return [] if failed else [r for r in results if isinstance(r, Completion)]
+        if failed:
+            return []
+        flat: list[Completion] = []
+        for r in results:
+            flat.extend(r if isinstance(r, list) else [r])
+        if len(flat) != source.size:
+            self.failures[names[0]] = f"{len(flat)} opinions returned, {source.size} asked"
+            return []
+        self.source_used = source
+        return flat
 
     def receive(self, completion: Completion, opinions: Sequence[Completion] = ()) -> None:
         t0 = time.perf_counter()
@@ -541,7 +630,8 @@ class _Cascade:
             i, self.X, a_emb, [completion.text], [completion.logprobs]
         )
         peer_steps: list[TierStep] = []
-        if opinions:
+        source = self.source_used
+        if opinions and source is not None:
             with_opinions = router.model.opinion_probabilities(
                 self.X,
                 a_emb,
@@ -550,14 +640,16 @@ class _Cascade:
                 [self.step],
                 router.embedder,
                 [completion.logprobs],
+                source=source.name,
             )
             assert with_opinions is not None
             post = with_opinions[0], with_opinions[1]
             agreement = float(with_opinions[2][0])
             self.probabilities["opinion_agreement"] = agreement
-            for o in opinions:
-                peer_cost = router._cost(o)
-                self.cost += peer_cost
+            for k, o in enumerate(opinions):
+                # samples are priced as the first tier (a local server may name it otherwise)
+                opinion_cost = router._cost(o, router.tiers[0] if source.is_samples else None)
+                self.cost += opinion_cost
                 agrees = (
                     agreement
                     if len(opinions) == 1
@@ -565,13 +657,13 @@ class _Cascade:
                 )
                 peer_steps.append(
                     TierStep(
-                        o.model,
-                        "peer",
+                        source.models[k] if source.is_samples else o.model,
+                        "sample" if source.is_samples else "peer",
                         "agreed" if agrees == 1.0 else "disagreed",
                         None,
                         None,
                         None,
-                        peer_cost,
+                        opinion_cost,
                         o.latency_s,
                     )
                 )
@@ -612,10 +704,10 @@ class _Cascade:
                 parts.append("skipped")
             elif s.action == "answered":
                 parts.append(s.role)
-            elif s.role != "peer":
-                # peers asked alongside this tier show between its name and its verdict
-                peers = itertools.takewhile(lambda t: t.role == "peer", self.trail[k + 1 :])
-                parts += [s.role, *("peer" for _ in peers), s.action]
+            elif s.role not in OPINION_ROLES:
+                # opinions asked alongside this tier show between its name and its verdict
+                asked = itertools.takewhile(lambda t: t.role in OPINION_ROLES, self.trail[k + 1 :])
+                parts += [s.role, *(t.role for t in asked), s.action]
         index = (
             router.tiers.index(self.answer.model)
             if self.answer.model in router.tiers

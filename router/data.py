@@ -35,6 +35,7 @@ __all__ = [
     "load_outcomes",
     "load_prices",
     "load_table",
+    "write_outcomes",
 ]
 
 #: Columns of the long schema, in output order (``step`` is appended after them).
@@ -59,6 +60,8 @@ BUNDLED_DATASETS: dict[str, str] = {
     "mmlu_pro": "mmlu_pro.parquet",
     "gsm8k": "gsm8k.parquet",
     "routerbench": "routerbench.parquet",
+    # SmolLM2-135M-Instruct's answers and extra samples, recorded here (cascade-router record)
+    "routerbench_smollm2": "routerbench_smollm2.parquet",
 }
 
 _OUTPUT_COLUMNS: tuple[str, ...] = (*SCHEMA_COLUMNS, "step")
@@ -87,7 +90,8 @@ def bundled_data_dir() -> Path:
 
 
 def bundled_dataset(name: str) -> Path:
-    """Return the path of a bundled dataset: ``mmlu_pro``, ``gsm8k`` or ``routerbench``.
+    """Return the path of a bundled dataset: ``mmlu_pro``, ``gsm8k``, ``routerbench`` or
+    ``routerbench_smollm2``.
 
     Raises:
         ConfigurationError: ``name`` is not one of the bundled datasets.
@@ -522,6 +526,20 @@ def _as_paths(paths: str | Path | Sequence[str | Path]) -> list[str | Path]:
 
 def _where(frame: pd.DataFrame, position: int) -> tuple[str, int]:
     return str(frame[_FILE_COL].iat[position]), int(frame[_ROW_COL].to_numpy()[position])
+
+
+def write_outcomes(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write outcome rows (the :data:`SCHEMA_COLUMNS`) to a Parquet file, atomically: a
+    reader never sees a half-written file, and a crash keeps the previous one."""
+    out = Path(path)
+    missing = [c for c in SCHEMA_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ConfigurationError(f"cannot write outcomes without column(s) {', '.join(missing)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    frame[list(SCHEMA_COLUMNS)].to_parquet(tmp, compression="zstd", index=False)
+    tmp.replace(out)
+    return out
 
 
 def load_outcomes(

@@ -6,9 +6,10 @@
 * for every tier ``i`` below the top whose answers are recorded, two answer-aware models
   ``P(i accepted | input, i's answer)`` and ``P(i+1 accepted | input, i's answer)``, whose
   difference is the expected gain of escalating;
-* with ``peers`` (cheap models asked for a second opinion at the first tier), two more
-  answer-aware models that also see how the first answer agrees with the peers' answers
-  (:mod:`router.normalise`), trained on the peers' recorded answers to the same prompts;
+* per opinion source (``peers``: cheap models asked for a second opinion at the first tier;
+  ``samples``: extra samples of the first tier's own model, :mod:`router.opinions`), two more
+  answer-aware models that also see how the first answer agrees with the opinions
+  (:mod:`router.normalise`), trained on the opinions recorded for the same prompts;
 * with ``pre_ensemble`` (the default), a logistic regression and a nearest-neighbour vote on
   the input embeddings beside the pre-answer boosters; the calibration split picks which of
   them to average with the boosters (:mod:`router.ensemble`);
@@ -44,16 +45,18 @@ from router.features import (
     input_window,
 )
 from router.normalise import N_AGREEMENT, AgreementScorer, NormaliserRegistry
+from router.opinions import OpinionSource, check_samples, sample_model_names
 from router.policy import CascadePolicy, CascadeSignals, Target
 
 if TYPE_CHECKING:
     from router.data import OutcomeTable
 
 #: 2 adds second opinions (peers, answer kinds, opinion models); 3 adds pre-answer members
-#: beside the boosters (``neighbours.npz`` holds a neighbour index).  A model is written in the
-#: oldest format that holds what it uses, and every older format still loads.
-FORMAT_VERSION = 3
-READABLE_FORMATS = (1, 2, 3)
+#: beside the boosters (``neighbours.npz`` holds a neighbour index); 4 adds self-samples as an
+#: opinion source.  A model is written in the oldest format that holds what it uses, and every
+#: older format still loads.
+FORMAT_VERSION = 4
+READABLE_FORMATS = (1, 2, 3, 4)
 NEIGHBOURS_FILE = "neighbours.npz"
 #: Candidate weights of the pre-answer probabilities in the answer-aware ones.
 POST_BLEND_GRID = (0.0, 0.25, 0.5, 0.75)
@@ -81,10 +84,10 @@ class FitSplits:
 
 @dataclass
 class OpinionInputs:
-    """What the opinion features of the first tier are computed from.
+    """What the opinion features of the first tier are computed from (one source).
 
-    ``opinions[j]`` holds the peers' answers to row ``j``; ``embeddings[j]`` (first answer,
-    then the peers') exists only for rows compared as free text.
+    ``opinions[j]`` holds the source's opinions on row ``j``; ``embeddings[j]`` (first answer,
+    then the opinions) exists only for rows compared as free text.
     """
 
     steps: list[str]
@@ -109,7 +112,8 @@ class TableFeatures:
 
     inputs: np.ndarray
     answers: dict[int, np.ndarray]
-    opinions: OpinionInputs | None = None
+    #: per opinion source (by name), what its opinion features are computed from
+    opinions: dict[str, OpinionInputs] = field(default_factory=dict)
 
 
 class CascadeModel:
@@ -130,10 +134,19 @@ class CascadeModel:
         peers: Mapping[int, str | Sequence[str]] | None = None,
         answer_kinds: Mapping[str, Any] | None = None,
         pre_ensemble: bool = True,
+        samples: int = 0,
+        sample_temperature: float = 0.7,
     ) -> None:
         if len(tiers) < 2 or len(set(tiers)) != len(tiers):
             raise ConfigurationError("a cascade needs two or more distinct tiers, cheapest first")
         self.peers = _check_peers(peers, tuple(tiers), answer_aware)
+        check_samples(samples, sample_temperature)
+        if samples and not answer_aware:
+            raise ConfigurationError(
+                "second opinions need an answer-aware model (answer_aware=True)"
+            )
+        self.samples = samples
+        self.sample_temperature = sample_temperature
         self.answer_kinds = dict(answer_kinds or {})
         NormaliserRegistry(self.answer_kinds)  # fail early on an unknown kind
         self.tiers = tuple(tiers)
@@ -152,6 +165,30 @@ class CascadeModel:
     def peer_models(self) -> tuple[str, ...]:
         """The peers asked for second opinions at the first tier (empty: none)."""
         return tuple(self.peers.get(0, ()))
+
+    @property
+    def opinion_sources(self) -> tuple[OpinionSource, ...]:
+        """The sources of second opinions, in the policy's order: peers, then self-samples."""
+        out = []
+        if self.peer_models:
+            out.append(OpinionSource("peers", self.peer_models))
+        if self.samples:
+            names = sample_model_names(self.tiers[0], self.samples)
+            out.append(OpinionSource("samples", names, float(self.sample_temperature)))
+        return tuple(out)
+
+    def opinion_source(self, name: str) -> OpinionSource:
+        """The source called ``name`` ("peers" or "samples")."""
+        for source in self.opinion_sources:
+            if source.name == name:
+                return source
+        have = ", ".join(s.name for s in self.opinion_sources) or "none"
+        raise ConfigurationError(f"this router has no opinion source {name!r} (it has: {have})")
+
+    @property
+    def opinion_models(self) -> tuple[str, ...]:
+        """Every recorded-data model the opinion sources read (peers and sample columns)."""
+        return tuple(m for source in self.opinion_sources for m in source.models)
 
     # ------------------------------------------------------------------ features
     def embed_inputs(
@@ -180,22 +217,24 @@ class CascadeModel:
                     continue
                 a_emb = embedder.encode([answer_window(r) for r in responses], progress=progress)
                 per_tier[i] = answer_features(inputs, a_emb, answer_extra_features(responses))
-        opinions = None
-        if answers and self.answer_aware and self.peer_models:
-            opinions = self._opinion_inputs(table, embedder, progress)
+        opinions: dict[str, OpinionInputs] = {}
+        if answers and self.answer_aware:
+            for source in self.opinion_sources:
+                opinions[source.name] = self._opinion_inputs(table, source, embedder, progress)
         return TableFeatures(inputs, per_tier, opinions)
 
     def _opinion_inputs(
-        self, table: OutcomeTable, embedder: Embedder, progress: bool
+        self, table: OutcomeTable, source: OpinionSource, embedder: Embedder, progress: bool
     ) -> OpinionInputs:
         peers = table.peers
-        missing = [p for p in self.peer_models if peers is None or p not in peers.models]
+        missing = [p for p in source.models if peers is None or p not in peers.models]
         if missing or peers is None:
+            what = "samples" if source.is_samples else "second opinions"
             raise ConfigurationError(
-                f"this model asks peer(s) {', '.join(missing)} for second opinions: load the "
-                "data with their recorded answers (load_table(..., peers=[...]))"
+                f"this model reads {what} from {', '.join(missing)}: load the data with their "
+                f"recorded answers (load_table(..., peers=[...]))"
             )
-        columns = [peers.responses[peers.models.index(p)] for p in self.peer_models]
+        columns = [peers.responses[peers.models.index(p)] for p in source.models]
         first = list(table.responses[0])
         steps = [str(s) for s in table.steps]
         opinions = [[c[j] for c in columns] for j in range(len(first))]
@@ -209,7 +248,7 @@ class CascadeModel:
         embeddings: dict[int, np.ndarray] = {}
         if texts:
             emb = embedder.encode(texts, progress=progress)
-            width = 1 + len(self.peer_models)
+            width = 1 + source.size
             embeddings = {j: emb[k * width : (k + 1) * width] for k, j in enumerate(rows)}
         return OpinionInputs(steps, first, opinions, embeddings)
 
@@ -255,11 +294,15 @@ class CascadeModel:
         labels = [table.labels(t) for t in range(len(self.tiers))]
         from tqdm.auto import tqdm
 
-        opinion_X = None
-        if feats.opinions is not None and 0 in feats.answers:
-            self.scorer_ = self._fit_scorer(feats.opinions, labels[0], splits.fit)
-            opinion_X = self.opinion_matrix(feats.answers[0], feats.opinions)
-        n_models = len(self.tiers) + 2 * len(feats.answers) + (2 if opinion_X is not None else 0)
+        opinion_X: dict[str, np.ndarray] = {}
+        if feats.opinions and 0 in feats.answers:
+            first_source = next(iter(feats.opinions.values()))
+            self.scorer_ = self._fit_scorer(first_source, labels[0], splits.fit)
+            opinion_X = {
+                name: self.opinion_matrix(feats.answers[0], inputs)
+                for name, inputs in feats.opinions.items()
+            }
+        n_models = len(self.tiers) + 2 * len(feats.answers) + 2 * len(opinion_X)
         n_models += int(self.pre_ensemble)
         with tqdm(total=n_models, desc="acceptance models", disable=not progress) as bar:
 
@@ -279,12 +322,10 @@ class CascadeModel:
             self.post_models_: dict[int, tuple[AcceptanceModel, AcceptanceModel]] = {}
             for i, X in feats.answers.items():
                 self.post_models_[i] = (fit_one(X, labels[i]), fit_one(X, labels[i + 1]))
-            self.opinion_models_: dict[int, tuple[AcceptanceModel, AcceptanceModel]] = {}
-            if opinion_X is not None:
-                self.opinion_models_[0] = (
-                    fit_one(opinion_X, labels[0]),
-                    fit_one(opinion_X, labels[1]),
-                )
+            self.opinion_models_: dict[str, tuple[AcceptanceModel, AcceptanceModel]] = {
+                name: (fit_one(X, labels[0]), fit_one(X, labels[1]))
+                for name, X in opinion_X.items()
+            }
         mean_cost = table.costs[splits.fit].mean(axis=0)
         self.tier_weights_ = np.array(
             [
@@ -390,11 +431,16 @@ class CascadeModel:
         return scorer
 
     def opinion_costs(self, table: OutcomeTable) -> np.ndarray | None:
-        """Recorded cost of this model's second opinions per prompt (None: no peers)."""
-        if not self.peer_models or table.peers is None:
+        """Recorded cost of this model's second opinions per prompt and source, (n, S) in
+        :attr:`opinion_sources` order (None: no opinion sources)."""
+        sources = self.opinion_sources
+        if not sources or table.peers is None:
             return None
-        cols = [table.peers.models.index(p) for p in self.peer_models]
-        return np.asarray(table.peers.costs[:, cols].sum(axis=1), dtype=np.float64)
+        columns = []
+        for source in sources:
+            cols = [table.peers.models.index(p) for p in source.models]
+            columns.append(np.asarray(table.peers.costs[:, cols].sum(axis=1), dtype=np.float64))
+        return np.column_stack(columns)
 
     def _fit_one(self, X: np.ndarray, y: np.ndarray, s: FitSplits) -> AcceptanceModel:
         return self._new_model().fit(
@@ -419,10 +465,18 @@ class CascadeModel:
                 post_next[:, i] = _blend(m_next.predict_accept(feats.answers[i]), pre[:, i + 1], w)
         op_self = op_next = None
         opinion_models = getattr(self, "opinion_models_", {})
-        if 0 in opinion_models and feats.opinions is not None and 0 in feats.answers:
-            X = self.opinion_matrix(feats.answers[0], feats.opinions)
-            op_self = opinion_models[0][0].predict_accept(X)
-            op_next = opinion_models[0][1].predict_accept(X)
+        names = [s.name for s in self.opinion_sources]
+        if (
+            names
+            and all(n in opinion_models and n in feats.opinions for n in names)
+            and 0 in feats.answers
+        ):
+            selfs, nexts = [], []
+            for name in names:
+                X = self.opinion_matrix(feats.answers[0], feats.opinions[name])
+                selfs.append(opinion_models[name][0].predict_accept(X))
+                nexts.append(opinion_models[name][1].predict_accept(X))
+            op_self, op_next = np.column_stack(selfs), np.column_stack(nexts)
         return CascadeSignals(pre, post_self, post_next, op_self, op_next)
 
     def signals(
@@ -478,20 +532,27 @@ class CascadeModel:
         steps: Sequence[str],
         embedder: Embedder,
         logprobs: Sequence[Sequence[float] | None] | None = None,
+        source: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """P(first tier accepted | input, answer, opinions), P(next tier accepted | …) and the
         share of opinions agreeing with the answer.
 
-        ``opinions[j]`` are the peers' answers to row ``j``, in :attr:`peer_models` order.
+        ``opinions[j]`` are the opinions of ``source`` (by default the first source) on row
+        ``j``: the peers' answers in :attr:`peer_models` order, or the extra samples.
         None when the model has no opinion models.
         """
         self._check_fitted()
-        if 0 not in getattr(self, "opinion_models_", {}):
+        sources = self.opinion_sources
+        if not sources or not getattr(self, "opinion_models_", {}):
             return None
-        if len(opinions) != len(answers) or any(len(o) != len(self.peer_models) for o in opinions):
-            raise ConfigurationError(
-                f"give one answer per peer ({', '.join(self.peer_models)}) for every request"
+        chosen = self.opinion_source(source) if source is not None else sources[0]
+        if len(opinions) != len(answers) or any(len(o) != chosen.size for o in opinions):
+            what = (
+                f"{chosen.size} samples"
+                if chosen.is_samples
+                else f"one answer per peer ({', '.join(chosen.models)})"
             )
+            raise ConfigurationError(f"give {what} for every request")
         scorer = self._scorer()
         embeddings: dict[int, np.ndarray] = {}
         for j, (first, others) in enumerate(zip(answers, opinions, strict=True)):
@@ -503,7 +564,7 @@ class CascadeModel:
         )
         X = answer_features(X_inputs, answer_embeddings, answer_extra_features(answers, logprobs))
         X = self.opinion_matrix(X, inputs)
-        m_self, m_next = self.opinion_models_[0]
+        m_self, m_next = self.opinion_models_[chosen.name]
         return m_self.predict_accept(X), m_next.predict_accept(X), X[:, -N_AGREEMENT + 1]
 
     # ------------------------------------------------------------------ persistence
@@ -528,6 +589,8 @@ class CascadeModel:
                 "peers": {str(i): list(p) for i, p in self.peers.items()},
                 "answer_kinds": NormaliserRegistry(self.answer_kinds).to_dict()["steps"],
                 "pre_ensemble": self.pre_ensemble,
+                "samples": self.samples,
+                "sample_temperature": self.sample_temperature,
             },
             "embedder": self.embedder_ref_,
             "embedder_name": self.embedder_name_,
@@ -540,14 +603,20 @@ class CascadeModel:
                 str(i): [a.to_dict(), b.to_dict()] for i, (a, b) in self.post_models_.items()
             },
             "opinion_models": {
-                str(i): [a.to_dict(), b.to_dict()]
-                for i, (a, b) in getattr(self, "opinion_models_", {}).items()
+                # formats 2-3 key the peers' models by tier ("0"): kept for older readers
+                ("0" if name == "peers" else name): [a.to_dict(), b.to_dict()]
+                for name, (a, b) in getattr(self, "opinion_models_", {}).items()
             },
             "agreement_threshold": self._scorer().threshold,
             "pre_members": self.pre_members_.to_dict(),
             "post_blend": self.post_blend_,
         }
-        if not self.pre_members_.extra and self.post_blend_ == 0.0:
+        if not self.samples:
+            # no extra samples (format 4): stay readable by older readers
+            meta["format_version"] = 3
+            for key in ("samples", "sample_temperature"):
+                meta["params"].pop(key)
+        if not self.samples and not self.pre_members_.extra and self.post_blend_ == 0.0:
             # nothing of format 3 in use: stay readable by older readers
             meta["format_version"] = 2
             meta.pop("pre_members")
@@ -602,11 +671,11 @@ class CascadeModel:
                 for i, (a, b) in meta["post_models"].items()
             }
             model.opinion_models_ = {
-                int(i): (
+                ("peers" if key == "0" else key): (
                     AcceptanceModel.from_dict(a, num_threads),
                     AcceptanceModel.from_dict(b, num_threads),
                 )
-                for i, (a, b) in meta.get("opinion_models", {}).items()
+                for key, (a, b) in meta.get("opinion_models", {}).items()
             }
             model.scorer_ = AgreementScorer(
                 NormaliserRegistry(model.answer_kinds),
@@ -644,7 +713,7 @@ def subset_features(feats: TableFeatures, index: np.ndarray) -> TableFeatures:
     return TableFeatures(
         feats.inputs[index],
         {i: X[index] for i, X in feats.answers.items()},
-        None if feats.opinions is None else feats.opinions.subset(index),
+        {name: o.subset(index) for name, o in feats.opinions.items()},
     )
 
 

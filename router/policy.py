@@ -8,11 +8,13 @@ At each tier ``i`` below the top the policy
   ``P(next accepted | x, answer) - P(this accepted | x, answer)``, exceeds ``lam`` times the next
   tier's relative cost; else **accepts**.
 
-At the first tier, a model trained with peers may also buy **second opinions** (a cheap peer's
-answer to the same input, asked in parallel): only where the pre-answer probability lies in the
-fitted ``opinion_band`` (where an opinion can change the decision). There the answer-aware
-probabilities that also see the agreement between the answers replace the plain ones, and the
-opinion's cost is charged.
+At the first tier, a model trained with opinion sources may also buy **second opinions**, asked
+in parallel with the first answer: a cheap peer's answer to the same input, or ``k`` extra
+samples of the first tier's own model.  Each source has a fitted band of the pre-answer
+probability (where its opinion can change the decision); a request buys the opinions of the
+first source whose band holds its pre-answer probability, and none outside every band.  There
+the answer-aware probabilities that also see the agreement between the answers replace the plain
+ones, and the opinions' cost is charged.
 
 ``lam`` is one Lagrangian weight on cost: sweeping it traces the quality–cost curve, and fitting
 a :class:`Target` picks it on the calibration split, per step kind where the data allows.
@@ -24,6 +26,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import product
 from typing import Any
 
 import numpy as np
@@ -101,12 +104,15 @@ class CascadeSignals:
     pre: np.ndarray
     post_self: np.ndarray
     post_next: np.ndarray
-    #: P(first tier accepted | input, answer, second opinions) and P(next accepted | …), (n,);
-    #: None where the model has no peers.
+    #: P(first tier accepted | input, answer, second opinions) and P(next accepted | …), one
+    #: column per opinion source, (n, S) (a 1-d array is one source); None: no opinion sources.
     op_self: np.ndarray | None = None
     op_next: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.op_self is not None and self.op_next is not None:
+            self.op_self = np.asarray(self.op_self, dtype=np.float64).reshape(len(self.pre), -1)
+            self.op_next = np.asarray(self.op_next, dtype=np.float64).reshape(len(self.pre), -1)
         for i in range(self.post_self.shape[1]):
             missing = np.isnan(self.post_self[:, i]) | np.isnan(self.post_next[:, i])
             if missing.any():
@@ -120,6 +126,11 @@ class CascadeSignals:
     def has_opinions(self) -> bool:
         return self.op_self is not None and self.op_next is not None
 
+    @property
+    def n_sources(self) -> int:
+        """How many opinion sources the signals hold (0: none)."""
+        return 0 if self.op_self is None else int(self.op_self.shape[1])
+
     def subset(self, index: np.ndarray) -> CascadeSignals:
         return CascadeSignals(
             self.pre[index],
@@ -132,11 +143,15 @@ class CascadeSignals:
     def without_opinions(self) -> CascadeSignals:
         return CascadeSignals(self.pre, self.post_self, self.post_next)
 
-    def opinion_gain(self) -> np.ndarray:
-        """Expected gain of escalating from the first tier, given its answer and opinions."""
+    def opinion_gain(self, source: int | np.ndarray = 0) -> np.ndarray:
+        """Expected gain of escalating from the first tier, given its answer and the opinions of
+        ``source`` (one source for every row, or one per row)."""
         if self.op_self is None or self.op_next is None:
             raise NotFittedError("these signals have no second-opinion probabilities")
-        return self.op_next - self.op_self
+        gain = self.op_next - self.op_self
+        if np.ndim(source) == 0:
+            return gain[:, int(source)]
+        return gain[np.arange(len(gain)), np.asarray(source, dtype=int)]
 
     def pre_gain(self, tier: int = 0) -> np.ndarray:
         return self.pre[:, tier + 1] - self.pre[:, tier]
@@ -145,39 +160,61 @@ class CascadeSignals:
         return self.post_next[:, tier] - self.post_self[:, tier]
 
 
+Band = tuple[float, float]
+
+
 @dataclass(frozen=True)
 class Operating:
-    """One fitted operating point: the cost weight and the per-tier skip thresholds."""
+    """One fitted operating point: the cost weight, the per-tier skip thresholds and, per
+    opinion source, the band of pre-answer probabilities where its opinions are bought."""
 
     lam: float
     skip_thresholds: tuple[float, ...]
-    #: ask for second opinions where lo <= P(first tier accepted | input) < hi; None: never
-    opinion_band: tuple[float, float] | None = None
+    #: per source: ask where lo <= P(first tier accepted | input) < hi; None (or no entry): never
+    opinion_bands: tuple[Band | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        # no band at all is the same point however many sources there are
+        if all(b is None for b in self.opinion_bands):
+            object.__setattr__(self, "opinion_bands", ())
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "lam": _finite_or_str(self.lam),
             "skip_thresholds": list(self.skip_thresholds),
         }
-        if self.opinion_band is not None:
-            out["opinion_band"] = list(self.opinion_band)
+        bands = self.opinion_bands
+        if len(bands) == 1 and bands[0] is not None:
+            out["opinion_band"] = list(bands[0])  # one source: as routers of format 2-3 wrote
+        elif any(b is not None for b in bands):
+            out["opinion_bands"] = [None if b is None else list(b) for b in bands]
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Operating:
-        band = data.get("opinion_band")
+        bands = data.get("opinion_bands")
+        if bands is None and data.get("opinion_band") is not None:  # routers of format 2-3
+            bands = [data["opinion_band"]]
         return cls(
             float(data["lam"]),
             tuple(float(s) for s in data["skip_thresholds"]),
-            None if band is None else (float(band[0]), float(band[1])),
+            tuple(None if b is None else (float(b[0]), float(b[1])) for b in bands or ()),
         )
 
+    def opinion_source(self, p_pre: Any) -> Any:
+        """The opinion rule: the index of the first source whose band holds the first tier's
+        pre-answer probability; -1 where none does (scalar or array)."""
+        p = np.asarray(p_pre, dtype=np.float64)
+        chosen = np.full(p.shape, -1, dtype=int)
+        for k, band in reversed(list(enumerate(self.opinion_bands))):
+            if band is not None:
+                chosen = np.where((band[0] <= p) & (p < band[1]), k, chosen)
+        return chosen if np.ndim(p_pre) else int(chosen)
+
     def asks_opinion(self, p_pre: Any) -> Any:
-        """The opinion rule: the first tier's pre-answer probability lies in the band."""
-        if self.opinion_band is None:
-            return np.zeros_like(np.asarray(p_pre), dtype=bool) if np.ndim(p_pre) else False
-        lo, hi = self.opinion_band
-        return (lo <= p_pre) & (p_pre < hi)
+        """Whether any source's opinions are bought (scalar or array)."""
+        chosen = self.opinion_source(p_pre)
+        return chosen >= 0 if np.ndim(p_pre) else bool(chosen >= 0)
 
 
 def _finite_or_str(x: float) -> float | str:
@@ -209,6 +246,7 @@ class Outcome:
     top_called: np.ndarray
     skipped: np.ndarray  # (n, T-1) bool
     asked: np.ndarray | None = None  # (n,) bool: second opinions bought
+    source: np.ndarray | None = None  # (n,) int: the opinion source asked, -1 where none
 
     def summary(self) -> dict[str, float]:
         n = len(self.quality)
@@ -220,6 +258,13 @@ class Outcome:
             "opinion_share": float(self.asked.mean()) if n and self.asked is not None else 0.0,
         }
 
+    def source_shares(self, n_sources: int) -> list[float]:
+        """Per opinion source, the share of requests that bought its opinions."""
+        n = len(self.quality)
+        if not n or self.source is None or self.asked is None:
+            return [0.0] * n_sources
+        return [float((self.asked & (self.source == k)).mean()) for k in range(n_sources)]
+
 
 def simulate(
     signals: CascadeSignals,
@@ -230,16 +275,16 @@ def simulate(
     skip_thresholds: Sequence[float] | None = None,
     skip_tolerance: float | None = None,
     min_skip_count: int = 20,
-    opinion_band: tuple[float, float] | None = None,
+    opinion_bands: Sequence[Band | None] = (),
     opinion_costs: np.ndarray | None = None,
 ) -> tuple[Outcome, tuple[float, ...]]:
     """Run the cascade on recorded outcomes; fit skip thresholds on the way if asked.
 
     With ``skip_tolerance`` set, the skip threshold of each tier is the largest pre-answer
     probability below which at most that share of the calls reaching the tier were accepted.
-    With ``opinion_band`` (and signals with opinions), first-tier calls whose pre-answer
-    probability lies in the band also buy the second opinions (``opinion_costs`` per prompt)
-    and decide on the opinion-aware gain.
+    With ``opinion_bands`` (and signals with opinions), a first-tier call whose pre-answer
+    probability lies in a source's band also buys that source's opinions (``opinion_costs``:
+    per prompt and source) and decides on the opinion-aware gain.
     """
     n, n_tiers = scores.shape
     active = np.ones(n, dtype=bool)
@@ -248,13 +293,16 @@ def simulate(
     skipped = np.zeros((n, n_tiers - 1), dtype=bool)
     asked = np.zeros(n, dtype=bool)
     fitted: list[float] = []
-    in_band = np.zeros(n, dtype=bool)
-    if opinion_band is not None and signals.has_opinions:
-        in_band = Operating(lam, (), opinion_band).asks_opinion(signals.pre[:, 0])
+    source = np.full(n, -1, dtype=int)
+    if signals.has_opinions and any(b is not None for b in opinion_bands):
+        bands = tuple(opinion_bands)[: signals.n_sources]
+        source = Operating(lam, (), bands).opinion_source(signals.pre[:, 0])
+    in_band = source >= 0
+    chosen = np.maximum(source, 0)
     for i in range(n_tiers - 1):
         gain = signals.post_gain(i)
         if i == 0 and in_band.any():
-            gain = np.where(in_band, signals.opinion_gain(), gain)
+            gain = np.where(in_band, signals.opinion_gain(chosen), gain)
         escalate = escalates(gain, lam, tier_weights[i])
         if skip_tolerance is not None:
             threshold = fit_skip_threshold(
@@ -269,14 +317,16 @@ def simulate(
         if i == 0 and in_band.any():
             asked = call & in_band
             if opinion_costs is not None:
-                cost += np.where(asked, opinion_costs, 0.0)
+                per_source = np.asarray(opinion_costs, dtype=np.float64).reshape(n, -1)
+                cost += np.where(asked, per_source[np.arange(n), chosen], 0.0)
         accept = call & ~escalate
         answer_tier[accept] = i
         skipped[:, i] = skip
         active &= ~accept
     cost += np.where(active, costs[:, -1], 0.0)
     quality = scores[np.arange(n), answer_tier]
-    return Outcome(answer_tier, quality, cost, active.copy(), skipped, asked), tuple(fitted)
+    outcome = Outcome(answer_tier, quality, cost, active.copy(), skipped, asked, source)
+    return outcome, tuple(fitted)
 
 
 def fit_skip_threshold(
@@ -317,65 +367,119 @@ def choose_operating_point(
     grid_size: int = 300,
     margin_z: float = 1.0,
     opinion_costs: np.ndarray | None = None,
-    bands: Sequence[tuple[float, float] | None] | None = None,
+    bands: Sequence[tuple[Band | None, ...]] | None = None,
 ) -> Operating:
     """Pick the cost weight (and skip thresholds) that meets ``target`` on these outcomes.
 
     A constraint must hold with ``margin_z`` standard errors to spare on the calibration
     outcomes, so that the realised value on new traffic misses the target less often.
-    With opinion signals and their costs, the opinion band is searched jointly with the cost
-    weight (never, always, and bands between quantiles of the pre-answer probability); the
-    opinions' cost counts in every candidate, so opinions are only bought where they pay.
-    ``bands`` restricts the bands tried (e.g. to the global one, for a step's own point).
+    With opinion signals and their costs, the opinion bands (one per source: never, or a band
+    between quantiles of the pre-answer probability) are searched jointly with the cost weight;
+    the opinions' cost counts in every candidate, so opinions are only bought where they pay.
+    With several sources the band combinations are ranked on a coarse grid of cost weights and
+    the best few refined on the full grid.  ``bands`` restricts the combinations tried (e.g. to
+    the global one, for a step's own point).
     """
     n = len(scores)
     root_n = math.sqrt(max(n, 1))
     top = scores[:, -1]
-    candidates = []
     if not (signals.has_opinions and opinion_costs is not None):
-        bands = [None]
+        combos: list[tuple[Band | None, ...]] = [()]
     elif bands is None:
-        bands = [None, *opinion_bands(signals.pre[:, 0])]
-    grid = lambda_grid(signals, tier_weights, grid_size)
-    for band, lam in ((b, lam) for b in bands for lam in grid):
-        out, thresholds = simulate(
-            signals,
-            scores,
-            costs,
-            lam,
-            tier_weights,
-            skip_tolerance=skip_tolerance,
-            opinion_band=band,
-            opinion_costs=opinion_costs,
-        )
-        s = out.summary()
-        if target.quality_ratio is not None:
-            gap = out.quality - target.quality_ratio * top
-            slack = float(gap.mean() - margin_z * gap.std() / root_n)
-        elif target.max_frontier_share is not None:
-            share = out.top_called.astype(float)
-            slack = float(
-                target.max_frontier_share - share.mean() - margin_z * share.std() / root_n
-            )
-        else:
-            assert target.max_cost is not None
-            slack = float(target.max_cost - out.cost.mean() - margin_z * out.cost.std() / root_n)
-        candidates.append(
-            (lam, thresholds, s["quality"], s["frontier_share"], s["cost"], slack, band)
-        )
-    feasible = [c for c in candidates if c[5] >= -1e-12]
-    if target.quality_ratio is not None:
-        # the cheapest point that meets the quality target; else the best quality there is
-        best = (
-            min(feasible, key=lambda c: (c[4], c[3]))
-            if feasible
-            else max(candidates, key=lambda c: (c[2], -c[4]))
-        )
-    elif feasible:
-        best = max(feasible, key=lambda c: (c[2], -c[4]))
+        options: list[Band | None] = [None, *opinion_bands(signals.pre[:, 0])]
+        combos = [c for c in product(options, repeat=signals.n_sources) if _useful(c)]
     else:
-        best = min(candidates, key=lambda c: (c[4], c[3]))
-    return Operating(float(best[0]), tuple(best[1]), best[6])
+        combos = [tuple(b) for b in bands]
+
+    def candidates(combo: tuple[Band | None, ...], grid: np.ndarray) -> list[_Candidate]:
+        out = []
+        for lam in grid:
+            outcome, thresholds = simulate(
+                signals,
+                scores,
+                costs,
+                lam,
+                tier_weights,
+                skip_tolerance=skip_tolerance,
+                opinion_bands=combo,
+                opinion_costs=opinion_costs,
+            )
+            s = outcome.summary()
+            if target.quality_ratio is not None:
+                gap = outcome.quality - target.quality_ratio * top
+                slack = float(gap.mean() - margin_z * gap.std() / root_n)
+            elif target.max_frontier_share is not None:
+                share = outcome.top_called.astype(float)
+                slack = float(
+                    target.max_frontier_share - share.mean() - margin_z * share.std() / root_n
+                )
+            else:
+                assert target.max_cost is not None
+                cost = outcome.cost
+                slack = float(target.max_cost - cost.mean() - margin_z * cost.std() / root_n)
+            out.append(
+                _Candidate(
+                    float(lam),
+                    thresholds,
+                    s["quality"],
+                    s["frontier_share"],
+                    s["cost"],
+                    slack,
+                    combo,
+                )
+            )
+        return out
+
+    grid = lambda_grid(signals, tier_weights, grid_size)
+    if len(combos) <= 16:
+        pool = [c for combo in combos for c in candidates(combo, grid)]
+    else:
+        coarse = lambda_grid(signals, tier_weights, max(grid_size // 6, 20))
+        best_per_combo = [
+            max(candidates(combo, coarse), key=lambda c: c.rank(target)) for combo in combos
+        ]
+        best_per_combo.sort(key=lambda c: c.rank(target), reverse=True)
+        pool = [c for b in best_per_combo[:4] for c in candidates(b.bands, grid)]
+    best = max(pool, key=lambda c: c.rank(target))
+    return Operating(best.lam, tuple(best.thresholds), best.bands)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One simulated operating point on the calibration outcomes."""
+
+    lam: float
+    thresholds: tuple[float, ...]
+    quality: float
+    share: float
+    cost: float
+    slack: float  # how far the target's constraint holds (>= 0: feasible)
+    bands: tuple[Band | None, ...]
+
+    def rank(self, target: Target) -> tuple[Any, ...]:
+        """Larger is better: a feasible point beats every infeasible one; among feasible
+        points the cheapest (quality target) or the best quality (budget targets); among
+        infeasible ones the best quality (quality target) or the cheapest (budget targets)."""
+        feasible = self.slack >= -1e-12
+        if target.quality_ratio is not None:
+            if feasible:
+                return (True, -self.cost, -self.share)
+            return (False, self.quality, -self.cost)
+        if feasible:
+            return (True, self.quality, -self.cost)
+        return (False, -self.cost, -self.share)
+
+
+def _useful(combo: tuple[Band | None, ...]) -> bool:
+    """False for combinations where a later source's band is wholly covered by an earlier
+    one's (its opinions would never be bought: the same point as without that band)."""
+    for k, band in enumerate(combo):
+        if band is None:
+            continue
+        for earlier in combo[:k]:
+            if earlier is not None and earlier[0] <= band[0] and band[1] <= earlier[1]:
+                return False
+    return True
 
 
 def opinion_bands(
@@ -414,12 +518,15 @@ class CascadePolicy:
     ) -> CascadePolicy:
         """Fit the operating points for ``self.target`` on calibration outcomes.
 
-        ``opinion_costs``: the per-prompt cost of the second opinions (with opinion signals).
+        ``opinion_costs``: the cost of the second opinions per prompt and source, (n, S) (with
+        opinion signals).
         """
         if scores.shape[1] != len(self.tiers):
             raise ConfigurationError("scores must have one column per tier")
         self.cal_opinion_costs_ = (
-            None if opinion_costs is None else np.asarray(opinion_costs, dtype=np.float64)
+            None
+            if opinion_costs is None
+            else np.asarray(opinion_costs, dtype=np.float64).reshape(len(scores), -1)
         )
         self.cal_signals_ = signals
         self.cal_scores_ = np.asarray(scores, dtype=np.float64)
@@ -458,9 +565,9 @@ class CascadePolicy:
                     self.grid_size,
                     self.margin_z,
                     None if self.cal_opinion_costs_ is None else self.cal_opinion_costs_[mask],
-                    # a step's own point keeps the global opinion band: a band searched on a
-                    # step's few hundred prompts overfits them
-                    [glob.opinion_band],
+                    # a step's own point keeps the global opinion bands: bands searched on a
+                    # step's few hundred prompts overfit them
+                    [glob.opinion_bands],
                 )
         return glob, per_step
 
@@ -500,6 +607,7 @@ class CascadePolicy:
             np.zeros(n, dtype=bool),
             np.zeros((n, n_tiers - 1), dtype=bool),
             np.zeros(n, dtype=bool),
+            np.full(n, -1, dtype=int),
         )
         for step in np.unique(steps_arr):
             mask = steps_arr == step
@@ -511,7 +619,7 @@ class CascadePolicy:
                 point.lam,
                 self.tier_weights,
                 skip_thresholds=point.skip_thresholds,
-                opinion_band=point.opinion_band,
+                opinion_bands=point.opinion_bands,
                 opinion_costs=None if opinion_costs is None else opinion_costs[mask],
             )
             result.answer_tier[mask] = out.answer_tier
@@ -521,6 +629,8 @@ class CascadePolicy:
             result.skipped[mask] = out.skipped
             if out.asked is not None and result.asked is not None:
                 result.asked[mask] = out.asked
+            if out.source is not None and result.source is not None:
+                result.source[mask] = out.source
         return result
 
     def to_dict(self) -> dict[str, Any]:

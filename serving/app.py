@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from router.backends import ChatBackend, Completion, Messages, input_text
+from router.backends import ChatBackend, Completion, Messages, SamplingBackend, input_text
 from router.core import Decision, RouteResult, json_safe
 from router.errors import (
     BackendError,
@@ -86,6 +86,29 @@ class CountingBackend:
     async def acomplete(self, messages: Messages, *, max_tokens: int | None = None) -> Completion:
         try:
             return await self.inner.acomplete(messages, max_tokens=max_tokens)
+        except BackendError as exc:
+            self._count(exc)
+            raise
+
+    def _sampler(self) -> SamplingBackend:
+        if not isinstance(self.inner, SamplingBackend):
+            raise ConfigurationError(f"the backend of {self.tier} cannot draw extra samples")
+        return self.inner
+
+    def sample(
+        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+    ) -> list[Completion]:
+        try:
+            return self._sampler().sample(messages, k, temperature, max_tokens=max_tokens)
+        except BackendError as exc:
+            self._count(exc)
+            raise
+
+    async def asample(
+        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+    ) -> list[Completion]:
+        try:
+            return await self._sampler().asample(messages, k, temperature, max_tokens=max_tokens)
         except BackendError as exc:
             self._count(exc)
             raise

@@ -36,15 +36,20 @@ def build_backends(
     tiers: tuple[str, ...] | list[str],
     settings: ServiceSettings,
     peers: tuple[str, ...] | list[str] = (),
+    samples: int = 0,
 ) -> dict[str, ChatBackend]:
-    """A backend per tier from ``settings.upstreams`` (replay of bundled outcomes if empty).
+    """A backend per tier from ``settings.upstreams`` (replay of bundled outcomes if empty;
+    the first tier's then also replays ``samples`` recorded extra samples).
 
     Raises:
         ConfigurationError: a tier has no upstream, or a spec is invalid.
     """
     names = [*tiers, *peers]
     if not settings.upstreams:
-        return {name: replay_backend_for(name) for name in names}
+        return {
+            name: replay_backend_for(name, samples=samples if name == tiers[0] else 0)
+            for name in names
+        }
     missing = [t for t in names if t not in settings.upstreams]
     if missing:
         raise ConfigurationError(
@@ -112,7 +117,9 @@ class RouterHolder:
 
     def _prepare(self, router: Router, version: str) -> Served:
         peer_names = tuple(router.model.peer_models)
-        everything = build_backends(router.tiers, self.settings, peer_names)
+        everything = build_backends(
+            router.tiers, self.settings, peer_names, samples=router.model.samples
+        )
         if self.wrap is not None:
             everything = {name: self.wrap(name, b) for name, b in everything.items()}
         backends = {t: everything[t] for t in router.tiers}

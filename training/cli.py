@@ -62,6 +62,20 @@ PeerOpt = Annotated[
     list[str] | None,
     typer.Option("--peer", help="cheap model asked for second opinions at the first tier"),
 ]
+SamplesOpt = Annotated[
+    int,
+    typer.Option(
+        "--samples",
+        min=0,
+        max=16,
+        help="K extra samples of the first tier as second opinions (recorded data needs rows "
+        "of <first tier>#s1..#sK, e.g. from record-samples)",
+    ),
+]
+SampleTemperatureOpt = Annotated[
+    float,
+    typer.Option("--sample-temperature", help="temperature the extra samples are drawn at"),
+]
 AnswerKindOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -160,9 +174,15 @@ def summary_table(report: dict[str, Any]) -> Table:
     ):
         table.add_column(col, justify="right" if col != "router" else "left")
     opinion = report.get("second_opinion") or {}
+    sources = opinion.get("sources") or {}
     rows: list[tuple[str, dict[str, Any] | None]] = [
-        ("cascade + opinion (fitted band)", opinion.get("fitted_band")),
-        ("cascade + opinion (always)", opinion.get("always")),
+        ("cascade + opinion (fitted band)", opinion.get("fitted_band"))
+    ]
+    if len(sources) > 1:
+        rows += [(f"cascade + {s['label']} (always)", s.get("always")) for s in sources.values()]
+    else:
+        rows.append(("cascade + opinion (always)", opinion.get("always")))
+    rows += [
         ("cascade", report.get("cascade_answer_aware")),
         ("router (pre)", report.get("router_pre_answer")),
     ]
@@ -201,9 +221,12 @@ def policy_lines(report: dict[str, Any]) -> list[str]:
     ]
     if p.get("without_opinions"):
         w = p["without_opinions"]
+        shares = p.get("opinion_share_by_source") or {}
+        labels = dict(zip(shares, p.get("opinion_sources", []), strict=False))
+        bought = ", ".join(f"{labels.get(k, k)} {_fmt(v, pct=True)}" for k, v in shares.items())
         lines.append(
-            f"second opinions from {', '.join(p['peers'])} bought on "
-            f"{_fmt(p['opinion_share'], pct=True)} of requests (costs included); without them: "
+            f"second opinions bought on {_fmt(p['opinion_share'], pct=True)} of requests "
+            f"({bought}; costs included); without them: "
             f"quality ratio {_fmt(w['quality_ratio'], pct=True)}, frontier share "
             f"{_fmt(w['frontier_share'], pct=True)}, cost saved {_fmt(w['cost_saved'], pct=True)}"
         )
@@ -235,6 +258,8 @@ def train(
     source_split: SourceSplitOpt = False,
     answer_aware: AnswerAwareOpt = True,
     peer: PeerOpt = None,
+    samples: SamplesOpt = 0,
+    sample_temperature: SampleTemperatureOpt = 0.7,
     answer_kind: AnswerKindOpt = None,
     register: Annotated[bool, typer.Option(help="register in the MLflow Model Registry")] = True,
     output_dir: OutputDirOpt = Path("outputs"),
@@ -253,6 +278,8 @@ def train(
         source_split=source_split,
         answer_aware=answer_aware,
         peers=peer,
+        samples=samples,
+        sample_temperature=sample_temperature,
         answer_kinds=answer_kind,
         register=register,
         output_dir=output_dir,
@@ -293,6 +320,8 @@ def evaluate(
     source_split: SourceSplitOpt = False,
     answer_aware: AnswerAwareOpt = True,
     peer: PeerOpt = None,
+    samples: SamplesOpt = 0,
+    sample_temperature: SampleTemperatureOpt = 0.7,
     answer_kind: AnswerKindOpt = None,
     output_dir: OutputDirOpt = Path("outputs"),
     bootstrap: BootstrapOpt = 200,
@@ -310,6 +339,8 @@ def evaluate(
         source_split=source_split,
         answer_aware=answer_aware,
         peers=peer,
+        samples=samples,
+        sample_temperature=sample_temperature,
         answer_kinds=answer_kind,
         register=False,
         output_dir=output_dir,
@@ -504,6 +535,88 @@ def standin(
     paths = resolve_data_paths(data) if data else None
     app_ = create_standin_app(model, paths, fallback_url, fallback_model)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command()
+@handle_errors
+def record(
+    model: Annotated[
+        str, typer.Option("--model", help="the name the recorded rows carry (and prices use)")
+    ],
+    base_url: Annotated[
+        str, typer.Option(help="the model's OpenAI-compatible /v1 URL (vllm serve, llama.cpp)")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write")],
+    data: DataOpt = None,
+    served_model: Annotated[
+        str | None, typer.Option(help="the model name the server expects (default: --model)")
+    ] = None,
+    samples: Annotated[
+        int, typer.Option(min=0, max=16, help="extra samples per prompt (<model>#s1 …)")
+    ] = 0,
+    temperature: Annotated[float, typer.Option(help="temperature of the extra samples")] = 0.7,
+    task: Annotated[
+        list[str] | None, typer.Option("--task", help="record only prompts of this task")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="at most N prompts (seeded sample)")
+    ] = None,
+    answer_kind: AnswerKindOpt = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="answer length limit")] = 16,
+    timeout_s: Annotated[float, typer.Option(help="per-call timeout")] = 120.0,
+) -> None:
+    """Record a live model's answers (and extra samples) on a dataset's prompts, graded against
+    the answers the data records as correct; resumes an interrupted run."""
+    from router.backends import OpenAIBackend
+    from router.data import load_outcomes, load_prices
+    from training.pipeline import resolve_data_paths
+    from training.record import record_answers
+
+    settings = _settings()
+    prices = load_prices(settings.prices_path)
+    if model not in prices:
+        raise ConfigurationError(
+            f"no price for {model} in {settings.prices_path or 'the bundled prices.json'}: add "
+            "its USD per million input and output tokens (a self-hosted model too: the router "
+            "weighs every call's cost)"
+        )
+    frame = load_outcomes(resolve_data_paths(data or ["routerbench"]))
+    if task:
+        unknown = sorted(set(task) - set(frame["task"]))
+        if unknown:
+            raise ConfigurationError(
+                f"no prompts of task(s) {', '.join(unknown)} "
+                f"(tasks there: {', '.join(sorted(set(frame['task'])))})"
+            )
+        frame = frame[frame["task"].isin(task)]
+    backend = OpenAIBackend(
+        served_model or model,
+        base_url=base_url,
+        timeout_s=timeout_s,
+        temperature=0.0,
+        max_tokens=max_tokens,
+    )
+    stats = record_answers(
+        frame,
+        backend,
+        output,
+        model,
+        samples=samples,
+        temperature=temperature,
+        answer_kinds=dict(_step_kind(k) for k in answer_kind or []),
+        prices=prices,
+        limit=limit,
+        max_tokens=max_tokens,
+        progress=settings.progress,
+    )
+    out.print(
+        f"{output}: {stats.prompts_recorded} prompts recorded now, {stats.prompts_resumed} "
+        f"from an earlier run, {stats.prompts_ungraded} left out (no recorded correct answer); "
+        f"accuracy {stats.accuracy:.3f}"
+        + (f", samples {stats.sample_accuracy:.3f}" if samples else "")
+        + f"; prompts per step {stats.per_step}",
+        highlight=False,
+    )
 
 
 from training.lifecycle_cli import register as _register_lifecycle  # noqa: E402

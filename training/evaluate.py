@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,11 +49,11 @@ def sweep_curve(
     costs: np.ndarray,
     weights: np.ndarray,
     skip_tolerance: float | None = None,
-    opinion_band: tuple[float, float] | None = None,
+    opinion_bands: Sequence[tuple[float, float] | None] = (),
     opinion_costs: np.ndarray | None = None,
 ) -> M.Curve:
-    """The N-tier policy curve: one operating point per cost weight (opinions bought in
-    ``opinion_band`` and charged)."""
+    """The N-tier policy curve: one operating point per cost weight (each source's opinions
+    bought in its band of ``opinion_bands`` and charged)."""
     points = []
     for lam in lambda_grid(signals, weights, size=200):
         out, _ = simulate(
@@ -63,7 +63,7 @@ def sweep_curve(
             lam,
             weights,
             skip_tolerance=skip_tolerance,
-            opinion_band=opinion_band,
+            opinion_bands=opinion_bands,
             opinion_costs=opinion_costs,
         )
         s = out.summary()
@@ -133,7 +133,7 @@ def evaluate(
             costs,
             model.tier_weights_,
             model.skip_tolerance,
-            model.policy_.operating(None).opinion_band,
+            model.policy_.operating(None).opinion_bands,
             opinion_costs,
         )
         curves.curves["cascade policy + second opinion (with skips)"] = opinion_policy_curve
@@ -169,11 +169,27 @@ def evaluate(
     }
     if signals.has_opinions:
         point = model.policy_.operating(None, target)
+        sources = model.opinion_sources
+        bands = {
+            src.name: (
+                None
+                if k >= len(point.opinion_bands) or point.opinion_bands[k] is None
+                else [_f(b) for b in point.opinion_bands[k]]  # type: ignore[union-attr]
+            )
+            for k, src in enumerate(sources)
+        }
         policy_section["peers"] = list(model.peer_models)
+        policy_section["opinion_sources"] = [src.label() for src in sources]
         policy_section["opinion_share"] = _f(summary["opinion_share"])
-        policy_section["opinion_band"] = (
-            None if point.opinion_band is None else [_f(b) for b in point.opinion_band]
+        policy_section["opinion_share_by_source"] = dict(
+            zip(
+                (src.name for src in sources),
+                map(_f, outcome.source_shares(len(sources))),
+                strict=True,
+            )
         )
+        policy_section["opinion_band"] = bands[sources[0].name]
+        policy_section["opinion_bands"] = bands
         policy_section["without_opinions"] = _policy_without_opinions(
             model, signals, test, target, q_f
         )
@@ -210,13 +226,14 @@ def evaluate(
                     boot(signals.post_gain(0), True, "share"), len(s), seed, bootstrap_resamples
                 ),
             }
-            for name, curve_name in (
-                ("cascade_with_opinions", "cascade + second opinion (always)"),
-                ("cascade_opinion_policy", "cascade + second opinion (fitted band)"),
-            ):
-                if curve_name in opinion_curves:
+            asked: list[tuple[str, int | None]] = [
+                (f"cascade_with_{src.name}", k) for k, src in enumerate(model.opinion_sources)
+            ]
+            asked += [("cascade_with_opinions", 0), ("cascade_opinion_policy", None)]
+            for name, ask in asked:
+                if opinion_curves:
                     gain, small_cost = _opinion_gain_and_cost(
-                        model, signals, test, opinion_costs, always=name.endswith("opinions")
+                        model, signals, test, opinion_costs, ask
                     )
                     intervals[name] = {
                         "apgr_ci95": _bootstrap(
@@ -233,9 +250,7 @@ def evaluate(
                         ),
                     }
             if opinion_curves:
-                gain_op, cost_op = _opinion_gain_and_cost(
-                    model, signals, test, opinion_costs, always=False
-                )
+                gain_op, cost_op = _opinion_gain_and_cost(model, signals, test, opinion_costs, None)
                 with_op = _boot_curve(gain_op, s, f, cost_op, cf, "apgr")
                 without = _boot_curve(signals.post_gain(0), s, f, cs, cf, "apgr")
                 intervals["apgr_gain_opinion_policy_minus_cascade_ci95"] = _bootstrap(
@@ -259,26 +274,36 @@ def evaluate(
         curves.curves.update(base_curves)
 
     opinion_section: dict[str, Any] | None = None
-    if opinion_curves:
+    if opinion_curves and opinion_costs is not None and signals.op_self is not None:
+        per_source: dict[str, Any] = {}
+        for k, src in enumerate(model.opinion_sources):
+            per_source[src.name] = {
+                "label": src.label(),
+                "models": list(src.models),
+                "cost_per_request": _f(float(opinion_costs[:, k].mean())),
+                "roc_auc": _f(M.roc_auc(signals.op_self[:, k], y_s)),
+                "ece": _f(M.expected_calibration_error(signals.op_self[:, k], y_s)),
+                "always": curve_metrics(opinion_curves[_always_curve_name(model, k)], q_s, q_f),
+            }
+        first = next(iter(per_source.values()))
+        chosen = _opinion_choice(model, signals)
         opinion_section = {
+            # the first source's figures at the top level (as before several sources existed)
             "peers": list(model.peer_models),
-            "cost_per_opinion": _f(float(opinion_costs.mean()))
-            if opinion_costs is not None
-            else None,
+            "cost_per_opinion": first["cost_per_request"],
             "agreement_threshold": _f(model._scorer().threshold),
-            "roc_auc": _f(M.roc_auc(signals.op_self, y_s)) if signals.op_self is not None else None,
-            "ece": _f(M.expected_calibration_error(signals.op_self, y_s))
-            if signals.op_self is not None
-            else None,
+            "roc_auc": first["roc_auc"],
+            "ece": first["ece"],
+            "always": first["always"],
+            "sources": per_source,
+            "fitted_band": curve_metrics(opinion_curves[FITTED_OPINION_CURVE], q_s, q_f)
+            | {
+                "opinion_share": _f(float((chosen >= 0).mean())),
+                "opinion_share_by_source": {
+                    name: _f(float((chosen == k).mean())) for k, name in enumerate(per_source)
+                },
+            },
         }
-        for key, curve_name in (
-            ("always", "cascade + second opinion (always)"),
-            ("fitted_band", "cascade + second opinion (fitted band)"),
-        ):
-            opinion_section[key] = curve_metrics(opinion_curves[curve_name], q_s, q_f)
-        opinion_section["fitted_band"]["opinion_share"] = _f(
-            float(_opinion_mask(model, signals).mean())
-        )
 
     report: dict[str, Any] = {
         "tiers": list(model.tiers),
@@ -306,10 +331,20 @@ def evaluate(
     return report, curves
 
 
-def _opinion_mask(model: CascadeModel, signals: CascadeSignals) -> np.ndarray:
-    """Where the fitted (global) point buys second opinions."""
+FITTED_OPINION_CURVE = "cascade + second opinion (fitted band)"
+
+
+def _always_curve_name(model: CascadeModel, source: int) -> str:
+    """The curve of asking one source on every request (one source: the historical name)."""
+    if len(model.opinion_sources) == 1:
+        return "cascade + second opinion (always)"
+    return f"cascade + {model.opinion_sources[source].label()} (always)"
+
+
+def _opinion_choice(model: CascadeModel, signals: CascadeSignals) -> np.ndarray:
+    """Per prompt, the source the fitted (global) point asks (-1: none)."""
     point = model.policy_.operating(None)
-    return np.asarray(point.asks_opinion(signals.pre[:, 0]), dtype=bool)
+    return np.asarray(point.opinion_source(signals.pre[:, 0]), dtype=int)
 
 
 def _opinion_gain_and_cost(
@@ -317,29 +352,36 @@ def _opinion_gain_and_cost(
     signals: CascadeSignals,
     test: OutcomeTable,
     opinion_costs: np.ndarray | None,
-    always: bool,
+    source: int | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Escalation score and first-step cost (small call + opinions bought) per prompt."""
+    """Escalation score and first-step cost (small call + opinions bought) per prompt, asking
+    ``source`` on every request, or (None) the source the fitted point picks."""
     assert opinion_costs is not None
-    ask = np.ones(len(test), dtype=bool) if always else _opinion_mask(model, signals)
-    gain = np.where(ask, signals.opinion_gain(), signals.post_gain(0))
-    return gain, test.costs[:, 0] + np.where(ask, opinion_costs, 0.0)
+    if source is None:
+        chosen = _opinion_choice(model, signals)
+    else:
+        chosen = np.full(len(test), source, dtype=int)
+    ask = chosen >= 0
+    picked = np.maximum(chosen, 0)
+    gain = np.where(ask, signals.opinion_gain(picked), signals.post_gain(0))
+    paid = np.where(ask, opinion_costs[np.arange(len(test)), picked], 0.0)
+    return gain, test.costs[:, 0] + paid
 
 
 def _opinion_curves(
     model: CascadeModel, signals: CascadeSignals, test: OutcomeTable, opinion_costs: np.ndarray
 ) -> dict[str, M.Curve]:
-    """Cascade curves with second opinions: always asked, and asked in the fitted band.
-
-    Each first-tier call pays its opinions too, so the cost axis includes them.
-    """
+    """Cascade curves with second opinions: each source asked always, and the sources the
+    fitted point picks.  Each first-tier call pays its opinions too, so the cost axis
+    includes them."""
     s, f, cf = test.scores[:, 0], test.scores[:, -1], test.costs[:, -1]
+    asks: list[tuple[str, int | None]] = [
+        (_always_curve_name(model, k), k) for k in range(len(model.opinion_sources))
+    ]
+    asks.append((FITTED_OPINION_CURVE, None))
     out = {}
-    for name, always in (
-        ("cascade + second opinion (always)", True),
-        ("cascade + second opinion (fitted band)", False),
-    ):
-        gain, small_cost = _opinion_gain_and_cost(model, signals, test, opinion_costs, always)
+    for name, source in asks:
+        gain, small_cost = _opinion_gain_and_cost(model, signals, test, opinion_costs, source)
         out[name] = M.deferral_curve(gain, s, f, small_cost, cf, cascade=True)
     return out
 

@@ -15,6 +15,7 @@ from router.data import OutcomeTable, bundled_dataset, load_prices, load_table
 from router.embedders import CachedEmbedder, Embedder, EmbeddingCache, build_embedder
 from router.errors import ConfigurationError
 from router.model import CascadeModel, TableFeatures
+from router.opinions import sample_model_names
 from router.policy import Target
 from router.settings import RouterSettings
 
@@ -34,6 +35,8 @@ class TrainConfig:
     source_split: bool = False
     answer_aware: bool = True
     peers: Sequence[str] = ()  # cheap models asked for second opinions at the first tier
+    samples: int = 0  # extra samples of the first tier as second opinions (recorded: <model>#s<i>)
+    sample_temperature: float = 0.7
     answer_kinds: dict[str, str] = field(default_factory=dict)  # step -> normaliser kind
     n_estimators: int = 1500
     bootstrap: int = 200
@@ -102,7 +105,10 @@ def train_and_evaluate(
     t0 = time.perf_counter()
     paths = resolve_data_paths(config.data)
     prices = load_prices(settings.prices_path)
-    table = load_table(paths, list(config.tiers), prices=prices, peers=list(config.peers))
+    sample_names = list(sample_model_names(str(config.tiers[0]), config.samples))
+    table = load_table(
+        paths, list(config.tiers), prices=prices, peers=[*config.peers, *sample_names]
+    )
     if config.sample:
         table = table.sample(config.sample, settings.seed)
     train, test = split_table(table, config, settings)
@@ -111,6 +117,7 @@ def train_and_evaluate(
         f"data: {len(table)} prompts from {', '.join(p.name for p in paths)}; "
         f"train {len(train)}, test {len(test)}; tiers {' → '.join(config.tiers)}"
         + (f"; peers {', '.join(config.peers)}" if config.peers else "")
+        + (f"; {config.samples} extra samples of the first tier" if config.samples else "")
     )
 
     embedder = make_embedder(settings)
@@ -122,6 +129,8 @@ def train_and_evaluate(
         seed=settings.seed,
         peers={0: list(config.peers)} if config.peers else None,
         answer_kinds=config.answer_kinds,
+        samples=config.samples,
+        sample_temperature=config.sample_temperature,
     )
     t = time.perf_counter()
     log("embedding train and test inputs and answers (cached on disk)")
@@ -221,6 +230,7 @@ def log_to_mlflow(
                 "sample": config.sample or "all",
                 "answer_aware": config.answer_aware,
                 "peers": ",".join(config.peers) or "none",
+                "samples": config.samples,
                 "n_estimators": config.n_estimators,
                 "seed": settings.seed,
                 "test_size": settings.test_size,

@@ -9,11 +9,15 @@ The logged model carries the saved :class:`~router.model.CascadeModel` folder as
 * ``answer`` (str or null, optional): the first tier's answer; rows with one get the
   post-answer decision (``accept`` / ``escalate``), rows without the pre-answer one
   (``call`` / ``skip``, and ``ask_opinion`` = 1 where the policy buys second opinions);
-* ``opinions`` (str or null, optional; routers trained with peers): the peers' answers to the
-  same input, a JSON list in peer order (one peer: the plain answer text also works); rows
-  with an answer and opinions are decided by the opinion-aware model;
+* ``opinions`` (str or null, optional; routers trained with opinion sources): the second
+  opinions on the same input, a JSON list: the peers' answers in peer order (one peer: the
+  plain answer text also works) or the first tier's extra samples; rows with an answer and
+  opinions are decided by that source's opinion-aware model;
 
-and the optional param ``target`` (``"quality=0.95"``, ``"share=0.2"``, ``"cost=0.002"``).
+and the optional params ``target`` (``"quality=0.95"``, ``"share=0.2"``, ``"cost=0.002"``) and
+``opinion_source`` (``"peers"`` or ``"samples"``: whose opinions the column holds; default the
+router's first source).  The output's ``opinion_source`` names the source a pre-answer decision
+buys opinions from (empty where none).
 """
 
 from __future__ import annotations
@@ -34,12 +38,14 @@ from router.core import Decision, Router
 from router.embedders import Embedder, build_embedder
 from router.errors import CascadeRouterError
 from router.model import CascadeModel
+from router.opinions import OpinionSource
 
 ARTIFACT_KEY = "router"  # context.artifacts key; folder <model>/artifacts/router
 INPUT_COLUMNS = ("step", "input")
 ANSWER_COLUMN = "answer"
 OPINIONS_COLUMN = "opinions"
 TARGET_PARAM = "target"
+SOURCE_PARAM = "opinion_source"
 DECISION_COLUMNS = (
     "step",
     "tier",
@@ -51,8 +57,9 @@ DECISION_COLUMNS = (
     "lam",
     "skip_threshold",
     "ask_opinion",
+    "opinion_source",
 )
-_STRING_OUTPUTS = ("step", "tier", "action")
+_STRING_OUTPUTS = ("step", "tier", "action", "opinion_source")
 
 
 def router_signature() -> ModelSignature:
@@ -69,7 +76,9 @@ def router_signature() -> ModelSignature:
         ColSpec("string" if c in _STRING_OUTPUTS else "double", c) for c in DECISION_COLUMNS
     ]
     outputs = Schema(columns)
-    params = ParamSchema([ParamSpec(TARGET_PARAM, "string", None)])
+    params = ParamSchema(
+        [ParamSpec(TARGET_PARAM, "string", None), ParamSpec(SOURCE_PARAM, "string", None)]
+    )
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
@@ -109,6 +118,7 @@ def decisions_frame(decisions: list[Decision], index: pd.Index | None = None) ->
     frame = pd.DataFrame(
         [d.to_dict() for d in decisions], columns=list(DECISION_COLUMNS), index=index
     )
+    frame["opinion_source"] = frame["opinion_source"].fillna("")
     for column in DECISION_COLUMNS:
         if column not in _STRING_OUTPUTS:
             frame[column] = frame[column].astype(np.float64)
@@ -167,7 +177,14 @@ def predict_frame(
         answers: list[str | None] = [None if _is_missing(a) else str(a) for a in raw]
     else:
         answers = [None] * n
-    opinions = _opinions_column(model_input, n, len(router.model.peer_models))
+    source_name = (params or {}).get(SOURCE_PARAM) or None
+    sources = router.model.opinion_sources
+    try:
+        source = router.model.opinion_source(source_name) if source_name else None
+    except CascadeRouterError as exc:
+        raise _invalid(str(exc)) from exc
+    source = source or (sources[0] if sources else None)
+    opinions = _opinions_column(model_input, n, source)
     with_answer = [j for j in range(n) if answers[j] is not None and opinions[j] is None]
     with_opinions = [j for j in range(n) if answers[j] is not None and opinions[j] is not None]
     without = [j for j in range(n) if answers[j] is None]
@@ -195,6 +212,7 @@ def predict_frame(
                 answers=[answers[j] for j in with_opinions],
                 target=target,
                 opinions=[opinions[j] or [] for j in with_opinions],
+                opinion_source=None if source is None else source.name,
             )
             for j, d in zip(with_opinions, post, strict=True):
                 out[j] = d
@@ -203,8 +221,10 @@ def predict_frame(
     return decisions_frame([d for d in out if d is not None], index=model_input.index)
 
 
-def _opinions_column(frame: pd.DataFrame, n: int, n_peers: int) -> list[list[str | None] | None]:
-    """Per row: the peers' answers (a JSON list, or one plain answer for one peer), or None."""
+def _opinions_column(
+    frame: pd.DataFrame, n: int, source: OpinionSource | None
+) -> list[list[str | None] | None]:
+    """Per row: the source's opinions (a JSON list, or one plain answer for one), or None."""
     if OPINIONS_COLUMN not in frame.columns:
         return [None] * n
     out: list[list[str | None] | None] = []
@@ -220,10 +240,15 @@ def _opinions_column(frame: pd.DataFrame, n: int, n_peers: int) -> list[list[str
                 parsed = [value]
         if not isinstance(parsed, list | tuple | np.ndarray):
             parsed = [value]
-        if n_peers == 0 or len(parsed) != n_peers:
+        if source is None:
             raise _invalid(
-                f"column 'opinions' at row {row}: this router asks {n_peers} peer(s) for "
-                f"second opinions, got {len(parsed)} answer(s)"
+                f"column 'opinions' at row {row}: this router was trained without second opinions"
+            )
+        if len(parsed) != source.size:
+            what = "extra samples" if source.is_samples else "peer answer(s)"
+            raise _invalid(
+                f"column 'opinions' at row {row}: this router takes {source.size} {what} "
+                f"from its {source.name}, got {len(parsed)}"
             )
         out.append([None if _is_missing(v) else str(v) for v in parsed])
     return out

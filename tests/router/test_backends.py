@@ -400,3 +400,72 @@ def test_make_backend() -> None:
         make_backend({"kind": "openai"})
     with pytest.raises(ConfigurationError, match="needs 'paths'"):
         make_backend({"kind": "replay", "model": "m"})
+
+
+# ------------------------------------------------------------------ extra samples (OpenAI n)
+
+
+def counting_responder() -> Any:
+    """Answers "sample 1", "sample 2", … so that every choice is told apart."""
+    calls = {"n": 0}
+
+    def respond(messages: list[dict[str, Any]]) -> str:
+        calls["n"] += 1
+        return f"sample {calls['n']}"
+
+    return respond
+
+
+def test_sample_asks_once_with_n_when_the_server_honours_it() -> None:
+    with OpenAIStubServer(responder=counting_responder()) as stub:
+        backend = OpenAIBackend("stub-model", base_url=stub.base_url, max_tokens=None)
+        got = backend.sample(as_messages("hello there"), 3, 0.8)
+        assert [c.text for c in got] == ["sample 1", "sample 2", "sample 3"]
+        assert len(stub.requests) == 1
+        assert stub.requests[0]["n"] == 3 and stub.requests[0]["temperature"] == 0.8
+        # the prompt is charged once; every choice carries its own completion tokens
+        assert got[0].input_tokens > 0 and [c.input_tokens for c in got[1:]] == [0, 0]
+        assert sum(c.output_tokens for c in got) == 6
+
+
+def test_sample_falls_back_to_parallel_calls_when_n_is_ignored() -> None:
+    with OpenAIStubServer(responder=counting_responder(), honour_n=False) as stub:
+        backend = OpenAIBackend("stub-model", base_url=stub.base_url)
+        got = backend.sample(as_messages("hello"), 3, 0.5)
+        assert sorted(c.text for c in got) == ["sample 1", "sample 2", "sample 3"]
+        assert len(stub.requests) == 3  # one with n=3 answered once, then two more
+        assert backend._honours_n is False
+        again = backend.sample(as_messages("hello"), 2, 0.5)
+        assert len(again) == 2 and len(stub.requests) == 5  # no n request any more
+        assert all("n" not in r for r in stub.requests[3:])
+
+
+def test_asample_and_its_errors() -> None:
+    with OpenAIStubServer(responder=counting_responder(), honour_n=False) as stub:
+        backend = OpenAIBackend("stub-model", base_url=stub.base_url)
+        got = asyncio.run(backend.asample(as_messages("hi"), 4, 0.9))
+        assert len(got) == 4 and len({c.text for c in got}) == 4
+    with OpenAIStubServer(fail_with_status=500) as failing:
+        backend = OpenAIBackend("stub-model", base_url=failing.base_url, max_retries=0)
+        with pytest.raises(BackendError, match="500"):
+            backend.sample(as_messages("hi"), 2, 0.7)
+        with pytest.raises(BackendError, match="500"):
+            asyncio.run(backend.asample(as_messages("hi"), 2, 0.7))
+    with pytest.raises(ConfigurationError, match="number of samples"):
+        OpenAIBackend("m", base_url="http://127.0.0.1:9/v1").sample(as_messages("x"), 0, 0.7)
+
+
+def test_replay_answers_samples_from_recorded_rows(frame: pd.DataFrame) -> None:
+    rows = frame[frame["model"] == "small"]
+    samples = [
+        rows.assign(model=f"small#s{i}", response=rows["response"] + f" #{i}") for i in (1, 2)
+    ]
+    recorded = pd.concat([frame, *samples], ignore_index=True)
+    backend = ReplayBackend(recorded, "small")
+    assert backend.recorded_samples == 2
+    got = backend.sample(as_messages("What is the capital of France?"), 2, 0.7)
+    assert [c.text for c in got] == ["small on p1 #1", "small on p1 #2"]
+    assert [c.model for c in got] == ["small#s1", "small#s2"]
+    with pytest.raises(ConfigurationError, match="records 2 extra sample"):
+        backend.sample(as_messages("What is the capital of France?"), 3, 0.7)
+    assert ReplayBackend(frame, "small").recorded_samples == 0

@@ -9,6 +9,7 @@ from router.errors import ConfigurationError, NotFittedError
 from router.policy import (
     CascadePolicy,
     CascadeSignals,
+    Operating,
     Target,
     fit_skip_threshold,
     simulate,
@@ -110,3 +111,91 @@ def test_per_step_points_and_round_trip() -> None:
 def test_unfitted_policy_raises() -> None:
     with pytest.raises(NotFittedError):
         CascadePolicy(("s", "f"), np.array([1.0])).operating("x")
+
+
+# ------------------------------------------------------------------ several opinion sources
+
+
+def with_sources(n: int = 3000, seed: int = 0, informative_cost: float = 0.00005):
+    """The synthetic outcomes plus two opinion sources: one that adds nothing (its
+    probabilities are the plain answer-aware ones) and one that nearly reveals the answer."""
+    signals, scores, costs, steps = synthetic(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    s, f = scores[:, 0], scores[:, 1]
+    sharp_self = np.clip(0.1 + 0.8 * s + rng.normal(0, 0.05, n), 0.01, 0.99)
+    sharp_next = np.clip(0.1 + 0.8 * f + rng.normal(0, 0.05, n), 0.01, 0.99)
+    op_self = np.column_stack([signals.post_self[:, 0], sharp_self])
+    op_next = np.column_stack([signals.post_next[:, 0], sharp_next])
+    full = CascadeSignals(signals.pre, signals.post_self, signals.post_next, op_self, op_next)
+    opinion_costs = np.column_stack([np.full(n, 0.00001), np.full(n, informative_cost)])
+    return full, scores, costs, steps, opinion_costs
+
+
+def test_operating_picks_the_first_source_whose_band_holds_p() -> None:
+    point = Operating(0.1, (0.0,), ((0.2, 0.5), None, (0.4, 0.9)))
+    p = np.array([0.1, 0.3, 0.45, 0.6, 0.95])
+    assert point.opinion_source(p).tolist() == [-1, 0, 0, 2, -1]
+    assert point.opinion_source(0.6) == 2 and point.asks_opinion(0.6) is True
+    assert point.asks_opinion(0.05) is False
+    again = Operating.from_dict(point.to_dict())
+    assert again == point
+    # one source is written as routers of format 2-3 wrote it, and read back the same
+    single = Operating(0.1, (0.0,), ((0.2, 0.5),))
+    assert "opinion_band" in single.to_dict() and Operating.from_dict(single.to_dict()) == single
+    assert Operating.from_dict({"lam": 0.1, "skip_thresholds": [0.0]}).opinion_bands == ()
+
+
+def test_simulate_charges_the_chosen_source() -> None:
+    signals, scores, costs, _, opinion_costs = with_sources(500)
+    bands = ((0.0, 0.5), (0.5, np.inf))
+    out, _ = simulate(
+        signals,
+        scores,
+        costs,
+        0.1,
+        np.array([1.0]),
+        (0.0,),
+        opinion_bands=bands,
+        opinion_costs=opinion_costs,
+    )
+    first = signals.pre[:, 0] < 0.5
+    assert out.source is not None and out.asked is not None and out.asked.all()
+    assert np.array_equal(out.source, np.where(first, 0, 1))
+    free, _ = simulate(
+        signals,
+        scores,
+        costs,
+        0.1,
+        np.array([1.0]),
+        (0.0,),
+        opinion_bands=bands,
+        opinion_costs=np.zeros_like(opinion_costs),
+    )
+    paid = np.where(first, opinion_costs[:, 0], opinion_costs[:, 1])
+    np.testing.assert_allclose(out.cost - free.cost, paid)
+    shares = out.source_shares(2)
+    assert shares == pytest.approx([first.mean(), 1 - first.mean()])
+
+
+def test_policy_buys_the_source_that_pays() -> None:
+    signals, scores, costs, steps, opinion_costs = with_sources()
+    target = Target(quality_ratio=0.95)
+
+    def fitted(sig, oc):
+        return CascadePolicy(("small", "frontier"), np.array([1.0]), target=target).fit(
+            sig, scores, costs, steps, oc
+        )
+
+    policy = fitted(signals, opinion_costs)
+    out = policy.run(signals, scores, costs, steps, opinion_costs=opinion_costs)
+    plain = fitted(signals.without_opinions(), None)
+    base = plain.run(signals.without_opinions(), scores, costs, steps)
+    shares = out.source_shares(2)
+    assert shares[1] > 0.2  # the informative source is bought …
+    assert shares[1] > shares[0]  # … rather than the one that adds nothing
+    assert out.summary()["cost"] < base.summary()["cost"]  # and it pays, costs included
+    # priced like the frontier itself, the informative opinion is never worth buying
+    dear = opinion_costs.copy()
+    dear[:, 1] = 0.01
+    dear_out = fitted(signals, dear).run(signals, scores, costs, steps, opinion_costs=dear)
+    assert dear_out.source_shares(2)[1] == 0.0

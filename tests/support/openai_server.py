@@ -90,6 +90,8 @@ class OpenAIStubServer:
         delay_s: sleep this long before answering each chat request.
         api_key: when set, requests must carry ``Authorization: Bearer <api_key>``.
         token_logprob: the log-probability reported for every token.
+        honour_n: answer a request's ``n`` with that many choices (each from the responder);
+            False answers one choice whatever ``n`` asks, as llama.cpp's server does.
 
     Attributes can be changed while the server runs (``server.delay_s = 1.0``); every
     received chat request body is appended to :attr:`requests`.
@@ -106,6 +108,7 @@ class OpenAIStubServer:
         delay_s: float = 0.0,
         api_key: str | None = None,
         token_logprob: float = -0.1,
+        honour_n: bool = True,
     ) -> None:
         self.responder: Responder = responder or (lambda messages: DEFAULT_ANSWER)
         self.frame = frame
@@ -120,6 +123,7 @@ class OpenAIStubServer:
         self.delay_s = delay_s
         self.api_key = api_key
         self.token_logprob = token_logprob
+        self.honour_n = honour_n
         self.requests: list[dict[str, Any]] = []
         self._failures = 0
         self._stopping = threading.Event()
@@ -241,6 +245,37 @@ class OpenAIStubServer:
         if body.get("stream"):
             return _error(400, "This stub server does not support streaming.")
 
+        n = body.get("n") or 1
+        if not isinstance(n, int) or n < 1:
+            return _error(400, "'n' must be a positive integer")
+        choices, prompt_tokens, completion_tokens = [], 0, 0
+        for index in range(n if self.honour_n else 1):
+            made = self._choice(index, model, messages, body)
+            if isinstance(made, JSONResponse):
+                return made
+            choice, prompt_tokens, used = made
+            choices.append(choice)
+            completion_tokens += used
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": choices,
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+                "system_fingerprint": None,
+            }
+        )
+
+    def _choice(
+        self, index: int, model: str, messages: list[Any], body: dict[str, Any]
+    ) -> tuple[dict[str, Any], int, int] | JSONResponse:
+        """One choice of the answer, its prompt tokens and its completion tokens."""
         prompt_tokens: int | None = None
         completion_tokens: int | None = None
         if self.frame is not None:
@@ -278,28 +313,13 @@ class OpenAIStubServer:
                 ],
                 "refusal": None,
             }
-        return JSONResponse(
-            {
-                "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text, "refusal": None},
-                        "logprobs": logprobs,
-                        "finish_reason": finish_reason,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
-                "system_fingerprint": None,
-            }
-        )
+        choice = {
+            "index": index,
+            "message": {"role": "assistant", "content": text, "refusal": None},
+            "logprobs": logprobs,
+            "finish_reason": finish_reason,
+        }
+        return choice, prompt_tokens, completion_tokens
 
     def _replay(
         self, model: str, messages: list[Any]

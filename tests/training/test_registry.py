@@ -38,7 +38,7 @@ from training.pyfunc_model import DECISION_COLUMNS, CascadeRouterPyfunc, shared_
 
 TIERS = ["llama-3.1-8b-instruct", "gpt-4o-2024-05-13"]
 NAME = "test-cascade-router"
-FLOATS = [c for c in DECISION_COLUMNS if c not in ("step", "tier", "action")]
+FLOATS = [c for c in DECISION_COLUMNS if c not in ("step", "tier", "action", "opinion_source")]
 
 
 @dataclass
@@ -327,6 +327,7 @@ def test_json_safe_replaces_non_finite_numbers() -> None:
                 "p_accept_answer": float("nan"),
                 "lam": float("inf"),
                 "skip_threshold": -float("inf"),
+                "opinion_source": "",
             },
         ],
         columns=list(DECISION_COLUMNS),
