@@ -1,11 +1,12 @@
-"""Second-opinion verifier bars (issue 6): the cascade with and without a peer's opinion.
+"""Second-opinion verifier bars (issue 6): the cascade with and without second opinions.
 
     .venv/bin/python benchmarks/bench_verifier.py                  # both runs (~6 min warm)
     .venv/bin/python benchmarks/bench_verifier.py --runs mmlu_pro_llama8b_phi3peer_gpt4o
 
 Same data, split (seeded 80/20 by prompt id), embedder and boosters as bench_router.py; the
-model also learns from a cheap peer's recorded answer to the same prompt, and every opinion
-bought is charged at the peer's recorded cost. Writes benchmarks/results/verifier.json (and
+model also learns from a cheap peer's recorded answer to the same prompt (or, in the SmolLM2
+runs, from 3 extra samples of the first tier recorded here with ``cascade-router record``), and
+every opinion bought is charged at its recorded cost. Writes benchmarks/results/verifier.json (and
 each run's report.json and curves) and prints the headline figures.
 """
 
@@ -35,6 +36,23 @@ RUNS: dict[str, dict[str, Any]] = {
         # code answers have no normal form: compared by embedding similarity
         "answer_kinds": {"arc-challenge": "choice", "winogrande": "choice", "mbpp": "text"},
     },
+    # SmolLM2-135M-Instruct (llama.cpp, CPU) recorded on RouterBench arc-challenge and
+    # winogrande prompts: 3 extra samples of itself at temperature 0.7 …
+    "routerbench_smollm2_samples_gpt4": {
+        "data": ["routerbench_smollm2"],
+        "tiers": ["smollm2-135m-instruct", "gpt-4-1106-preview"],
+        "peers": [],
+        "samples": 3,
+        "answer_kinds": {"arc-challenge": "choice", "winogrande": "choice"},
+    },
+    # … and the same with mistral-7b-chat as a peer too: the policy picks per request
+    "routerbench_smollm2_samples_mistralpeer_gpt4": {
+        "data": ["routerbench_smollm2"],
+        "tiers": ["smollm2-135m-instruct", "gpt-4-1106-preview"],
+        "peers": ["mistral-7b-chat"],
+        "samples": 3,
+        "answer_kinds": {"arc-challenge": "choice", "winogrande": "choice"},
+    },
 }
 
 
@@ -48,6 +66,7 @@ def run(name: str, bootstrap: int) -> dict[str, Any]:
         data=spec["data"],
         tiers=spec["tiers"],
         peers=spec["peers"],
+        samples=spec.get("samples", 0),
         answer_kinds=spec["answer_kinds"],
         target=Target(quality_ratio=0.95),
         output_dir=RESULTS / name,
@@ -78,6 +97,7 @@ def _headline(r: dict[str, Any]) -> dict[str, Any]:
     return {
         "tiers": r["tiers"],
         "peers": op.get("peers"),
+        "opinion_sources": pol.get("opinion_sources"),
         "n_test": r["n_test"],
         "roc_auc": {
             "pre_answer": r["router_pre_answer"]["roc_auc"],
@@ -94,9 +114,27 @@ def _headline(r: dict[str, Any]) -> dict[str, Any]:
             k: op.get("always", {}).get(k) for k in ("apgr", "share_at_95pct_quality", "aiq")
         }
         | pair("cascade_with_opinions"),
+        "by_source": {
+            name: {
+                "label": src.get("label"),
+                "roc_auc": src.get("roc_auc"),
+                "cost_per_request": src.get("cost_per_request"),
+                "always": {
+                    k: src.get("always", {}).get(k) for k in ("apgr", "share_at_95pct_quality")
+                }
+                | pair(f"cascade_with_{name}"),
+            }
+            for name, src in (op.get("sources") or {}).items()
+        },
         "opinion_fitted_band": {
             k: op.get("fitted_band", {}).get(k)
-            for k in ("apgr", "share_at_95pct_quality", "aiq", "opinion_share")
+            for k in (
+                "apgr",
+                "share_at_95pct_quality",
+                "aiq",
+                "opinion_share",
+                "opinion_share_by_source",
+            )
         }
         | pair("cascade_opinion_policy"),
         "apgr_gain_opinion_policy_minus_cascade_ci95": iv.get(
@@ -114,7 +152,8 @@ def _headline(r: dict[str, Any]) -> dict[str, Any]:
                 "cost_per_request",
                 "cost_saved",
                 "opinion_share",
-                "opinion_band",
+                "opinion_share_by_source",
+                "opinion_bands",
             )
         },
         "policy_at_target_without_opinions": pol.get("without_opinions"),
