@@ -444,37 +444,24 @@ class Router:
         backend: ChatBackend,
         messages: Messages,
         max_tokens: int | None,
+        asynchronous: bool = False,
     ) -> list[Any]:
-        """Blocking calls that fetch ``source``'s opinions: one per peer, or one that draws
-        every sample (each returns a Completion or a list of them)."""
+        """The calls that fetch ``source``'s opinions: one per peer, or one that draws every
+        sample (each gives a Completion or a list of them); blocking callables, or awaitables
+        when ``asynchronous``."""
         if source.is_samples:
             sampler = self._sampler(source, backend)
+            draw = sampler.asample if asynchronous else sampler.sample
             temperature = float(source.temperature or 0.7)
-            return [
-                functools.partial(
-                    sampler.sample, messages, source.size, temperature, max_tokens=max_tokens
-                )
+            calls: list[Any] = [functools.partial(draw, messages, source.size, temperature)]
+        else:
+            peers = [self._require_peer(p) for p in source.models]
+            calls = [
+                functools.partial(peer.acomplete if asynchronous else peer.complete, messages)
+                for peer in peers
             ]
-        return [
-            functools.partial(self._require_peer(p).complete, messages, max_tokens=max_tokens)
-            for p in source.models
-        ]
-
-    def _aopinion_calls(
-        self,
-        source: OpinionSource,
-        backend: ChatBackend,
-        messages: Messages,
-        max_tokens: int | None,
-    ) -> list[Any]:
-        """Awaitables for ``source``'s opinions (see :meth:`_opinion_calls`)."""
-        if source.is_samples:
-            sampler = self._sampler(source, backend)
-            temperature = float(source.temperature or 0.7)
-            return [sampler.asample(messages, source.size, temperature, max_tokens=max_tokens)]
-        return [
-            self._require_peer(p).acomplete(messages, max_tokens=max_tokens) for p in source.models
-        ]
+        bound = [functools.partial(call, max_tokens=max_tokens) for call in calls]
+        return [call() for call in bound] if asynchronous else bound
 
     async def aroute(
         self,
@@ -498,7 +485,9 @@ class Router:
             asks = (
                 []
                 if source is None
-                else self._aopinion_calls(source, backends[call], runner.messages, max_tokens)
+                else self._opinion_calls(
+                    source, backends[call], runner.messages, max_tokens, asynchronous=True
+                )
             )
             results = await asyncio.gather(
                 backends[call].acomplete(runner.messages, max_tokens=max_tokens),

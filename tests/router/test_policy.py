@@ -148,29 +148,24 @@ def test_operating_picks_the_first_source_whose_band_holds_p() -> None:
 def test_simulate_charges_the_chosen_source() -> None:
     signals, scores, costs, _, opinion_costs = with_sources(500)
     bands = ((0.0, 0.5), (0.5, np.inf))
-    out, _ = simulate(
-        signals,
-        scores,
-        costs,
-        0.1,
-        np.array([1.0]),
-        (0.0,),
-        opinion_bands=bands,
-        opinion_costs=opinion_costs,
-    )
+
+    def run(paid_costs):
+        out, _ = simulate(
+            signals,
+            scores,
+            costs,
+            0.1,
+            np.array([1.0]),
+            (0.0,),
+            opinion_bands=bands,
+            opinion_costs=paid_costs,
+        )
+        return out
+
+    out, free = run(opinion_costs), run(np.zeros_like(opinion_costs))
     first = signals.pre[:, 0] < 0.5
     assert out.source is not None and out.asked is not None and out.asked.all()
     assert np.array_equal(out.source, np.where(first, 0, 1))
-    free, _ = simulate(
-        signals,
-        scores,
-        costs,
-        0.1,
-        np.array([1.0]),
-        (0.0,),
-        opinion_bands=bands,
-        opinion_costs=np.zeros_like(opinion_costs),
-    )
     paid = np.where(first, opinion_costs[:, 0], opinion_costs[:, 1])
     np.testing.assert_allclose(out.cost - free.cost, paid)
     shares = out.source_shares(2)
