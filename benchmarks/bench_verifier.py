@@ -1,6 +1,6 @@
 """Second-opinion verifier bars (issue 6): the cascade with and without second opinions.
 
-    .venv/bin/python benchmarks/bench_verifier.py                  # both runs (~6 min warm)
+    .venv/bin/python benchmarks/bench_verifier.py                  # every run (~9 min warm)
     .venv/bin/python benchmarks/bench_verifier.py --runs mmlu_pro_llama8b_phi3peer_gpt4o
 
 Same data, split (seeded 80/20 by prompt id), embedder and boosters as bench_router.py; the
