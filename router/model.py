@@ -185,11 +185,6 @@ class CascadeModel:
         have = ", ".join(s.name for s in self.opinion_sources) or "none"
         raise ConfigurationError(f"this router has no opinion source {name!r} (it has: {have})")
 
-    @property
-    def opinion_models(self) -> tuple[str, ...]:
-        """Every recorded-data model the opinion sources read (peers and sample columns)."""
-        return tuple(m for source in self.opinion_sources for m in source.models)
-
     # ------------------------------------------------------------------ features
     def embed_inputs(
         self, embedder: Embedder, texts: Sequence[str], progress: bool = False
