@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 from router.data import bundled_dataset, load_prices, load_table
-from router.feedback import FeedbackStore, RequestRecord
+from router.feedback import FeedbackStore
 from router.model import CascadeModel
 from router.settings import RouterSettings
+from training.feedback_data import replay_as_feedback
 from training.registry import promote_version
 from training.retrain import RetrainConfig, cached_embedder, retrain
 from training.simulate import _register
@@ -35,33 +36,8 @@ TIERS = ["llama-3.1-8b-instruct", "gpt-4o-2024-05-13"]
 
 def fill_store(store: FeedbackStore, rows: int) -> float:
     table = load_table([bundled_dataset("mmlu_pro")], TIERS, load_prices())
-    n = len(table)
     t = time.perf_counter()
-    for k in range(rows):
-        i = k % n
-        t_ret = (k // n + i) % 2
-        tier = TIERS[t_ret]
-        answer = table.responses[t_ret][i] or ""
-        rid = f"bench-{k}"
-        store.record_request(
-            RequestRecord(
-                request_id=rid,
-                step=str(table.steps[i]),
-                input_text=table.prompts[i],
-                messages=[{"role": "user", "content": table.prompts[i]}],
-                target="quality_ratio=0.95",
-                router_version="1",
-                tier=tier,
-                path="verified" if t_ret == 0 else "escalated",
-                p_accept=0.5,
-                probabilities={x: 0.5 for x in TIERS},
-                answers={tier: answer},
-                answer=answer,
-                cost_usd=float(table.costs[i, t_ret]),
-                latency_s=0.1,
-            )
-        )
-        store.add_feedback(rid, bool(table.scores[i, t_ret] >= 0.5), source="bench")
+    replay_as_feedback(store, table, rows, prefix="bench", source="bench")
     return time.perf_counter() - t
 
 

@@ -42,6 +42,7 @@ import pandas as pd
 from router.backends import estimate_tokens, normalise_text
 from router.data import OutcomeTable
 from router.errors import ConfigurationError
+from router.feedback import FeedbackStore, RequestRecord
 
 __all__ = ["FeedbackRows", "concat_tables", "feedback_table", "prompt_key", "table_keys"]
 
@@ -229,3 +230,51 @@ def concat_tables(tables: Sequence[OutcomeTable]) -> OutcomeTable:
         output_tokens=np.concatenate([s.output_tokens for s in subsets]),
     )
     return merged.subset(order)
+
+
+def replay_as_feedback(
+    store: FeedbackStore,
+    table: OutcomeTable,
+    rows: int | None = None,
+    *,
+    start: int = 0,
+    prefix: str = "replay",
+    source: str = "replay",
+) -> int:
+    """Write recorded outcomes into ``store`` as answered, labelled production requests (for
+    tests, benchmarks and demos of the feedback loop); returns how many were written.
+
+    Request ``k`` (of ``rows``, default one per prompt) answers prompt ``i = k mod n`` on tier
+    ``(start + i + k // n) mod 2`` with that tier's recorded answer, and is labelled accepted
+    where its recorded score is at least 0.5.
+    """
+    n = len(table)
+    total = n if rows is None else int(rows)
+    for k in range(total):
+        i, lap = k % n, k // n
+        tier_index = (start + i + lap) % 2
+        tier = table.tiers[tier_index]
+        answer = table.responses[tier_index][i] or ""
+        request_id = f"{prefix}-{table.prompt_ids[i]}" + (f"-{lap}" if lap else "")
+        store.record_request(
+            RequestRecord(
+                request_id=request_id,
+                step=str(table.steps[i]),
+                input_text=table.prompts[i],
+                messages=[{"role": "user", "content": table.prompts[i]}],
+                target="quality_ratio=0.95",
+                router_version="1",
+                tier=tier,
+                path="verified" if tier_index == 0 else "escalated",
+                p_accept=0.5,
+                probabilities={t: 0.5 for t in table.tiers},
+                answers={tier: answer},
+                answer=answer,
+                cost_usd=float(table.costs[i, tier_index]),
+                latency_s=0.1,
+            )
+        )
+        store.add_feedback(
+            request_id, accepted=bool(table.scores[i, tier_index] >= 0.5), source=source
+        )
+    return total

@@ -16,10 +16,11 @@ import pytest
 
 from router.data import OutcomeTable
 from router.errors import ConfigurationError
-from router.feedback import FeedbackStore, RequestRecord
+from router.feedback import FeedbackStore
 from router.model import CascadeModel
 from router.settings import RouterSettings
 from tests.conftest import SAMPLE, TIERS
+from training.feedback_data import replay_as_feedback
 from training.gate import GateConfig
 from training.registry import (
     alias_version,
@@ -92,31 +93,7 @@ def register(model: CascadeModel, settings: RouterSettings, tmp_path: Path) -> s
 
 def write_feedback(store: FeedbackStore, table: OutcomeTable, start: int = 0) -> int:
     """Replay ``table`` as production traffic: alternate tiers, label with the recorded score."""
-    for i in range(len(table)):
-        tier_index = (start + i) % 2
-        tier = table.tiers[tier_index]
-        answer = table.responses[tier_index][i] or ""
-        rid = f"req-{table.prompt_ids[i]}"
-        store.record_request(
-            RequestRecord(
-                request_id=rid,
-                step=str(table.steps[i]),
-                input_text=table.prompts[i],
-                messages=[{"role": "user", "content": table.prompts[i]}],
-                target="quality_ratio=0.95",
-                router_version="1",
-                tier=tier,
-                path="verified" if tier_index == 0 else "escalated",
-                p_accept=0.5,
-                probabilities={t: 0.5 for t in table.tiers},
-                answers={tier: answer},
-                answer=answer,
-                cost_usd=float(table.costs[i, tier_index]),
-                latency_s=0.1,
-            )
-        )
-        store.add_feedback(rid, accepted=bool(table.scores[i, tier_index] >= 0.5), source="test")
-    return len(table)
+    return replay_as_feedback(store, table, start=start, prefix="req", source="test")
 
 
 def config(base_file: Path, **kw) -> RetrainConfig:
