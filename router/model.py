@@ -199,8 +199,11 @@ class CascadeModel:
         embedder: Embedder,
         progress: bool = False,
         answers: bool = True,
+        opinions: bool = True,
     ) -> TableFeatures:
-        """Input features for every prompt and answer features for tiers with recorded answers."""
+        """Input features for every prompt and answer features for tiers with recorded answers
+        (and, with ``opinions``, the opinion inputs of every source: their recorded answers
+        must be in the table)."""
         vocab = getattr(self, "steps_", None) or StepVocabulary.fit(table.steps)
         emb = self.embed_inputs(embedder, table.prompts, progress=progress)
         inputs = input_features(emb, table.prompts, vocab.encode(table.steps))
@@ -212,11 +215,11 @@ class CascadeModel:
                     continue
                 a_emb = embedder.encode([answer_window(r) for r in responses], progress=progress)
                 per_tier[i] = answer_features(inputs, a_emb, answer_extra_features(responses))
-        opinions: dict[str, OpinionInputs] = {}
-        if answers and self.answer_aware:
+        by_source: dict[str, OpinionInputs] = {}
+        if answers and opinions and self.answer_aware:
             for source in self.opinion_sources:
-                opinions[source.name] = self._opinion_inputs(table, source, embedder, progress)
-        return TableFeatures(inputs, per_tier, opinions)
+                by_source[source.name] = self._opinion_inputs(table, source, embedder, progress)
+        return TableFeatures(inputs, per_tier, by_source)
 
     def _opinion_inputs(
         self, table: OutcomeTable, source: OpinionSource, embedder: Embedder, progress: bool

@@ -181,7 +181,9 @@ def score_model(
     """
     from training.evaluate import evaluate
 
-    feats = model.featurize(frozen, embedder)
+    # without second opinions: the frozen set and the feedback hold none (a champion that
+    # buys them is scored on its answer-aware stage, as a challenger retrained from feedback)
+    feats = model.featurize(frozen, embedder, opinions=False)
     report, _ = evaluate(
         model, frozen, frozen, feats, feats, target, seed, bootstrap_resamples=0, baselines=False
     )
@@ -213,7 +215,7 @@ def score_model(
         fb["ece"] = _num(M.expected_calibration_error(p, y.astype(int)))
         fb["n_labels"] = float(len(y))
     if feedback_table is not None and len(feedback_table) >= min_feedback_rows:
-        f_feats = model.featurize(feedback_table, embedder)
+        f_feats = model.featurize(feedback_table, embedder, opinions=False)
         f_report, _ = evaluate(
             model,
             feedback_table,

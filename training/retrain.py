@@ -181,6 +181,13 @@ def retrain(
     if parent is not None and list(parent.tiers) != tiers:
         raise ConfigurationError(f"tiers {tiers} differ from the champion's {list(parent.tiers)}")
     since = _resolve_since(config.since, parent_params, client)
+    if parent is not None and parent.opinion_sources:
+        # feedback records no second opinions: the challenger learns without them
+        labels = ", ".join(source.label() for source in parent.opinion_sources)
+        log(
+            f"warning: the champion buys second opinions ({labels}); the feedback store "
+            "records none, so the challenger is trained without that stage"
+        )
 
     # --- data ----------------------------------------------------------------------------
     _, frozen = frozen_eval_set(config, tiers, settings)

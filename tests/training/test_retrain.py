@@ -330,3 +330,29 @@ def test_cli_retrain_and_since_last(
     bad = runner.invoke(app, ["retrain", "--since", "yesterday"])
     assert bad.exit_code == 2 and "--since" in bad.output
     assert alias_version(settings.registered_model, "champion") == champion
+
+
+def test_a_champion_that_buys_second_opinions_is_retrained_without_them(
+    split_tables, base_file, settings, tmp_path, embedder
+) -> None:
+    """Feedback records no opinions: the gate scores both models on their answer-aware stage
+    (the frozen set has no peer answers either) and the run says what is dropped."""
+    from router.data import bundled_dataset, load_table
+
+    peer = "phi-3-mini-4k-instruct"
+    table = load_table([bundled_dataset("mmlu_pro")], TIERS, peers=[peer]).sample(600, seed=3)
+    with_peer = CascadeModel(
+        list(TIERS),
+        peers={0: peer},
+        acceptance_params={"n_estimators": 100, "early_stopping_rounds": 20},
+    ).fit(table, embedder)
+    champion = register(with_peer, settings, tmp_path)
+    promote_version(settings.registered_model, champion)
+    logged: list[str] = []
+    with FeedbackStore.from_settings(settings) as store:
+        write_feedback(store, split_tables[0].subset(np.arange(200)))
+        result = retrain(config(base_file), settings, store, log=logged.append)
+    assert any(f"buys second opinions (peers({peer}))" in m for m in logged), logged
+    scored = result.decision.champion
+    assert scored is not None and scored.frozen["apgr"] is not None
+    assert result.decision.challenger.frozen["apgr"] is not None
