@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from router.errors import ConfigurationError, DataValidationError
+from router.opinions import SAMPLE_SEPARATOR
 
 __all__ = [
     "BUNDLED_DATASETS",
@@ -594,9 +595,15 @@ def load_outcomes(
         absent = [m for m in models if m not in models_seen]
         if absent:
             present = ", ".join(sorted(models_seen)) or "none"
+            hint = ""
+            if any(SAMPLE_SEPARATOR in m for m in absent):
+                hint = (
+                    "; extra samples of a model are rows of <model>#s1, #s2, …: record them with "
+                    "`cascade-router record --samples K`"
+                )
             raise DataValidationError(
                 f"model(s) {', '.join(map(repr, absent))} not found in the data; models present: "
-                f"{present}",
+                f"{present}{hint}",
                 file=file_label,
                 column="model",
             )

@@ -206,3 +206,12 @@ def test_replayed_samples_answer_as_recorded(frame, tables) -> None:
     got = backend.sample(as_messages(prompt), 3, 0.7)
     rows = frame[frame["prompt"] == prompt].set_index("model")["response"]
     assert [c.text for c in got] == [rows[s] for s in SAMPLES]
+
+
+def test_data_without_samples_says_how_to_record_them() -> None:
+    from router.data import load_table
+    from router.errors import DataValidationError
+
+    tiers = ["mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"]
+    with pytest.raises(DataValidationError, match="cascade-router record --samples"):
+        load_table([bundled_dataset("gsm8k")], tiers, peers=sample_model_names(tiers[0], 2))
