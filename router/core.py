@@ -525,7 +525,6 @@ class _Cascade:
         self.pre = router.model.pre_probabilities(self.X)[0]
         self.point = router.model.policy_.operating(step, self.target)
         self.source = router._opinion_source(self.point, float(self.pre[0]))
-        self.source_used: OpinionSource | None = None  # whose opinions came back
         self.tier = 0
         self.trail: list[TierStep] = []
         self.probabilities: dict[str, float] = {
@@ -588,7 +587,6 @@ class _Cascade:
         if len(flat) != source.size:
             self.failures[names[0]] = f"{len(flat)} opinions returned, {source.size} asked"
             return []
-        self.source_used = source
         return flat
 
     def receive(self, completion: Completion, opinions: Sequence[Completion] = ()) -> None:
@@ -619,7 +617,7 @@ class _Cascade:
             i, self.X, a_emb, [completion.text], [completion.logprobs]
         )
         peer_steps: list[TierStep] = []
-        source = self.source_used
+        source = self.source  # the only source asked: its opinions, when any came back
         if opinions and source is not None:
             with_opinions = router.model.opinion_probabilities(
                 self.X,

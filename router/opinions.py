@@ -6,7 +6,7 @@ parallel with it:
 * ``peers``: other cheap models answering the same input (recorded data: their rows);
 * ``samples``: ``k`` extra samples of the first tier's own model at a temperature (OpenAI ``n``;
   recorded data: rows of the models :func:`sample_model_names` names, e.g. written by
-  ``cascade-router record-samples``).
+  ``cascade-router record --samples K``).
 
 The router learns one opinion-aware acceptance model per source, and the policy decides per
 request which source to ask, if any (:class:`~router.policy.Operating`).

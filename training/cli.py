@@ -69,7 +69,7 @@ SamplesOpt = Annotated[
         min=0,
         max=16,
         help="K extra samples of the first tier as second opinions (recorded data needs rows "
-        "of <first tier>#s1..#sK, e.g. from record-samples)",
+        "of <first tier>#s1..#sK, e.g. from cascade-router record)",
     ),
 ]
 SampleTemperatureOpt = Annotated[
