@@ -46,3 +46,22 @@ def parse_final_answer(text: str | None) -> str | None:
     if not text:
         return None
     return parse_choice(text) or parse_number(text)
+
+
+_OPTION_LINE = re.compile(r"^[ \t]*\(?([A-J])[).:][ \t]+(\S.*?)[ \t]*$", re.MULTILINE)
+
+
+def chosen_option(answer: str | None, prompt: str) -> str | None:
+    """The text of the option a multiple-choice answer picks, read from the input's last
+    option list (``A) ...``, ``A. ...`` or ``(A) ...`` lines), or None."""
+    letter = parse_choice(answer) if answer else None
+    if letter is None:
+        return None
+    options = _OPTION_LINE.findall(prompt)
+    last_a = max((i for i, (label, _) in enumerate(options) if label == "A"), default=None)
+    if last_a is None:
+        return None
+    for label, text in options[last_a:]:
+        if label == letter:
+            return str(text)
+    return None

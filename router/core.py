@@ -27,7 +27,6 @@ from router.backends import (
 )
 from router.embedders import Embedder, LRUEmbedder, build_embedder
 from router.errors import BackendError, ConfigurationError, RouterLoadError
-from router.features import answer_window
 from router.model import CascadeModel
 from router.opinions import OpinionSource
 from router.policy import Target, escalates, skips
@@ -270,7 +269,7 @@ class Router:
         pre = self.model.pre_probabilities(X)
         post = None
         if answers is not None:
-            a_emb = self.embedder.encode([answer_window(a) for a in answers])
+            a_emb = self.embedder.encode(self.model.answer_windows(answers, texts))
             post = self.model.post_probabilities(0, X, a_emb, answers)
             if opinions is not None:
                 with_opinions = self.model.opinion_probabilities(
@@ -612,7 +611,7 @@ class _Cascade:
             self.answer = completion
             self.router_s += time.perf_counter() - t0
             return
-        a_emb = router.embedder.encode([answer_window(completion.text)])
+        a_emb = router.embedder.encode(router.model.answer_windows([completion.text], [self.text]))
         post = router.model.post_probabilities(
             i, self.X, a_emb, [completion.text], [completion.logprobs]
         )

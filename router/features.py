@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from router.answers import parse_final_answer
+from router.answers import chosen_option, parse_final_answer
 
 N_INPUT_EXTRA = 3  # step code, log chars, log words
 N_ANSWER_EXTRA = 5  # log chars, parsed, logprob mean, logprob min, answer ends cleanly
@@ -73,9 +73,16 @@ def input_window(text: str, max_chars: int = 480, head_fraction: float = 1 / 3) 
     return text[:head] + " … " + text[-(max_chars - head) :]
 
 
-def answer_window(answer: str | None, max_chars: int = 600) -> str:
-    """The part of an answer that the answer embedding reads: its end, where it concludes."""
+def answer_window(answer: str | None, prompt: str | None = None, *, max_chars: int = 600) -> str:
+    """The part of an answer that the answer embedding reads: its end, where it concludes.
+
+    With the step input, a multiple-choice answer also reads the text of the option it picks
+    (a bare letter says nothing on its own).
+    """
     text = answer or ""
+    option = chosen_option(text, prompt) if prompt else None
+    if option:
+        text = f"{text.strip()}\n{option}"
     return text[-max_chars:] if len(text) > max_chars else text
 
 

@@ -55,8 +55,8 @@ if TYPE_CHECKING:
 #: beside the boosters (``neighbours.npz`` holds a neighbour index); 4 adds self-samples as an
 #: opinion source.  A model is written in the oldest format that holds what it uses, and every
 #: older format still loads.
-FORMAT_VERSION = 4
-READABLE_FORMATS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+READABLE_FORMATS = (1, 2, 3, 4, 5)
 NEIGHBOURS_FILE = "neighbours.npz"
 #: Candidate weights of the pre-answer probabilities in the answer-aware ones.
 POST_BLEND_GRID = (0.0, 0.25, 0.5, 0.75)
@@ -117,7 +117,12 @@ class TableFeatures:
 
 
 class CascadeModel:
-    """Acceptance models for an ordered tier list (cheapest first) and the fitted policy."""
+    """Acceptance models for an ordered tier list (cheapest first) and the fitted policy.
+
+    With ``answer_option_text`` (the default) the answer embedding reads a multiple-choice
+    answer followed by the text of the option it picks, found in the step input's last option
+    list; routers saved by versions before it (formats 1-4) read the bare answer.
+    """
 
     def __init__(
         self,
@@ -136,6 +141,7 @@ class CascadeModel:
         pre_ensemble: bool = True,
         samples: int = 0,
         sample_temperature: float = 0.7,
+        answer_option_text: bool = True,
     ) -> None:
         if len(tiers) < 2 or len(set(tiers)) != len(tiers):
             raise ConfigurationError("a cascade needs two or more distinct tiers, cheapest first")
@@ -160,6 +166,7 @@ class CascadeModel:
         self.input_window_chars = input_window_chars
         self.seed = seed
         self.pre_ensemble = pre_ensemble
+        self.answer_option_text = answer_option_text
 
     @property
     def peer_models(self) -> tuple[str, ...]:
@@ -193,6 +200,13 @@ class CascadeModel:
         windows = [input_window(t, self.input_window_chars) for t in texts]
         return embedder.encode(windows, progress=progress)
 
+    def answer_windows(self, answers: Sequence[str | None], inputs: Sequence[str]) -> list[str]:
+        """What the answer embedding reads of each answer (with ``answer_option_text``, a
+        multiple-choice answer's picked option, looked up in its step input, too)."""
+        if not self.answer_option_text:
+            return [answer_window(a) for a in answers]
+        return [answer_window(a, t) for a, t in zip(answers, inputs, strict=True)]
+
     def featurize(
         self,
         table: OutcomeTable,
@@ -213,7 +227,8 @@ class CascadeModel:
                 responses = table.responses[i]
                 if all(r is None for r in responses):
                     continue
-                a_emb = embedder.encode([answer_window(r) for r in responses], progress=progress)
+                windows = self.answer_windows(responses, table.prompts)
+                a_emb = embedder.encode(windows, progress=progress)
                 per_tier[i] = answer_features(inputs, a_emb, answer_extra_features(responses))
         by_source: dict[str, OpinionInputs] = {}
         if answers and opinions and self.answer_aware:
@@ -242,7 +257,11 @@ class CascadeModel:
             for j in range(len(first))
             if scorer.needs_embeddings(steps[j], [first[j], *opinions[j]])
         ]
-        texts = [answer_window(a) for j in rows for a in [first[j], *opinions[j]]]
+        # the first answer read as the answer-aware model reads it (as at routing time)
+        firsts = self.answer_windows([first[j] for j in rows], [table.prompts[j] for j in rows])
+        texts = [
+            w for k, j in enumerate(rows) for w in [firsts[k], *map(answer_window, opinions[j])]
+        ]
         embeddings: dict[int, np.ndarray] = {}
         if texts:
             emb = embedder.encode(texts, progress=progress)
@@ -589,6 +608,7 @@ class CascadeModel:
                 "pre_ensemble": self.pre_ensemble,
                 "samples": self.samples,
                 "sample_temperature": self.sample_temperature,
+                "answer_option_text": self.answer_option_text,
             },
             "embedder": self.embedder_ref_,
             "embedder_name": self.embedder_name_,
@@ -609,6 +629,11 @@ class CascadeModel:
             "pre_members": self.pre_members_.to_dict(),
             "post_blend": self.post_blend_,
         }
+        if self.answer_aware and self.answer_option_text:
+            # answers read with their picked option (format 5): older readers would not
+            return self._write(path, meta)
+        meta["params"].pop("answer_option_text")
+        meta["format_version"] = 4
         if not self.samples:
             # no extra samples (format 4): stay readable by older readers
             meta["format_version"] = 3
@@ -627,6 +652,9 @@ class CascadeModel:
                     meta.pop(key)
                 for key in ("peers", "answer_kinds"):
                     meta["params"].pop(key)
+        return self._write(path, meta)
+
+    def _write(self, path: Path, meta: dict[str, Any]) -> Path:
         (path / NEIGHBOURS_FILE).unlink(missing_ok=True)
         if self.pre_members_.arrays():
             np.savez_compressed(path / NEIGHBOURS_FILE, **self.pre_members_.arrays())  # type: ignore[arg-type]
@@ -652,6 +680,8 @@ class CascadeModel:
             params = dict(meta["params"])
             params["target"] = Target.parse(params["target"])
             params["peers"] = {int(i): p for i, p in params.get("peers", {}).items()}
+            # formats 1-4 read a bare answer (no picked option)
+            params.setdefault("answer_option_text", False)
             model = cls(tiers=meta["tiers"], **params)
             model.embedder_ref_ = meta["embedder"]
             model.embedder_name_ = meta["embedder_name"]

@@ -61,6 +61,26 @@ def test_decide_matches_route(router: Router, split_tables) -> None:
             assert (after.action == "escalate") == ("escalated" in r.path)
 
 
+def test_route_reads_answers_as_the_offline_model_does(router: Router, split_tables) -> None:
+    """The live answer-aware probability equals the offline one: both read each multiple-choice
+    answer with the text of the option it picks."""
+    import numpy as np
+
+    from router.features import answer_window
+
+    _, test = split_tables
+    rows = np.arange(12)
+    offline = router.model.signals(test.subset(rows), router.embedder).post_self[:, 0]
+    for j in rows:
+        result = router.route(str(test.steps[j]), test.prompts[j])
+        live = result.probabilities.get(f"post:{TIERS[0]}")
+        if live is not None:  # the small model was called (not skipped)
+            assert live == pytest.approx(offline[j], abs=1e-9)
+    answers = list(test.responses[0][:12])
+    read = router.model.answer_windows(answers, test.prompts[:12])
+    assert sum(r != answer_window(a) for r, a in zip(read, answers, strict=True)) >= 6
+
+
 def test_per_request_target_changes_decisions(router: Router, split_tables) -> None:
     _, test = split_tables
     cheap = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from router.answers import chosen_option
 from router.features import (
     StepVocabulary,
     answer_extra_features,
@@ -21,8 +22,41 @@ def test_input_window_keeps_head_and_question_at_the_end() -> None:
 
 
 def test_answer_window_keeps_the_conclusion() -> None:
-    assert answer_window("x" * 1000 + "The answer is (B).", 600).endswith("(B).")
+    assert answer_window("x" * 1000 + "The answer is (B).", max_chars=600).endswith("(B).")
     assert answer_window(None) == ""
+
+
+FEW_SHOT = """Which way does the sun set?
+A) west
+B) east
+Answer:
+A
+
+Which statement describes how energy can be helpful?
+A) Lightning strikes a building.
+B) The wind blows down a sign.
+C) Electricity heats an oven.
+Answer:"""
+
+
+def test_chosen_option_reads_the_last_option_list() -> None:
+    # the options of the question asked, not those of the few-shot examples before it
+    assert chosen_option("C\n", FEW_SHOT) == "Electricity heats an oven."
+    assert chosen_option("The answer is (A).", FEW_SHOT) == "Lightning strikes a building."
+    mmlu_pro = "Question: x?\nOptions:\nA. there is no one.\nB. several bystanders.\n"
+    assert chosen_option("so the answer is (B).", mmlu_pro) == "several bystanders."
+    assert chosen_option("D", FEW_SHOT) is None  # no such option in the last list
+    assert chosen_option("42", FEW_SHOT) is None  # not a choice
+    assert chosen_option("B", "a prompt without options") is None
+    assert chosen_option(None, FEW_SHOT) is None
+
+
+def test_answer_window_adds_the_picked_option_when_given_the_input() -> None:
+    assert answer_window("C\n", FEW_SHOT) == "C\nElectricity heats an oven."
+    assert answer_window("C\n") == "C\n"  # without the input: the answer alone
+    assert answer_window("def f(): pass", FEW_SHOT) == "def f(): pass"  # no choice in it
+    long = answer_window("x" * 1000 + " answer is (C)", FEW_SHOT, max_chars=600)
+    assert len(long) == 600 and long.endswith("(C)\nElectricity heats an oven.")
 
 
 def test_step_vocabulary_maps_unknown_to_missing() -> None:

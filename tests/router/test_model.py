@@ -76,7 +76,7 @@ def test_every_member_survives_save_and_load(fitted_model, tmp_path, split_table
     )
     folder = model.save(tmp_path / "all-members")
     meta = json.loads((folder / "router.json").read_text())
-    assert meta["format_version"] == 3 and (folder / "neighbours.npz").exists()
+    assert meta["format_version"] == 5 and (folder / "neighbours.npz").exists()
     loaded = CascadeModel.load(folder)
     a, b = model.signals(test, embedder).pre, loaded.signals(test, embedder).pre
     np.testing.assert_allclose(a, b, atol=1e-6)  # keys are stored as float16
@@ -91,7 +91,6 @@ def test_every_member_survives_save_and_load(fitted_model, tmp_path, split_table
 def test_post_blend_is_chosen_on_calibration_and_used_live(fitted_model, split_tables, embedder):
     import copy
 
-    from router.features import answer_window
     from router.model import POST_BLEND_GRID
 
     assert fitted_model.post_blend_ in POST_BLEND_GRID
@@ -116,7 +115,7 @@ def test_post_blend_is_chosen_on_calibration_and_used_live(fitted_model, split_t
     # the live path (what Router.route calls once the small model has answered) agrees
     X = model.featurize(test, embedder, answers=False).inputs
     answers = list(test.responses[0])
-    a_emb = embedder.encode([answer_window(a) for a in answers])
+    a_emb = embedder.encode(model.answer_windows(answers, test.prompts))
     live_self, live_next = model.post_probabilities(0, X, a_emb, answers)
     np.testing.assert_allclose(live_self, offline.post_self[:, 0], atol=1e-9)
     np.testing.assert_allclose(live_next, offline.post_next[:, 0], atol=1e-9)
@@ -156,3 +155,17 @@ def test_bad_configuration(split_tables, embedder) -> None:
         CascadeModel(list(TIERS)[::-1]).fit(split_tables[0], embedder)
     with pytest.raises(NotFittedError):
         CascadeModel(list(TIERS)).pre_probabilities(np.zeros((1, 10)))
+
+
+def test_a_model_reading_bare_answers_keeps_an_older_format(fitted_model, tmp_path):
+    import copy
+    import json
+
+    model = copy.copy(fitted_model)
+    model.answer_option_text = False
+    folder = model.save(tmp_path / "bare")
+    meta = json.loads((folder / "router.json").read_text())
+    assert meta["format_version"] in (1, 2, 3) and "answer_option_text" not in meta["params"]
+    assert CascadeModel.load(folder).answer_option_text is False
+    assert model.answer_windows(["C"], ["Q?\nA) yes\nC) no"]) == ["C"]
+    assert fitted_model.answer_windows(["C"], ["Q?\nA) yes\nC) no"]) == ["C\nno"]

@@ -108,10 +108,10 @@ def test_samples_need_recorded_samples_and_sane_settings(frame, embedder) -> Non
         CascadeModel(list(TIERS), samples=2, answer_aware=False)
 
 
-def test_saved_as_format_4_and_loaded_the_same(model, tables, embedder, signals, tmp_path) -> None:
+def test_saved_as_format_5_and_loaded_the_same(model, tables, embedder, signals, tmp_path) -> None:
     folder = model.save(tmp_path / "m")
     meta = json.loads((folder / "router.json").read_text())
-    assert meta["format_version"] == 4 and meta["params"]["samples"] == 3
+    assert meta["format_version"] == 5 and meta["params"]["samples"] == 3
     loaded = CascadeModel.load(folder)
     assert [s.name for s in loaded.opinion_sources] == ["peers", "samples"]
     again = loaded.signals(tables[1], embedder)

@@ -106,7 +106,7 @@ def test_policy_band_is_fitted_and_saved(peer_model, tmp_path, tables, embedder)
     assert isinstance(point, Operating)
     folder = peer_model.save(tmp_path / "router")
     meta = json.loads((folder / "router.json").read_text())
-    assert meta["format_version"] == (3 if "pre_members" in meta else 2)
+    assert meta["format_version"] == 5  # answers read with their picked option
     assert meta["params"]["peers"] == {"0": [PEER]}
     loaded = CascadeModel.load(folder)
     assert loaded.peer_models == (PEER,)
@@ -124,15 +124,11 @@ def test_format_1_routers_still_load_and_unknown_formats_are_refused(
 ) -> None:
     import shutil
 
-    # a model without peers is written as format 1 (no format-2 keys) unless it uses the
-    # pre-answer members or the blend of format 3; a format-1 file still loads
+    # an answer-aware model reading the picked option is written as format 5 with every key;
+    # files of formats 1-4 (written before) still load, reading bare answers
     meta = json.loads((saved_model_dir / "router.json").read_text())
-    if "pre_members" in meta:
-        assert meta["format_version"] == 3
-        assert meta["opinion_models"] == {} and meta["params"]["peers"] == {}
-    else:
-        assert meta["format_version"] == 1
-        assert "opinion_models" not in meta and "peers" not in meta["params"]
+    assert meta["format_version"] == 5 and meta["params"]["answer_option_text"] is True
+    assert meta["opinion_models"] == {} and meta["params"]["peers"] == {}
     model = CascadeModel.load(saved_model_dir)
     assert model.peer_models == () and model.opinion_models_ == {}
     old = tmp_path / "old"
@@ -143,13 +139,23 @@ def test_format_1_routers_still_load_and_unknown_formats_are_refused(
     format_1["params"] = {
         k: v
         for k, v in meta["params"].items()
-        if k not in ("pre_ensemble", "peers", "answer_kinds")
+        if k
+        not in (
+            "pre_ensemble",
+            "peers",
+            "answer_kinds",
+            "answer_option_text",
+            "samples",
+            "sample_temperature",
+        )
     }
     (old / "router.json").write_text(json.dumps(format_1))
-    assert CascadeModel.load(old).pre_members_.members == ("lgbm",)
+    format_1_model = CascadeModel.load(old)
+    assert format_1_model.pre_members_.members == ("lgbm",)
+    assert format_1_model.answer_option_text is False
     meta["format_version"] = 99
     (old / "router.json").write_text(json.dumps(meta))
-    with pytest.raises(RouterLoadError, match="reads formats 1, 2, 3"):
+    with pytest.raises(RouterLoadError, match="reads formats 1, 2, 3, 4, 5"):
         CascadeModel.load(old)
 
 
@@ -170,12 +176,13 @@ def test_bad_peer_configuration(tables, embedder) -> None:
 
 @pytest.fixture(scope="module")
 def peer_router(peer_model, frame, embedder, tmp_path_factory) -> Router:
-    """A loaded copy whose band is set to (0.2, 0.8), so that routes both ask and do not."""
+    """A loaded copy whose band is set to (0.2, 0.5): the pre-answer probabilities of the test
+    prompts lie on both sides of 0.5, so that routes both ask and do not."""
     model = CascadeModel.load(peer_model.save(tmp_path_factory.mktemp("peer") / "router"))
     policy = model.policy_
-    policy.global_ = dataclasses.replace(policy.global_, opinion_bands=((0.2, 0.8),))
+    policy.global_ = dataclasses.replace(policy.global_, opinion_bands=((0.2, 0.5),))
     policy.per_step_ = {
-        k: dataclasses.replace(v, opinion_bands=((0.2, 0.8),)) for k, v in policy.per_step_.items()
+        k: dataclasses.replace(v, opinion_bands=((0.2, 0.5),)) for k, v in policy.per_step_.items()
     }
     return Router(
         model,
@@ -205,7 +212,7 @@ def test_route_asks_the_peer_where_the_policy_says(peer_router, tables) -> None:
         assert result.cost_usd == pytest.approx(sum(s.cost_usd for s in result.steps))
         if result.path == "small→peer→escalated→frontier":
             assert result.cost_usd == pytest.approx(test.costs[i].sum() + test.peers.costs[i, 0])
-    assert point.opinion_bands == ((0.2, 0.8),)
+    assert point.opinion_bands == ((0.2, 0.5),)
     assert any("peer" in p for p in seen) and any("peer" not in p for p in seen)
 
 
