@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
 import math
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -210,11 +211,13 @@ class Router:
         """
         settings = settings or RouterSettings()
         target = uri_or_path or settings.default_router
-        if target is None:
-            folder, version = resolve_default_router(settings)
-        else:
-            folder, version = resolve_router_folder(str(target), settings)
-        model = CascadeModel.load(folder, num_threads=1)
+        opened = (
+            open_default_router(settings)
+            if target is None
+            else open_router_folder(str(target), settings)
+        )
+        with opened as (folder, version):
+            model = CascadeModel.load(folder, num_threads=1)
         embedder = embedder or build_embedder(
             model.embedder_ref_, cache_dir=settings.cache_dir, threads=settings.embed_threads
         )
@@ -740,37 +743,47 @@ def champion_uri(settings: RouterSettings) -> str:
     return f"models:/{settings.registered_model}@{settings.champion_alias}"
 
 
-def resolve_default_router(settings: RouterSettings) -> tuple[Path, str | None]:
+@contextlib.contextmanager
+def open_default_router(settings: RouterSettings) -> Iterator[tuple[Path, str | None]]:
     """The registry's champion if one is registered, else the bundled router."""
-    try:
-        return resolve_router_folder(champion_uri(settings), settings)
-    except RouterLoadError as exc:
-        logger.warning("using the bundled router: %s", exc)
-        return bundled_router_path(), BUNDLED_ROUTER_VERSION
+    with contextlib.ExitStack() as stack:
+        try:
+            found = stack.enter_context(open_router_folder(champion_uri(settings), settings))
+        except RouterLoadError as exc:
+            logger.warning("using the bundled router: %s", exc)
+            found = bundled_router_path(), BUNDLED_ROUTER_VERSION
+        yield found
 
 
-def resolve_router_folder(target: str, settings: RouterSettings) -> tuple[Path, str | None]:
-    """A local folder holding ``router.json`` for a path or an MLflow model URI."""
+@contextlib.contextmanager
+def open_router_folder(target: str, settings: RouterSettings) -> Iterator[tuple[Path, str | None]]:
+    """A local folder holding ``router.json`` (and the registry version, if any) for a path or
+    an MLflow model URI. A model downloaded from MLflow lives in a temporary folder that is
+    removed on leaving the block: read what you need inside it."""
     path = Path(target)
     for candidate in (path, path / "artifacts" / "router"):
         if (candidate / "router.json").exists():
-            return candidate, None
+            yield candidate, None
+            return
     if "://" in target or target.startswith(("models:/", "runs:/")):
-        return _download_mlflow_router(target, settings)
+        with tempfile.TemporaryDirectory(prefix="cascade-router-") as dst:
+            yield _download_mlflow_router(target, settings, Path(dst))
+            return
     raise RouterLoadError(
         f"no router at {target!r}: give a folder written by CascadeModel.save, an MLflow "
         "model folder, or a URI such as models:/cascade-router@champion"
     )
 
 
-def _download_mlflow_router(uri: str, settings: RouterSettings) -> tuple[Path, str | None]:
+def _download_mlflow_router(
+    uri: str, settings: RouterSettings, dst: Path
+) -> tuple[Path, str | None]:
     try:
         import mlflow
         from mlflow.exceptions import MlflowException
     except ImportError as exc:  # pragma: no cover - mlflow is a dependency
         raise RouterLoadError("loading a router from a model URI needs mlflow") from exc
     version = None
-    dst = tempfile.mkdtemp(prefix="cascade-router-")
     try:
         if uri.startswith("models:/"):
             client = mlflow.MlflowClient(
@@ -791,13 +804,13 @@ def _download_mlflow_router(uri: str, settings: RouterSettings) -> tuple[Path, s
             source = client.get_model_version_download_uri(name, mv.version)
             local = Path(
                 mlflow.artifacts.download_artifacts(
-                    artifact_uri=source, dst_path=dst, tracking_uri=settings.tracking_uri
+                    artifact_uri=source, dst_path=str(dst), tracking_uri=settings.tracking_uri
                 )
             )
         else:
             local = Path(
                 mlflow.artifacts.download_artifacts(
-                    artifact_uri=uri, dst_path=dst, tracking_uri=settings.tracking_uri
+                    artifact_uri=uri, dst_path=str(dst), tracking_uri=settings.tracking_uri
                 )
             )
     except MlflowException as exc:

@@ -56,7 +56,9 @@ TargetOpt = Annotated[
 SampleOpt = Annotated[int | None, typer.Option("--sample", help="use N prompts (seeded sample)")]
 SourceSplitOpt = Annotated[bool, typer.Option(help="use the data's own train/test split")]
 AnswerAwareOpt = Annotated[bool, typer.Option(help="learn the answer-aware models")]
-OutputDirOpt = Annotated[Path, typer.Option(help="where the plot and report go")]
+OutputDirOpt = Annotated[
+    Path, typer.Option(help="where the plot, the report and the trained router (router/) go")
+]
 BootstrapOpt = Annotated[int, typer.Option(help="bootstrap resamples for intervals")]
 PeerOpt = Annotated[
     list[str] | None,

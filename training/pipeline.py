@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -171,7 +170,7 @@ def train_and_evaluate(
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model_dir = model.save(Path(tempfile.mkdtemp(prefix="router-")) / "router")
+    model_dir = model.save(out / "router")
     title = f"{' → '.join(config.tiers)} on {', '.join(p.stem for p in paths)} (test n={len(test)})"
     plot_path = plot_curves(curves, out / "deferral_curves.png", title)
     report_path = out / "report.json"

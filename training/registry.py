@@ -15,7 +15,7 @@ import tempfile
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
@@ -28,6 +28,9 @@ from mlflow.models.model import ModelInfo
 from router.errors import ConfigurationError, RouterLoadError
 from router.settings import RouterSettings
 from training.pyfunc_model import ARTIFACT_KEY, CascadeRouterPyfunc, router_signature
+
+if TYPE_CHECKING:
+    from router.model import CascadeModel
 
 logger = logging.getLogger(__name__)
 
@@ -267,14 +270,16 @@ def rollback(
     return current, previous
 
 
-def download_version(
-    name: str, version: str | int, settings: RouterSettings, client: MlflowClient | None = None
-) -> Path:
-    """Download a registered version and return its router folder (holding ``router.json``)."""
-    from router.core import resolve_router_folder
+def load_version(
+    name: str, version: str | int, settings: RouterSettings, num_threads: int = 1
+) -> CascadeModel:
+    """The registered version ``version`` of ``name``, read into memory (its download is
+    removed afterwards)."""
+    from router.core import open_router_folder
+    from router.model import CascadeModel
 
-    folder, _ = resolve_router_folder(f"models:/{name}/{version}", settings)
-    return folder
+    with open_router_folder(f"models:/{name}/{version}", settings) as (folder, _):
+        return CascadeModel.load(folder, num_threads=num_threads)
 
 
 def list_versions(name: str, client: MlflowClient | None = None) -> list[dict[str, Any]]:

@@ -151,7 +151,7 @@ def retrain(
 
     from training.registry import (
         alias_version,
-        download_version,
+        load_version,
         log_router,
         open_tracking,
         promote_version,
@@ -169,7 +169,7 @@ def retrain(
     parent: CascadeModel | None = None
     parent_params: dict[str, str] = {}
     if parent_version is not None:
-        parent = CascadeModel.load(download_version(name, parent_version, settings, client))
+        parent = load_version(name, parent_version, settings)
         run_id = client.get_model_version(name, parent_version).run_id
         if run_id:
             parent_params = dict(client.get_run(run_id).data.params)

@@ -267,11 +267,19 @@ def test_fresh_process_load_model_matches_in_process(
         assert (out["tier"][has] == TIERS[0]).all()
 
 
-def test_router_load_from_registry(store: Store, fitted: Fitted, reference: Router) -> None:
+def test_router_load_from_registry(
+    store: Store, fitted: Fitted, reference: Router, tmp_path: Path, monkeypatch
+) -> None:
+    import tempfile
+
     frame = _rows(fitted.table)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(downloads))
     loaded = Router.load(
         f"models:/{NAME}@champion", settings=store.settings, embedder=fitted.embedder
     )
+    assert list(downloads.iterdir()) == []  # the download is read and removed
     assert loaded.version == "1"
     assert loaded.tiers == tuple(TIERS)
     steps, inputs = frame["step"].tolist(), frame["input"].tolist()
@@ -354,10 +362,14 @@ def test_first_version_race_agrees_on_the_lowest(store: Store, tmp_path: Path) -
     assert registry.alias_version(name, "champion", client) == "1"
 
 
-def test_unknown_models_raise_router_load_error(store: Store) -> None:
+def test_unknown_models_raise_router_load_error(store: Store, tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     for uri in (f"models:/{NAME}@nobody", "models:/no-such-model@champion", f"models:/{NAME}/9"):
         with pytest.raises(RouterLoadError):
             Router.load(uri, settings=store.settings)
+    assert list(tmp_path.iterdir()) == []  # no empty download folder left behind
 
 
 def test_log_router_refuses_a_folder_without_a_router(store: Store, tmp_path: Path) -> None:
