@@ -59,6 +59,10 @@ def test_train_logs_registers_and_aliases(trained, env) -> None:
     assert {"random", "knn", "logreg", "oracle"} <= set(trained["baselines"])
     assert trained["baselines"]["oracle"]["apgr"] > trained["baselines"]["random"]["apgr"]
     assert Path(env["OUT"], "deferral_curves.png").stat().st_size > 10_000
+    # the trained router is kept next to its report, loadable as it is
+    from router.model import CascadeModel
+
+    assert CascadeModel.load(Path(env["OUT"], "router")).tiers == tuple(trained["tiers"])
 
     import mlflow
 
