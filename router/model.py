@@ -53,8 +53,9 @@ if TYPE_CHECKING:
 
 #: 2 adds second opinions (peers, answer kinds, opinion models); 3 adds pre-answer members
 #: beside the boosters (``neighbours.npz`` holds a neighbour index); 4 adds self-samples as an
-#: opinion source.  A model is written in the oldest format that holds what it uses, and every
-#: older format still loads.
+#: opinion source; 5 reads a multiple-choice answer with its picked option's text (every
+#: answer-aware model trained since). A model is written in the oldest format that holds what
+#: it uses, and every older format still loads.
 FORMAT_VERSION = 5
 READABLE_FORMATS = (1, 2, 3, 4, 5)
 NEIGHBOURS_FILE = "neighbours.npz"
