@@ -56,8 +56,15 @@ if TYPE_CHECKING:
 #: opinion source; 5 reads a multiple-choice answer with its picked option's text (every
 #: answer-aware model trained since). A model is written in the oldest format that holds what
 #: it uses, and every older format still loads.
-FORMAT_VERSION = 5
-READABLE_FORMATS = (1, 2, 3, 4, 5)
+FORMAT_VERSION = 5  # the newest
+READABLE_FORMATS = tuple(range(1, FORMAT_VERSION + 1))
+#: what each format added to ``router.json``: (top-level keys, keys of "params")
+_KEYS_SINCE: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    2: (("opinion_models", "agreement_threshold"), ("peers", "answer_kinds")),
+    3: (("pre_members", "post_blend"), ("pre_ensemble",)),
+    4: ((), ("samples", "sample_temperature")),
+    5: ((), ("answer_option_text",)),
+}
 NEIGHBOURS_FILE = "neighbours.npz"
 #: Candidate weights of the pre-answer probabilities in the answer-aware ones.
 POST_BLEND_GRID = (0.0, 0.25, 0.5, 0.75)
@@ -592,7 +599,8 @@ class CascadeModel:
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         meta = {
-            "format_version": FORMAT_VERSION,
+            # the oldest format that holds what this model uses (older readers read it)
+            "format_version": self._format_version(),
             "tiers": list(self.tiers),
             "params": {
                 "target": str(self.target),
@@ -630,38 +638,30 @@ class CascadeModel:
             "pre_members": self.pre_members_.to_dict(),
             "post_blend": self.post_blend_,
         }
-        if self.answer_aware and self.answer_option_text:
-            # answers read with their picked option (format 5): older readers would not
-            return self._write(path, meta)
-        meta["params"].pop("answer_option_text")
-        meta["format_version"] = 4
-        if not self.samples:
-            # no extra samples (format 4): stay readable by older readers
-            meta["format_version"] = 3
-            for key in ("samples", "sample_temperature"):
-                meta["params"].pop(key)
-        if not self.samples and not self.pre_members_.extra and self.post_blend_ == 0.0:
-            # nothing of format 3 in use: stay readable by older readers
-            meta["format_version"] = 2
-            meta.pop("pre_members")
-            meta.pop("post_blend")
-            meta["params"].pop("pre_ensemble")
-            if not self.peers and not self.answer_kinds:
-                # nor of format 2
-                meta["format_version"] = 1
-                for key in ("opinion_models", "agreement_threshold"):
+        for since, (top, params) in _KEYS_SINCE.items():
+            if since > meta["format_version"]:
+                for key in top:
                     meta.pop(key)
-                for key in ("peers", "answer_kinds"):
+                for key in params:
                     meta["params"].pop(key)
-        return self._write(path, meta)
-
-    def _write(self, path: Path, meta: dict[str, Any]) -> Path:
         (path / NEIGHBOURS_FILE).unlink(missing_ok=True)
         if self.pre_members_.arrays():
             np.savez_compressed(path / NEIGHBOURS_FILE, **self.pre_members_.arrays())  # type: ignore[arg-type]
         (path / "router.json").write_text(json.dumps(meta))
         np.savez_compressed(path / "calibration.npz", **self.policy_.calibration_arrays())  # type: ignore[arg-type]
         return path
+
+    def _format_version(self) -> int:
+        """The oldest format that holds what this model uses."""
+        if self.answer_aware and self.answer_option_text:
+            return 5  # answers read with their picked option
+        if self.samples:
+            return 4
+        if self.pre_members_.extra or self.post_blend_ != 0.0:
+            return 3
+        if self.peers or self.answer_kinds:
+            return 2
+        return 1
 
     @classmethod
     def load(cls, directory: str | Path, num_threads: int = 1) -> CascadeModel:
