@@ -37,8 +37,6 @@ from router.errors import (
 from router.opinions import MAX_SAMPLES, sample_model_names
 
 if TYPE_CHECKING:
-    import asyncio
-
     import pandas as pd
 
 __all__ = [
@@ -299,8 +297,6 @@ class OpenAIBackend:
         return client
 
     def _async_client(self) -> Any:
-        import asyncio
-
         loop = asyncio.get_running_loop()
         with self._lock:
             client = self._async_clients.get(loop)

@@ -30,7 +30,7 @@ from router.backends import Completion, SamplingBackend
 from router.data import SCHEMA_COLUMNS, load_outcomes, write_outcomes
 from router.errors import ConfigurationError, DataValidationError
 from router.normalise import NormaliserRegistry
-from router.opinions import check_samples, sample_model_names
+from router.opinions import SAMPLE_SEPARATOR, check_samples, sample_model_names
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def _resume(output: Path, names: Sequence[str]) -> pd.DataFrame:
             f"{output} exists and records none of {', '.join(names)}: remove it or pick "
             "another output (resuming needs the same model and sample count)"
         )
-    recorded_samples = {m for m in models if m.startswith(f"{names[0]}#s")}
+    recorded_samples = {m for m in models if m.startswith(f"{names[0]}{SAMPLE_SEPARATOR}")}
     if recorded_samples != set(names[1:]):
         raise ConfigurationError(
             f"{output} records {len(recorded_samples)} extra samples of {names[0]}, "
