@@ -1,4 +1,4 @@
-"""Issue 5 bars per embedder: routing quality, decision latency, SDK batch throughput, memory.
+"""Per embedder: routing quality, decision latency, SDK batch throughput, memory.
 
     python benchmarks/bench_embedders.py                        # everything, every kind
     python benchmarks/bench_embedders.py --only speed           # latency/throughput/RSS only
@@ -102,8 +102,8 @@ def _percentiles(times_ms: Sequence[float]) -> dict[str, float]:
 # ---------------------------------------------------------------------- building
 def ensure_artefacts(kinds: Sequence[str], cache_dir: Path) -> dict[str, str]:
     """Build the missing artefacts of ``kinds``; returns artefact name -> sha256."""
-    from router.embedder_build import build_onnx, build_static
     from router.embedders import ONNX_ARTEFACT, ONNX_INT8_ARTEFACT, STATIC_ARTEFACT, artefact_root
+    from router.embedders.build import build_onnx, build_static
 
     wanted = {"static": STATIC_ARTEFACT, "onnx": ONNX_ARTEFACT, "onnx-int8": ONNX_INT8_ARTEFACT}
     hashes = {}
@@ -196,9 +196,9 @@ def speed_child(kind: str, folder: Path, n: int) -> dict[str, Any]:
     memory_start = process_memory()
     import numpy as np
 
-    from router.core import Router
     from router.embedders import build_embedder
     from router.model import CascadeModel
+    from router.sdk import Router
     from router.settings import RouterSettings
 
     if kind == "minilm":

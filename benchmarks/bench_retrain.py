@@ -25,6 +25,7 @@ from pathlib import Path
 from router.data import bundled_dataset, load_prices, load_table
 from router.feedback import FeedbackStore
 from router.model import CascadeModel
+from router.registry import registry_client
 from router.settings import RouterSettings
 from training.feedback_data import replay_as_feedback
 from training.registry import promote_version
@@ -68,7 +69,7 @@ def main() -> None:
     model = CascadeModel(TIERS, acceptance_params={"n_estimators": args.n_estimators})
     model.fit(seed, cached_embedder(warm.embedder, warm))
     version = _register(model, warm, "bench-seed")
-    promote_version(warm.registered_model, version)
+    promote_version(warm.registered_model, version, client=registry_client(warm.tracking_uri))
     settings = warm
     if args.cache == "cold":
         settings = warm.model_copy(update={"cache_dir": Path(tempfile.mkdtemp(prefix="cold-"))})

@@ -1,4 +1,4 @@
-"""Router-core bars of issue 2: routing quality on real data and the per-decision overhead.
+"""Router core: routing quality on real data and the per-decision overhead.
 
     .venv/bin/python benchmarks/bench_router.py            # everything (~25 min cold, ~6 warm)
     .venv/bin/python benchmarks/bench_router.py --only overhead
@@ -88,10 +88,10 @@ def overhead(n: int = 300) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
-    from router.core import Router
     from router.data import OutcomeTable, bundled_dataset, load_outcomes
     from router.embedders import build_embedder
     from router.model import CascadeModel
+    from router.sdk import Router
     from router.settings import RouterSettings
     from training.pipeline import TrainConfig, train_and_evaluate
 

@@ -1,4 +1,4 @@
-"""Sidecar bars of issue 3: /v1/route throughput and latency, and the overhead on chat.
+"""The sidecar: /v1/route throughput and latency, and the overhead on chat.
 
     .venv/bin/python benchmarks/bench_sidecar.py                 # everything (~4 min)
     .venv/bin/python benchmarks/bench_sidecar.py --only route

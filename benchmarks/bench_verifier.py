@@ -1,4 +1,4 @@
-"""Second-opinion verifier bars (issue 6): the cascade with and without second opinions.
+"""Second-opinion verifier: the cascade with and without second opinions.
 
     .venv/bin/python benchmarks/bench_verifier.py                  # every run (~9 min warm)
     .venv/bin/python benchmarks/bench_verifier.py --runs mmlu_pro_llama8b_phi3peer_gpt4o

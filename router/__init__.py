@@ -12,15 +12,15 @@ __all__ = ["RouteResult", "Router", "Target", "aroute", "route"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from router.core import Router, RouteResult, aroute, route
     from router.policy import Target
+    from router.sdk import Router, RouteResult, aroute, route
 
 
 def __getattr__(name: str) -> Any:
     if name in {"Router", "RouteResult", "route", "aroute"}:
-        from router import core
+        from router import sdk
 
-        return getattr(core, name)
+        return getattr(sdk, name)
     if name == "Target":
         from router.policy import Target
 

@@ -1,6 +1,6 @@
 """Routing-quality metrics: deferral curves, PGR/APGR, CPT, AIQ, calibration, bootstrap.
 
-Definitions follow ``shared/metrics.md``. "Frontier" means the top tier; "share" is the
+Definitions follow ``docs/metrics.md``. "Frontier" means the top tier; "share" is the
 fraction of requests that call it. Everything is numpy-vectorised and side-effect free.
 """
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install cascade-router into it (idempotent: a second run installs nothing).
-# Usage: scripts/bootstrap.sh [EXTRAS]   e.g. scripts/bootstrap.sh dev
+# Usage: scripts/bootstrap.sh [EXTRAS]   e.g. scripts/bootstrap.sh dev,local
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
@@ -10,14 +10,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
-stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras:-base}"
+stamp=".venv/.installed-$(sha256sum pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)-${extras:-base}"
 if [ ! -f "$stamp" ]; then
-  case ",$extras," in
-    *,local,*) echo "installing the local extra: llama-cpp-python compiles from source the first" \
-                    "time (15-25 min on 2 cores; pip caches the wheel for later installs)" ;;
-  esac
-  export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
   .venv/bin/python -m pip install --quiet --upgrade pip
+  case ",$extras," in
+    *,local,*) bash scripts/build_llama_cpp.sh ;;
+  esac
   # torch is pinned to 2.13.0 in pyproject.toml: pip takes the CPU wheel that lies on this
   # machine's disk (its pip config's find-links) instead of a multi-GB CUDA build.
   .venv/bin/python -m pip install --quiet -e "$spec"

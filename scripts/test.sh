@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Install the dev and local extras (the local one builds llama.cpp's server for the sidecar's
-# real small model: 15-25 min the first time on 2 cores, cached by pip after), then lint,
-# type-check and run the test suite.
+# Install the dev and local extras (the local one builds llama.cpp's server for the real small
+# models, portable: 15-25 min the first time on 2 cores, then reused from its wheelhouse), check
+# that the local model server answers a chat completion, then lint, type-check and run the
+# test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh dev,local
+.venv/bin/python -m tests.support.check_llama
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

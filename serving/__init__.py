@@ -1,1 +1,1 @@
-"""The sidecar microservice: a thin OpenAI-compatible HTTP layer over `router` (see issue 3)."""
+"""The sidecar microservice: a thin OpenAI-compatible HTTP layer over `router`."""

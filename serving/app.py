@@ -27,7 +27,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router.backends import ChatBackend, Completion, Messages, SamplingBackend, input_text
-from router.core import Decision, RouteResult, json_safe
 from router.errors import (
     BackendError,
     BackendTimeoutError,
@@ -35,6 +34,7 @@ from router.errors import (
     CascadeRouterError,
     ConfigurationError,
 )
+from router.sdk import Decision, RouteResult, json_safe
 from serving.batching import DecisionBatcher
 from serving.errors import APIError, unauthorized
 from serving.holder import RouterHolder, Served, upstream_urls

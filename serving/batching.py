@@ -20,8 +20,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from router.core import Decision, Router
 from router.policy import Target
+from router.sdk import Decision, Router
 
 
 @dataclass

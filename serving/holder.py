@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from router.backends import ChatBackend, OpenAIBackend, make_backend, replay_backend_for
-from router.core import BUNDLED_ROUTER_VERSION, Router, champion_uri
 from router.errors import CascadeRouterError, ConfigurationError
+from router.registry import ModelRef, alias_version, is_registry_uri, registry_client
+from router.sdk import Router
 from serving.settings import ServiceSettings
 
 logger = logging.getLogger("cascade.serving")
@@ -71,12 +72,12 @@ def build_backends(
     return backends
 
 
-def alias_of(uri: str | None, settings: ServiceSettings) -> tuple[str, str] | None:
-    """``(registered model, alias)`` when the served URI follows a registry alias."""
-    uri = uri or champion_uri(settings)
-    if uri.startswith("models:/") and "@" in uri:
-        name, alias = uri[len("models:/") :].split("@", 1)
-        return name, alias
+def watched_alias(uri: str | None, settings: ServiceSettings) -> ModelRef | None:
+    """The registry alias the served URI follows (None: a folder, a run or a pinned version)."""
+    uri = uri or ModelRef.champion(settings).uri
+    if is_registry_uri(uri):
+        ref = ModelRef.parse(uri)
+        return ref if ref.alias is not None else None
     return None
 
 
@@ -95,7 +96,7 @@ class RouterHolder:
         self._current: Served | None = None
         self._lock = threading.Lock()  # one load at a time
         self._refused: set[str] = set()
-        self.watched = alias_of(settings.model_uri, settings)
+        self.watched = watched_alias(settings.model_uri, settings)
 
     @property
     def current(self) -> Served:
@@ -140,17 +141,7 @@ class RouterHolder:
         """The version the watched alias points at now (None: nothing registered)."""
         if self.watched is None:
             return None
-        import mlflow
-        from mlflow.exceptions import MlflowException
-
-        name, alias = self.watched
-        client = mlflow.MlflowClient(
-            tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.tracking_uri
-        )
-        try:
-            return str(client.get_model_version_by_alias(name, alias).version)
-        except MlflowException:
-            return None
+        return alias_version(self.watched, registry_client(self.settings.tracking_uri))
 
     def check_once(self) -> str:
         """Swap in the alias's version if it moved: ``unchanged``, ``loaded`` or ``refused``."""
@@ -160,10 +151,9 @@ class RouterHolder:
             if version is None or version == current or version in self._refused:
                 return "unchanged"
             assert self.watched is not None
-            name, _ = self.watched
             try:
                 shared = self._current.router.embedder if self._current else None
-                uri = f"models:/{name}/{version}"
+                uri = self.watched.at_version(version).uri
                 try:
                     router = Router.load(uri, settings=self.settings, embedder=shared)
                 except ConfigurationError:  # another embedder: load its own
@@ -185,10 +175,6 @@ class RouterHolder:
             if self.on_reload is not None:
                 self.on_reload("loaded")
             return "loaded"
-
-
-def is_bundled(served: Served) -> bool:
-    return served.version == BUNDLED_ROUTER_VERSION
 
 
 def upstream_urls(served: Served) -> dict[str, str]:

@@ -11,7 +11,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from router.core import Decision, RouteResult
+from router.sdk import Decision, RouteResult
 
 LATENCY_BUCKETS = (
     0.0005,

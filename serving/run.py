@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any
@@ -38,18 +39,14 @@ def app_factory() -> Any:
 
 def prepare_stores(settings: ServiceSettings) -> None:
     """Create or migrate the tracking and feedback databases once, before workers race to."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     from router.feedback import FeedbackStore
+    from router.registry import registry_client
 
-    try:
-        client = mlflow.MlflowClient(
-            tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri
-        )
-        client.search_registered_models(max_results=1)
-    except MlflowException:
-        pass  # an unreachable registry: each worker falls back to the bundled router
+    # an unreachable registry is no error here: each worker falls back to the bundled router
+    with contextlib.suppress(MlflowException):
+        registry_client(settings.tracking_uri).search_registered_models(max_results=1)
     FeedbackStore(settings.feedback_url).close()
 
 

@@ -1,4 +1,4 @@
-"""Evaluation of a fitted router on a held-out split, next to the baselines (see metrics.md)."""
+"""Evaluation of a fitted router on a held-out split, next to the baselines (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 from router import metrics as M
 from router.features import N_INPUT_EXTRA
 from router.model import CascadeModel, TableFeatures
-from router.policy import CascadePolicy, CascadeSignals, Target, lambda_grid, simulate
+from router.policy import CascadePolicy, CascadeSignals, Target, lambda_grid, walk_recorded
 
 if TYPE_CHECKING:
     from router.data import OutcomeTable
@@ -56,7 +56,7 @@ def sweep_curve(
     bought in its band of ``opinion_bands`` and charged)."""
     points = []
     for lam in lambda_grid(signals, weights, size=200):
-        out, _ = simulate(
+        out, _ = walk_recorded(
             signals,
             scores,
             costs,
@@ -89,7 +89,7 @@ def evaluate(
     bootstrap_resamples: int = 200,
     baselines: bool = True,
 ) -> tuple[dict[str, Any], CurveSet]:
-    """All the numbers of metrics.md for ``model`` on ``test``, baselines fitted on ``train``."""
+    """All the numbers of docs/metrics.md for ``model`` on ``test``, baselines fitted on ``train``."""
     target = target or model.target
     scores, costs = test.scores, test.costs
     n_tiers = len(model.tiers)
@@ -149,7 +149,7 @@ def evaluate(
     # realised operating point of the fitted policy at the target, on the test split
     outcome = model.policy_.run(signals, scores, costs, test.steps, target, opinion_costs)
     summary = outcome.summary()
-    policy_section = {
+    policy_section: dict[str, Any] = {
         "target": str(target),
         "quality": _f(summary["quality"]),
         "quality_ratio": _f(summary["quality"] / q_f) if q_f else None,
@@ -477,8 +477,8 @@ def evaluate_baselines(
         scorer.fit(X_train, train_scores)
         c = M.deferral_curve(scorer.escalation_score(X_test), s, f, cs, cf, cascade=False)
         out[name] = curve_metrics(c, q_s, q_f)
-        if name == "knn":
-            out[name]["k"] = int(scorer.k_)  # type: ignore[attr-defined]
+        if isinstance(scorer, KNNScorer):
+            out[name]["k"] = int(scorer.k_)
         curves[name] = c
     oracle = M.deferral_curve(M.oracle_escalation_score(s, f), s, f, cs, cf, cascade=False)
     out["oracle"] = curve_metrics(oracle, q_s, q_f) | {

@@ -117,7 +117,7 @@ def feedback_table(
     # latest label per input
     latest: dict[str, Any] = {}
     for row in labelled.sort_values("labelled_at", kind="stable").itertuples(index=False):
-        key = prompt_key(row.input_text)
+        key = prompt_key(str(row.input_text))
         if row.tier not in tier_list:
             counts["dropped_unknown_tier"] += 1
             continue
@@ -127,7 +127,8 @@ def feedback_table(
         if key in latest:
             counts["superseded_same_input"] += 1
         latest[key] = row
-        by_step_label[f"{row.step}/{row.tier}/{'accepted' if row.accepted else 'rejected'}"] += 1
+        verdict = "accepted" if row.accepted else "rejected"
+        by_step_label[f"{row.step!s}/{row.tier!s}/{verdict}"] += 1
 
     keys = list(latest)
     n = len(keys)

@@ -35,7 +35,7 @@ from router.policy import Target
 
 __all__ = ["Check", "GateConfig", "GateDecision", "ModelScore", "decide", "score_model"]
 
-#: APGR of a router that escalates at random (metrics.md)
+#: APGR of a router that escalates at random (docs/metrics.md)
 RANDOM_APGR = 0.5
 #: metrics the gate can compare (frozen-set numbers of :func:`score_model`)
 GATE_METRICS = (

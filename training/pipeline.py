@@ -219,7 +219,7 @@ def log_to_mlflow(
 
     from training.registry import log_router, open_tracking, promote_first_version
 
-    open_tracking(settings)
+    client = open_tracking(settings)
     with mlflow.start_run(run_name=config.run_name) as run:
         mlflow.log_params(
             {
@@ -260,7 +260,10 @@ def log_to_mlflow(
         if config.register and version is not None:
             result.version = str(version)
             result.aliased = promote_first_version(
-                settings.registered_model, result.version, settings.champion_alias
+                settings.registered_model,
+                result.version,
+                client=client,
+                alias=settings.champion_alias,
             )
     log(f"MLflow run {result.run_id} logged to {settings.tracking_uri}")
     return result

@@ -6,7 +6,7 @@ prompt of a dataset once at temperature 0 (the answer a first tier gives) and, w
 ``samples=k``, ``k`` more times at a temperature (the extra samples a router may buy as second
 opinions, :mod:`router.opinions`), and grades each answer against the answers the data already
 records as correct for the same prompt, compared by the step's answer kind
-(:mod:`router.normalise`).  Prompts with no recorded correct answer cannot be graded and are
+(:mod:`router.answers.normalise`).  Prompts with no recorded correct answer cannot be graded and are
 left out (counted).  The rows it writes are in the long schema, beside the dataset's own rows
 for the same prompts, so the file trains a router on its own.
 
@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from router.backends import Completion, SamplingBackend
+from router.answers.normalise import NormaliserRegistry
+from router.backends import Completion, OpenAIBackend, ReplayBackend
 from router.data import SCHEMA_COLUMNS, load_outcomes, write_outcomes
 from router.errors import ConfigurationError, DataValidationError
-from router.normalise import NormaliserRegistry
 from router.opinions import SAMPLE_SEPARATOR, check_samples, sample_model_names
 
 
@@ -88,7 +88,7 @@ def _row(
 
 def record_answers(
     frame: pd.DataFrame,
-    backend: SamplingBackend,
+    backend: OpenAIBackend | ReplayBackend,
     output: Path,
     model: str,
     samples: int = 0,
@@ -163,7 +163,9 @@ def record_answers(
             gold = reference[str(template["prompt_id"])]
             for name, completion in zip(names, [answer, *extra], strict=True):
                 score = float(normaliser.normalise(completion.text) == gold)
-                new_rows.append(_row(template, name, completion, score, price))
+                new_rows.append(
+                    _row({str(k): v for k, v in template.items()}, name, completion, score, price)
+                )
             if on_prompt is not None:
                 on_prompt(k)
             if checkpoint_every and (k + 1) % checkpoint_every == 0:
@@ -172,8 +174,12 @@ def record_answers(
         if new_rows:
             flush()
     everything = pd.concat([done_rows, pd.DataFrame(new_rows)], ignore_index=True)
-    first = everything[everything["model"] == model]["score"] if len(everything) else []
-    extra_scores = everything[everything["model"].isin(names[1:])]["score"] if samples else []
+    first: pd.Series | list[float] = (
+        everything[everything["model"] == model]["score"] if len(everything) else []
+    )
+    extra_scores: pd.Series | list[float] = (
+        everything[everything["model"].isin(names[1:])]["score"] if samples else []
+    )
     per_step = (
         frame[frame["prompt_id"].astype(str).isin(set(everything["prompt_id"].astype(str)))]
         .drop_duplicates("prompt_id")["step"]

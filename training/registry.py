@@ -26,8 +26,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
 
 from router.errors import ConfigurationError, RouterLoadError
+from router.pyfunc import ARTIFACT_KEY, model_code_path, router_signature
+from router.registry import ModelRef, alias_version, open_router_folder, registry_client
 from router.settings import RouterSettings
-from training.pyfunc_model import ARTIFACT_KEY, CascadeRouterPyfunc, router_signature
 
 if TYPE_CHECKING:
     from router.model import CascadeModel
@@ -53,8 +54,10 @@ def open_tracking(settings: RouterSettings | None = None) -> MlflowClient:
     An existing experiment keeps the artifact root it was created with.
     """
     settings = settings or RouterSettings()
+    # the fluent API (start_run, log_model) reads the global tracking URI; everything else
+    # goes through the client made for this URI
     mlflow.set_tracking_uri(settings.tracking_uri)
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = registry_client(settings.tracking_uri)
     location = artifact_uri(settings.artifact_location)
     try:
         experiment = client.get_experiment_by_name(settings.experiment)
@@ -157,7 +160,8 @@ def _log(
 ) -> ModelInfo:
     kwargs: dict[str, Any] = {
         "name": MODEL_NAME,
-        "python_model": CascadeRouterPyfunc(),
+        # models from code: MLflow logs this file, not a pickled object
+        "python_model": str(model_code_path()),
         "artifacts": {ARTIFACT_KEY: str(staged)},
         "signature": router_signature(),
         "input_example": input_example,
@@ -174,23 +178,18 @@ def _log(
         return mlflow.pyfunc.log_model(**kwargs)
 
 
-def set_alias(
-    name: str, alias: str, version: str | int, client: MlflowClient | None = None
-) -> None:
+def set_alias(name: str, alias: str, version: str | int, client: MlflowClient) -> None:
     """Point ``name@alias`` at ``version`` (moving the alias if another version held it)."""
-    (client or MlflowClient()).set_registered_model_alias(name, alias, str(version))
+    client.set_registered_model_alias(name, alias, str(version))
 
 
-def alias_version(name: str, alias: str, client: MlflowClient | None = None) -> str | None:
-    """The version that ``name@alias`` points at, or None (no such alias or model)."""
-    try:
-        return str((client or MlflowClient()).get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+def current_version(name: str, alias: str, client: MlflowClient) -> str | None:
+    """The version ``name@alias`` points at now, or None (no such alias or model)."""
+    return alias_version(ModelRef(name, alias=alias), client)
 
 
 def promote_first_version(
-    name: str, version: str | int, alias: str = "champion", client: MlflowClient | None = None
+    name: str, version: str | int, *, client: MlflowClient, alias: str = "champion"
 ) -> bool:
     """Give ``alias`` to the model's first version if no version holds it; True when that is
     ``version``.
@@ -201,13 +200,12 @@ def promote_first_version(
     (which exists before either checks, since versions are numbered in registration order),
     so they agree on the result instead of the last writer winning.
     """
-    client = client or MlflowClient()
-    if alias_version(name, alias, client) is not None:
+    if current_version(name, alias, client) is not None:
         return False
     versions = [int(v["version"]) for v in list_versions(name, client)]
     first = min(versions) if versions else int(version)
     set_alias(name, alias, first, client)
-    current = alias_version(name, alias, client)
+    current = current_version(name, alias, client)
     return current is not None and int(current) == int(version)
 
 
@@ -217,7 +215,7 @@ def promote_version(
     *,
     champion_alias: str = "champion",
     previous_alias: str = "previous",
-    client: MlflowClient | None = None,
+    client: MlflowClient,
 ) -> tuple[str | None, str]:
     """Move ``@champion`` to ``version``; the old champion keeps ``@previous``.
 
@@ -227,14 +225,13 @@ def promote_version(
     Raises:
         ConfigurationError: no such version of the registered model.
     """
-    client = client or MlflowClient()
     try:
         client.get_model_version(name, str(version))
     except MlflowException as exc:
         raise ConfigurationError(
             f"model {name!r} has no version {version}: see `cascade-router versions`"
         ) from exc
-    old = alias_version(name, champion_alias, client)
+    old = current_version(name, champion_alias, client)
     if old is not None and str(old) != str(version):
         set_alias(name, previous_alias, old, client)
     set_alias(name, champion_alias, version, client)
@@ -246,7 +243,7 @@ def rollback(
     *,
     champion_alias: str = "champion",
     previous_alias: str = "previous",
-    client: MlflowClient | None = None,
+    client: MlflowClient,
 ) -> tuple[str, str]:
     """Swap ``@champion`` and ``@previous``: the previous champion serves again.
 
@@ -256,9 +253,8 @@ def rollback(
     Raises:
         ConfigurationError: there is no ``@previous`` (or no ``@champion``) to roll back to.
     """
-    client = client or MlflowClient()
-    previous = alias_version(name, previous_alias, client)
-    current = alias_version(name, champion_alias, client)
+    previous = current_version(name, previous_alias, client)
+    current = current_version(name, champion_alias, client)
     if previous is None or current is None:
         raise ConfigurationError(
             f"nothing to roll back to: model {name!r} has no @{previous_alias}"
@@ -275,20 +271,18 @@ def load_version(
 ) -> CascadeModel:
     """The registered version ``version`` of ``name``, read into memory (its download is
     removed afterwards)."""
-    from router.core import open_router_folder
     from router.model import CascadeModel
 
-    with open_router_folder(f"models:/{name}/{version}", settings) as (folder, _):
+    with open_router_folder(ModelRef(name, version=str(version)).uri, settings) as (folder, _):
         return CascadeModel.load(folder, num_threads=num_threads)
 
 
-def list_versions(name: str, client: MlflowClient | None = None) -> list[dict[str, Any]]:
+def list_versions(name: str, client: MlflowClient) -> list[dict[str, Any]]:
     """Every version of the registered model ``name``, oldest first; [] if it does not exist.
 
     Each item: ``version`` (int), ``aliases`` (list), ``run_id``, ``created`` (UTC ISO time),
     ``status``, ``source`` and ``description``.
     """
-    client = client or MlflowClient()
     try:
         registered = client.get_registered_model(name)
     except MlflowException:

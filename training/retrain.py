@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 
 from router.data import OutcomeTable, load_prices, load_table
-from router.drift import calibration_drift, drift_metrics
 from router.embedders import CachedEmbedder, Embedder, EmbeddingCache, build_embedder
 from router.errors import ConfigurationError
 from router.feedback import FeedbackStore
+from router.feedback.drift import calibration_drift, drift_metrics
 from router.model import CascadeModel
 from router.policy import Target
 from router.settings import RouterSettings
@@ -150,7 +150,7 @@ def retrain(
     import mlflow
 
     from training.registry import (
-        alias_version,
+        current_version,
         load_version,
         log_router,
         open_tracking,
@@ -165,7 +165,7 @@ def retrain(
     until = float(config.until) if config.until is not None else time.time()
 
     # --- the parent (current champion) ---------------------------------------------------
-    parent_version = alias_version(name, settings.champion_alias, client)
+    parent_version = current_version(name, settings.champion_alias, client)
     parent: CascadeModel | None = None
     parent_params: dict[str, str] = {}
     if parent_version is not None:

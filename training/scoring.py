@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from training.pyfunc_model import _STRING_OUTPUTS, DECISION_COLUMNS
+from router.pyfunc import _STRING_OUTPUTS, DECISION_COLUMNS
 
 __all__ = ["decision_struct_type", "log_to_model_input", "score_frame", "spark_score"]
 

@@ -38,6 +38,7 @@ from router.data import OutcomeTable
 from router.errors import ConfigurationError
 from router.feedback import FeedbackStore
 from router.model import CascadeModel
+from router.registry import ModelRef
 from router.settings import RouterSettings
 from training.gate import GateConfig, ModelScore, score_model
 from training.retrain import RetrainConfig, cached_embedder, frozen_eval_set, retrain
@@ -111,7 +112,7 @@ class Sidecar:
                 "CASCADE_PROGRESS": "false",
             }
         )
-        uri = f"models:/{settings.registered_model}@{settings.champion_alias}"
+        uri = ModelRef.champion(settings).uri
         self.log_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         command = [sys.executable, "-m", "training.cli", "serve", "--port", str(self.port)]
         command += ["--model-uri", uri]
@@ -217,7 +218,7 @@ def _register(model: CascadeModel, settings: RouterSettings, run_name: str) -> s
 
 def simulate(config: SimulateConfig, settings: RouterSettings, log: Log = print) -> SimulateResult:
     """Run the loop (module docstring); returns the learning curve."""
-    from training.registry import alias_version, promote_version
+    from training.registry import current_version, open_tracking, promote_version
 
     checkpoints = sorted({int(c) for c in config.checkpoints})
     if not checkpoints or checkpoints[0] < 1:
@@ -266,11 +267,13 @@ def simulate(config: SimulateConfig, settings: RouterSettings, log: Log = print)
     log("training the seed router")
     seed_model = fresh().fit(seed, embedder, progress=settings.progress)
     seed_version = _register(seed_model, settings, "simulate-seed")
+    registry = open_tracking(settings)
     promote_version(
         settings.registered_model,
         seed_version,
         champion_alias=settings.champion_alias,
         previous_alias=settings.previous_alias,
+        client=registry,
     )
     s0 = score_model(seed_model, embedder, frozen, seed_model.target).frozen
     points = [CurvePoint(0, seed_version, s0["apgr"], s0["cost_saved"], s0["ece"])]
@@ -316,7 +319,9 @@ def simulate(config: SimulateConfig, settings: RouterSettings, log: Log = print)
                 serving: ModelScore = (
                     d.challenger if result.promoted else (d.champion or d.challenger)
                 )
-                champion = alias_version(settings.registered_model, settings.champion_alias)
+                champion = current_version(
+                    settings.registered_model, settings.champion_alias, registry
+                )
                 points.append(
                     CurvePoint(
                         checkpoint,

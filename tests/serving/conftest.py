@@ -10,7 +10,7 @@ import pytest
 
 from router.data import bundled_dataset, load_outcomes
 from tests.support.openai_server import OpenAIStubServer
-from tests.support.processes import LlamaServer, Sidecar
+from tests.support.processes import LlamaServer, LocalModelError, Sidecar
 
 SMALL, FRONTIER = "llama-3.1-8b-instruct", "gpt-4o-2024-05-13"
 API_KEYS = ["test-key-one", "test-key-two"]
@@ -37,7 +37,10 @@ def serving_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def llama(serving_dir: Path) -> Iterator[LlamaServer]:
     """The real small model: SmolLM2-135M-Instruct on llama.cpp's server."""
-    server = LlamaServer(serving_dir / "llama.log").start()
+    try:
+        server = LlamaServer(serving_dir / "llama.log").start()
+    except LocalModelError as exc:  # a broken build fails every test that needs it: stop here
+        pytest.exit(str(exc), returncode=1)
     yield server
     server.stop()
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from router.core import Router
+from router.sdk import Router
 from serving.batching import DecisionBatcher
 
 

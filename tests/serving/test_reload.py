@@ -58,7 +58,7 @@ def registry_setup(
     )
     previous = mlflow.get_tracking_uri()
     version = register(saved_model_dir, settings)
-    registry.set_alias(NAME, "champion", version)
+    registry.set_alias(NAME, "champion", version, registry.open_tracking(settings))
     yield settings, root
     mlflow.set_tracking_uri(previous)
 
@@ -110,7 +110,9 @@ def test_promotion_hot_reloads_without_failing_or_mixing(
         while len(seen[0]) < 3:
             time.sleep(0.05)
         v2 = register(saved_model_dir, settings)
-        registry.set_alias(NAME, "champion", v2)  # promotion while requests are in flight
+        registry.set_alias(
+            NAME, "champion", v2, registry.open_tracking(settings)
+        )  # promotion while requests are in flight
         deadline = time.monotonic() + 60
         while not any(v == v2 for _, v, _ in seen[0][-3:] + seen[1][-3:]):
             assert time.monotonic() < deadline, "the sidecar never picked up the new version"
@@ -123,7 +125,7 @@ def test_promotion_hot_reloads_without_failing_or_mixing(
         meta["format_version"] = 999
         (broken / "router.json").write_text(json.dumps(meta))
         v3 = register(broken, settings)
-        registry.set_alias(NAME, "champion", v3)
+        registry.set_alias(NAME, "champion", v3, registry.open_tracking(settings))
         deadline = time.monotonic() + 30
         refused = 0.0
         while refused < 1:

@@ -93,19 +93,41 @@ class _Process:
         return self.process is not None and self.process.poll() is None
 
 
+class LocalModelError(RuntimeError):
+    """The local llama.cpp server cannot answer a chat completion (a broken build, mostly)."""
+
+
+def llama_build() -> str:
+    """llama-cpp-python's version and the CPU features its build uses (for error messages)."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    features = [f.split("=")[0].strip() for f in info.split("|") if f.strip().endswith("= 1")]
+    return f"llama-cpp-python {llama_cpp.__version__} built for {' '.join(features) or '?'}"
+
+
 class LlamaServer(_Process):
-    """SmolLM2-135M-Instruct behind llama.cpp's OpenAI-compatible server."""
+    """A GGUF model (default SmolLM2-135M-Instruct) behind llama.cpp's OpenAI-compatible server."""
 
     model_alias = "smollm2-135m-instruct"
 
-    def __init__(self, log_path: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        port: int | None = None,
+        gguf: Path | None = None,
+        model_alias: str | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.port = port or free_port()
+        self.gguf = gguf or smollm2_gguf()
+        self.model_alias = model_alias or self.model_alias
         args = [
             sys.executable,
             "-m",
             "llama_cpp.server",
             "--model",
-            str(smollm2_gguf()),
+            str(self.gguf),
             "--model_alias",
             self.model_alias,
             "--host",
@@ -116,6 +138,7 @@ class LlamaServer(_Process):
             "4096",
             "--n_threads",
             "1",
+            *extra_args,
         ]
         super().__init__(args, dict(os.environ), log_path, ROOT)
 
@@ -124,9 +147,49 @@ class LlamaServer(_Process):
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self, timeout_s: float = 60.0) -> LlamaServer:
+        """Start the server and check that it answers a chat completion.
+
+        Raises:
+            LocalModelError: the server crashed or failed on its first chat completion.
+        """
         self._start()
         self._wait(f"{self.base_url}/models", timeout_s)
+        self.check_chat()
         return self
+
+    def check_chat(self, timeout_s: float = 60.0) -> None:
+        """One chat completion (the model's chat template and special tokens included).
+
+        Raises:
+            LocalModelError: one line naming the build and how the server failed.
+        """
+        body = {
+            "model": self.model_alias,
+            "messages": [{"role": "user", "content": "Say OK."}],
+            "max_tokens": 4,
+            "temperature": 0,
+        }
+        try:
+            response = httpx.post(f"{self.base_url}/chat/completions", json=body, timeout=timeout_s)
+            response.raise_for_status()
+            response.json()["choices"][0]["message"]
+            return
+        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+            time.sleep(0.5)  # a crashing server needs a moment to be reaped
+            code = self.process.poll() if self.process is not None else None
+            how = (
+                f"the server died with exit code {code}"
+                + (" (segmentation fault)" if code in (-11, 139) else "")
+                if code is not None
+                else f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            )
+            self.stop()
+            raise LocalModelError(
+                f"llama.cpp's server ({llama_build()}) failed its first chat completion with "
+                f"{self.gguf.name}: {how}. Rebuild it portable: rm -rf "
+                "~/.cache/cascade-router/wheels .venv/.llama-cpp-wheel && "
+                "bash scripts/bootstrap.sh dev,local"
+            ) from None
 
 
 class Sidecar(_Process):

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from router.drift import calibration_drift, drift_metrics
 from router.errors import ConfigurationError
+from router.feedback.drift import calibration_drift, drift_metrics
 from router.policy import Target
 from training.feedback_data import concat_tables, feedback_table, prompt_key, table_keys
 from training.gate import GateConfig, ModelScore, decide, target_miss

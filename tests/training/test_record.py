@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from router.answers.normalise import NormaliserRegistry
 from router.backends import OpenAIBackend
 from router.data import bundled_dataset, load_outcomes, load_prices
 from router.errors import ConfigurationError
-from router.normalise import NormaliserRegistry
 from tests.support.processes import LlamaServer
 from training.record import record_answers, reference_answers
 
@@ -122,7 +122,7 @@ def test_bad_recordings_are_refused(llama, frame, tmp_path: Path) -> None:
 def test_cli_record_refuses_an_unknown_task(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from training.cli.app import app
 
     result = CliRunner().invoke(
         app,

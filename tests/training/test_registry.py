@@ -1,4 +1,4 @@
-"""training.registry + training.pyfunc_model against a real MLflow sqlite store (no mocks).
+"""training.registry + router.pyfunc against a real MLflow sqlite store (no mocks).
 
 One tiny real router is trained once per module (400 MMLU-Pro prompts, all-MiniLM-L6-v2,
 200 boosting rounds) and logged twice to a store in a temporary folder.
@@ -22,7 +22,6 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from router.core import Decision, Router
 from router.data import OutcomeTable, bundled_dataset, load_table
 from router.embedders import (
     CachedEmbedder,
@@ -32,9 +31,10 @@ from router.embedders import (
 )
 from router.errors import RouterLoadError
 from router.model import CascadeModel
+from router.pyfunc import DECISION_COLUMNS, CascadeRouterPyfunc, shared_embedder
+from router.sdk import Decision, Router
 from router.settings import RouterSettings
 from training import registry
-from training.pyfunc_model import DECISION_COLUMNS, CascadeRouterPyfunc, shared_embedder
 
 TIERS = ["llama-3.1-8b-instruct", "gpt-4o-2024-05-13"]
 NAME = "test-cascade-router"
@@ -52,6 +52,7 @@ class Fitted:
 @dataclass
 class Store:
     settings: RouterSettings
+    client: mlflow.MlflowClient
     promoted: tuple[bool, bool]
     versions: tuple[str, str]
 
@@ -181,19 +182,19 @@ def store(fitted: Fitted, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         promoted.append(
             registry.promote_first_version(NAME, info.registered_model_version, client=client)
         )
-    yield Store(settings, (promoted[0], promoted[1]), (versions[0], versions[1]))
+    yield Store(settings, client, (promoted[0], promoted[1]), (versions[0], versions[1]))
     mlflow.set_tracking_uri(previous)
 
 
 def test_first_version_becomes_champion_and_stays(store: Store) -> None:
     assert store.versions == ("1", "2")
     assert store.promoted == (True, False)
-    assert registry.alias_version(NAME, "champion") == "1"
-    rows = registry.list_versions(NAME)
+    assert registry.current_version(NAME, "champion", store.client) == "1"
+    rows = registry.list_versions(NAME, store.client)
     assert [(r["version"], r["aliases"]) for r in rows] == [(1, ["champion"]), (2, [])]
     assert all(r["run_id"] and r["created"] and r["status"] == "READY" for r in rows)
     assert rows[0]["run_id"] != rows[1]["run_id"]
-    assert registry.list_versions("no-such-model") == []
+    assert registry.list_versions("no-such-model", store.client) == []
     # artifacts land under the configured artifact location, not ./mlruns of the cwd
     experiment = mlflow.get_experiment_by_name("test-registry")
     assert experiment is not None
@@ -202,12 +203,13 @@ def test_first_version_becomes_champion_and_stays(store: Store) -> None:
 
 
 def test_set_alias_moves_an_alias(store: Store) -> None:
-    registry.set_alias(NAME, "challenger", 2)
-    assert registry.alias_version(NAME, "challenger") == "2"
-    registry.set_alias(NAME, "challenger", "1")
-    assert registry.alias_version(NAME, "challenger") == "1"
-    assert registry.alias_version(NAME, "nobody") is None
-    assert not registry.promote_first_version(NAME, 2, alias="challenger")
+    client = store.client
+    registry.set_alias(NAME, "challenger", 2, client)
+    assert registry.current_version(NAME, "challenger", client) == "2"
+    registry.set_alias(NAME, "challenger", "1", client)
+    assert registry.current_version(NAME, "challenger", client) == "1"
+    assert registry.current_version(NAME, "nobody", client) is None
+    assert not registry.promote_first_version(NAME, 2, client=client, alias="challenger")
 
 
 _FRESH_SCRIPT = textwrap.dedent(
@@ -321,7 +323,7 @@ def test_in_process_pyfunc_and_errors(store: Store, fitted: Fitted, reference: R
 
 
 def test_json_safe_replaces_non_finite_numbers() -> None:
-    from training.pyfunc_model import json_safe
+    from router.pyfunc import json_safe
 
     frame = pd.DataFrame(
         [
@@ -349,7 +351,7 @@ def test_json_safe_replaces_non_finite_numbers() -> None:
 
 def test_first_version_race_agrees_on_the_lowest(store: Store, tmp_path: Path) -> None:
     """Two trainings that both find no champion point it at the same (first) version."""
-    client = mlflow.MlflowClient()
+    client = store.client
     name = "race-model"
     client.create_registered_model(name)
     run = client.create_run(mlflow.get_experiment_by_name("test-registry").experiment_id)
@@ -357,9 +359,9 @@ def test_first_version_race_agrees_on_the_lowest(store: Store, tmp_path: Path) -
         client.create_model_version(name, f"runs:/{run.info.run_id}/router", run.info.run_id)
     # the second training checks first: it gives the alias to version 1, not to itself
     assert registry.promote_first_version(name, "2", client=client) is False
-    assert registry.alias_version(name, "champion", client) == "1"
+    assert registry.current_version(name, "champion", client) == "1"
     assert registry.promote_first_version(name, "1", client=client) is False  # already set
-    assert registry.alias_version(name, "champion", client) == "1"
+    assert registry.current_version(name, "champion", client) == "1"
 
 
 def test_unknown_models_raise_router_load_error(store: Store, tmp_path: Path, monkeypatch) -> None:

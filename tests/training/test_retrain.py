@@ -18,12 +18,13 @@ from router.data import OutcomeTable
 from router.errors import ConfigurationError
 from router.feedback import FeedbackStore
 from router.model import CascadeModel
+from router.registry import registry_client
 from router.settings import RouterSettings
 from tests.conftest import SAMPLE, TIERS
 from training.feedback_data import replay_as_feedback
 from training.gate import GateConfig
 from training.registry import (
-    alias_version,
+    current_version,
     list_versions,
     log_router,
     open_tracking,
@@ -34,6 +35,11 @@ from training.retrain import PAUSE_ENV, RetrainConfig, retrain
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def reg(settings: RouterSettings) -> mlflow.MlflowClient:
+    """The registry client of the test's tracking store."""
+    return registry_client(settings.tracking_uri)
 
 
 def shuffled(table: OutcomeTable, seed: int = 7) -> OutcomeTable:
@@ -117,7 +123,7 @@ def config(base_file: Path, **kw) -> RetrainConfig:
 def aliases(settings: RouterSettings) -> dict[str, str | None]:
     name = settings.registered_model
     return {
-        a: alias_version(name, a, None)
+        a: current_version(name, a, reg(settings))
         for a in (settings.champion_alias, settings.previous_alias, settings.challenger_alias)
     }
 
@@ -126,7 +132,7 @@ def test_gate_refuses_shuffled_challenger(
     fitted_model, split_tables, base_file, settings, tmp_path
 ) -> None:
     champion = register(fitted_model, settings, tmp_path)
-    promote_version(settings.registered_model, champion)
+    promote_version(settings.registered_model, champion, client=reg(settings))
     with FeedbackStore.from_settings(settings) as store:
         write_feedback(store, split_tables[0].subset(np.arange(200)))
         result = retrain(config(base_file, shuffle_labels=True), settings, store, log=print)
@@ -155,7 +161,7 @@ def test_gate_promotes_better_challenger_then_rollback(
     shuffled_model, split_tables, base_file, settings, tmp_path
 ) -> None:
     weak = register(shuffled_model, settings, tmp_path)
-    promote_version(settings.registered_model, weak)
+    promote_version(settings.registered_model, weak, client=reg(settings))
     with FeedbackStore.from_settings(settings) as store:
         write_feedback(store, split_tables[0].subset(np.arange(200)))
         result = retrain(config(base_file), settings, store, log=print)
@@ -165,28 +171,28 @@ def test_gate_promotes_better_challenger_then_rollback(
         "previous": weak,
         "challenger": result.version,
     }
-    demoted, restored = rollback(settings.registered_model)
+    demoted, restored = rollback(settings.registered_model, client=reg(settings))
     assert (demoted, restored) == (result.version, weak)
-    assert alias_version(settings.registered_model, "champion") == weak
-    assert alias_version(settings.registered_model, "previous") == result.version
-    rollback(settings.registered_model)  # undo
-    assert alias_version(settings.registered_model, "champion") == result.version
+    assert current_version(settings.registered_model, "champion", reg(settings)) == weak
+    assert current_version(settings.registered_model, "previous", reg(settings)) == result.version
+    rollback(settings.registered_model, client=reg(settings))  # undo
+    assert current_version(settings.registered_model, "champion", reg(settings)) == result.version
 
 
 def test_rollback_without_previous_is_a_clear_error(fitted_model, settings, tmp_path) -> None:
     version = register(fitted_model, settings, tmp_path)
-    promote_version(settings.registered_model, version)
+    promote_version(settings.registered_model, version, client=reg(settings))
     with pytest.raises(ConfigurationError, match="previous"):
-        rollback(settings.registered_model)
+        rollback(settings.registered_model, client=reg(settings))
     with pytest.raises(ConfigurationError, match="no version 99"):
-        promote_version(settings.registered_model, 99)
+        promote_version(settings.registered_model, 99, client=reg(settings))
 
 
 def test_retrain_reads_store_written_concurrently(
     fitted_model, split_tables, base_file, settings, tmp_path
 ) -> None:
     champion = register(fitted_model, settings, tmp_path)
-    promote_version(settings.registered_model, champion)
+    promote_version(settings.registered_model, champion, client=reg(settings))
     train, _ = split_tables
     store = FeedbackStore.from_settings(settings)
     write_feedback(store, train.subset(np.arange(100)))
@@ -215,17 +221,19 @@ def test_retrain_reads_store_written_concurrently(
     assert in_window + after == written[0] == store.counts()["labelled"]
     assert written[0] > 100  # the writer did write while retrain ran
     store.close()
-    assert alias_version(settings.registered_model, "champion") == champion  # --no-promote
+    assert (
+        current_version(settings.registered_model, "champion", reg(settings)) == champion
+    )  # --no-promote
 
 
 def test_killed_retrain_leaves_registry_unchanged(
     fitted_model, split_tables, base_file, settings, tmp_path
 ) -> None:
     champion = register(fitted_model, settings, tmp_path)
-    promote_version(settings.registered_model, champion)
+    promote_version(settings.registered_model, champion, client=reg(settings))
     with FeedbackStore.from_settings(settings) as store:
         write_feedback(store, split_tables[0].subset(np.arange(100)))
-    before_versions = list_versions(settings.registered_model)
+    before_versions = list_versions(settings.registered_model, reg(settings))
     before_aliases = aliases(settings)
     env = dict(os.environ)
     env.update(
@@ -254,7 +262,7 @@ def test_killed_retrain_leaves_registry_unchanged(
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    assert list_versions(settings.registered_model) == before_versions
+    assert list_versions(settings.registered_model, reg(settings)) == before_versions
     assert aliases(settings) == before_aliases
 
 
@@ -263,7 +271,7 @@ def test_cli_promote_rollback_versions(fitted_model, settings, tmp_path, monkeyp
 
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from training.cli.app import app
 
     for key, value in {
         "CASCADE_TRACKING_URI": settings.tracking_uri,
@@ -299,7 +307,7 @@ def test_cli_retrain_and_since_last(
 
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from training.cli.app import app
 
     for key, value in {
         "CASCADE_TRACKING_URI": settings.tracking_uri,
@@ -310,7 +318,7 @@ def test_cli_retrain_and_since_last(
     }.items():
         monkeypatch.setenv(key, value)
     champion = register(fitted_model, settings, tmp_path)
-    promote_version(settings.registered_model, champion)
+    promote_version(settings.registered_model, champion, client=reg(settings))
     with FeedbackStore.from_settings(settings) as store:
         write_feedback(store, split_tables[0].subset(np.arange(100)))
     common = ["--base", str(base_file), "--lookup", "mmlu_pro", "--eval-sample", str(SAMPLE)]
@@ -329,7 +337,7 @@ def test_cli_retrain_and_since_last(
     assert second.exit_code == 0, second.output
     bad = runner.invoke(app, ["retrain", "--since", "yesterday"])
     assert bad.exit_code == 2 and "--since" in bad.output
-    assert alias_version(settings.registered_model, "champion") == champion
+    assert current_version(settings.registered_model, "champion", reg(settings)) == champion
 
 
 def test_a_champion_that_buys_second_opinions_is_retrained_without_them(
@@ -347,7 +355,7 @@ def test_a_champion_that_buys_second_opinions_is_retrained_without_them(
         acceptance_params={"n_estimators": 100, "early_stopping_rounds": 20},
     ).fit(table, embedder)
     champion = register(with_peer, settings, tmp_path)
-    promote_version(settings.registered_model, champion)
+    promote_version(settings.registered_model, champion, client=reg(settings))
     logged: list[str] = []
     with FeedbackStore.from_settings(settings) as store:
         write_feedback(store, split_tables[0].subset(np.arange(200)))

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from router.core import Router
 from router.feedback import FeedbackStore, RequestRecord
+from router.pyfunc import DECISION_COLUMNS, predict_frame
+from router.sdk import Router
 from router.settings import RouterSettings
-from training.pyfunc_model import DECISION_COLUMNS, predict_frame
 from training.registry import log_router, open_tracking
 from training.scoring import log_to_model_input, score_frame, spark_score
 

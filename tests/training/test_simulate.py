@@ -5,16 +5,23 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from router.feedback import FeedbackStore
+from router.registry import registry_client
 from router.settings import RouterSettings
 from tests.conftest import SAMPLE, TIERS
 from training.gate import GateConfig
-from training.registry import alias_version, list_versions
+from training.registry import current_version, list_versions
 from training.simulate import SimulateConfig, simulate
 
 pytestmark = pytest.mark.slow
+
+
+def reg(settings: RouterSettings) -> mlflow.MlflowClient:
+    """The registry client of the test's tracking store."""
+    return registry_client(settings.tracking_uri)
 
 
 def test_simulate_loop_through_the_sidecar(tmp_path: Path, cache_dir: Path) -> None:
@@ -48,9 +55,9 @@ def test_simulate_loop_through_the_sidecar(tmp_path: Path, cache_dir: Path) -> N
     assert set(labelled["tier"]) <= set(TIERS)
     assert sum(result.tier_counts.values()) == 240
     # seed version + one challenger per checkpoint, and @champion is one of them
-    versions = [v["version"] for v in list_versions(settings.registered_model)]
+    versions = [v["version"] for v in list_versions(settings.registered_model, reg(settings))]
     assert versions == [1, 2, 3]
-    champion = alias_version(settings.registered_model, "champion")
+    champion = current_version(settings.registered_model, "champion", reg(settings))
     promoted = [p for p in result.points if p.promoted]
     assert champion == (promoted[-1].challenger_version if promoted else "1")
     # the learning curve files

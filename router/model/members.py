@@ -1,0 +1,261 @@
+"""Extra pre-answer acceptance estimators and the rule that picks which to average.
+
+LightGBM on 384 embedding dimensions is strong with many labelled prompts and noisy with few;
+a linear model and a nearest-neighbour vote are strong where it is weak.  The router averages
+the probabilities of a subset of {LightGBM, logistic regression, kNN}, and the subset is
+chosen on the calibration split (never the test split) by the APGR of the escalation ranking
+it gives.  Both extra members are plain arrays at prediction time: no sklearn object per
+request, nothing pickled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from router.errors import NotFittedError
+
+FloatArray = np.ndarray
+
+
+def _unit(X: FloatArray) -> FloatArray:
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.maximum(norms, 1e-12)
+
+
+class LinearAcceptance:
+    """L2-regularised logistic regression on the input embedding: P(accepted | x).
+
+    Learned: ``coef_``, ``intercept_``.
+    """
+
+    def __init__(self, C: float = 0.1, max_iter: int = 2000, seed: int = 0) -> None:
+        self.C, self.max_iter, self.seed = C, max_iter, seed
+
+    def fit(self, X: FloatArray, y: FloatArray) -> LinearAcceptance:
+        from sklearn.linear_model import LogisticRegression
+
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y).astype(bool)
+        if y.all() or not y.any():  # one class: a constant
+            self.coef_ = np.zeros(X.shape[1])
+            rate = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
+            self.intercept_ = float(np.log(rate / (1 - rate)))
+            return self
+        model = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+        model.fit(X, y)
+        self.coef_ = model.coef_[0].astype(np.float64)
+        self.intercept_ = float(model.intercept_[0])
+        return self
+
+    def predict_accept(self, X: FloatArray) -> FloatArray:
+        if not hasattr(self, "coef_"):
+            raise NotFittedError("LinearAcceptance is not fitted")
+        z = np.asarray(X, dtype=np.float64) @ self.coef_ + self.intercept_
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"C": self.C, "coef": self.coef_.tolist(), "intercept": self.intercept_}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LinearAcceptance:
+        model = cls(C=float(data["C"]))
+        model.coef_ = np.asarray(data["coef"], dtype=np.float64)
+        model.intercept_ = float(data["intercept"])
+        return model
+
+
+class NeighbourAcceptance:
+    """Cosine k-nearest-neighbour vote: the acceptance rate of every tier among the k nearest
+    labelled inputs.  One index serves all tiers (labels ``Y`` are n × tiers).
+
+    Learned: ``keys_`` (unit vectors, float16 to halve the size), ``labels_``.
+    """
+
+    def __init__(self, k: int = 100) -> None:
+        self.k = k
+
+    def fit(self, X: FloatArray, Y: FloatArray) -> NeighbourAcceptance:
+        self.keys_ = _unit(X).astype(np.float16)
+        self.labels_ = np.asarray(Y, dtype=np.float32).reshape(len(self.keys_), -1)
+        return self
+
+    def predict_accept(self, X: FloatArray, chunk: int = 2048) -> FloatArray:
+        """n × tiers acceptance rates among the k nearest stored inputs."""
+        if not hasattr(self, "keys_"):
+            raise NotFittedError("NeighbourAcceptance is not fitted")
+        queries = _unit(X)
+        keys = self._keys32()
+        k = min(self.k, len(keys))
+        out = np.empty((len(queries), self.labels_.shape[1]), dtype=np.float64)
+        for start in range(0, len(queries), chunk):
+            sims = queries[start : start + chunk] @ keys.T
+            nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            out[start : start + chunk] = self.labels_[nearest].mean(axis=1)
+        return out
+
+    def _keys32(self) -> FloatArray:
+        """The keys as float32, converted once (a per-call conversion would dominate a single
+        request)."""
+        cached: FloatArray | None = getattr(self, "_keys_f32", None)
+        if cached is None or len(cached) != len(self.keys_):
+            cached = self._keys_f32 = self.keys_.astype(np.float32)
+        return cached
+
+    def arrays(self) -> dict[str, FloatArray]:
+        return {"keys": self.keys_, "labels": self.labels_}
+
+    @classmethod
+    def from_arrays(cls, k: int, arrays: Mapping[str, FloatArray]) -> NeighbourAcceptance:
+        model = cls(k=k)
+        model.keys_ = np.asarray(arrays["keys"], dtype=np.float16)
+        model.labels_ = np.asarray(arrays["labels"], dtype=np.float32)
+        if model.labels_.ndim != 2 or len(model.labels_) != len(model.keys_):
+            raise ValueError("neighbour keys and labels differ in length")
+        return model
+
+
+#: The candidate member subsets, LightGBM always in.
+CANDIDATES: tuple[tuple[str, ...], ...] = (
+    ("lgbm",),
+    ("lgbm", "linear"),
+    ("lgbm", "linear_c1"),
+    ("lgbm", "knn"),
+    ("lgbm", "linear", "knn"),
+)
+
+#: The inverse regularisation of each linear member.
+LINEAR_MEMBERS: dict[str, float] = {"linear": 0.1, "linear_c1": 1.0}
+
+
+def choose_members(
+    members: Mapping[str, FloatArray],
+    score: Callable[[FloatArray], float],
+    candidates: Sequence[tuple[str, ...]] = CANDIDATES,
+) -> tuple[tuple[str, ...], dict[str, float]]:
+    """The subset whose averaged probabilities (n × tiers) ``score`` best; ties keep the first.
+
+    Returns the subset and every candidate's score (for the run's record).
+    """
+    scores: dict[str, float] = {}
+    best: tuple[str, ...] = candidates[0]
+    best_score = -np.inf
+    for names in candidates:
+        if not all(n in members for n in names):
+            continue
+        value = float(score(np.mean([members[n] for n in names], axis=0)))
+        scores["+".join(names)] = value
+        if value > best_score + 1e-12:
+            best, best_score = names, value
+    return best, scores
+
+
+class PreAnswerMembers:
+    """The estimators whose probabilities a model averages into P(tier accepted | input).
+
+    ``members`` names them: ``lgbm`` (the model's calibrated boosters, always in), ``linear`` /
+    ``linear_c1`` (one :class:`LinearAcceptance` per tier) and ``knn`` (one
+    :class:`NeighbourAcceptance` for all tiers).  Only the chosen members are kept.
+    """
+
+    def __init__(
+        self,
+        members: Sequence[str] = ("lgbm",),
+        linear: Mapping[str, Sequence[LinearAcceptance]] | None = None,
+        neighbours: NeighbourAcceptance | None = None,
+    ) -> None:
+        self.members = tuple(members)
+        self.linear = {n: list(models) for n, models in (linear or {}).items()}
+        self.neighbours = neighbours
+        missing = [
+            n
+            for n in self.members
+            if n != "lgbm" and n not in self.linear and not (n == "knn" and neighbours)
+        ]
+        if "lgbm" not in self.members or missing:
+            raise ValueError(f"pre-answer members {self.members} lack their estimators {missing}")
+
+    @property
+    def extra(self) -> bool:
+        """Whether anything but the boosters takes part."""
+        return self.members != ("lgbm",)
+
+    def average(self, lgbm: FloatArray, embeddings: FloatArray) -> FloatArray:
+        """The members' mean probability, n × tiers, given the boosters' ``lgbm`` (n × tiers)."""
+        if not self.extra:
+            return lgbm
+        parts = [np.asarray(lgbm, dtype=np.float64)]
+        for name in self.members:
+            if name in self.linear:
+                parts.append(
+                    np.column_stack([m.predict_accept(embeddings) for m in self.linear[name]])
+                )
+            elif name == "knn" and self.neighbours is not None:
+                parts.append(self.neighbours.predict_accept(embeddings))
+        return np.mean(parts, axis=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"members": list(self.members)}
+        out["linear"] = {n: [m.to_dict() for m in ms] for n, ms in self.linear.items()}
+        if self.neighbours is not None:
+            out["knn_k"] = self.neighbours.k
+        return out
+
+    def arrays(self) -> dict[str, FloatArray]:
+        """Arrays to store beside :meth:`to_dict` (the neighbour index, if any)."""
+        if self.neighbours is None:
+            return {}
+        return {f"knn_{k}": v for k, v in self.neighbours.arrays().items()}
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], arrays: Mapping[str, FloatArray] | None = None
+    ) -> PreAnswerMembers:
+        linear = {
+            n: [LinearAcceptance.from_dict(d) for d in ms] for n, ms in data["linear"].items()
+        }
+        neighbours = None
+        if "knn_k" in data:
+            if arrays is None or "knn_keys" not in arrays:
+                raise ValueError("the neighbour member's index (neighbours.npz) is missing")
+            neighbours = NeighbourAcceptance.from_arrays(
+                int(data["knn_k"]), {"keys": arrays["knn_keys"], "labels": arrays["knn_labels"]}
+            )
+        return cls(data["members"], linear, neighbours)
+
+
+def fit_members(
+    embeddings: FloatArray,
+    labels: FloatArray,
+    cal_embeddings: FloatArray,
+    cal_lgbm: FloatArray,
+    score: Callable[[FloatArray], float],
+    k: int = 100,
+    seed: int = 0,
+) -> tuple[PreAnswerMembers, dict[str, float]]:
+    """Fit every candidate member on (``embeddings``, ``labels`` n × tiers), choose the subset
+    whose average with the boosters' calibration-split probabilities ``cal_lgbm`` scores best
+    on the calibration split, and keep only its members."""
+    labels = np.asarray(labels, dtype=np.float32).reshape(len(embeddings), -1)
+    linear = {
+        name: [
+            LinearAcceptance(C=C, seed=seed).fit(embeddings, labels[:, t])
+            for t in range(labels.shape[1])
+        ]
+        for name, C in LINEAR_MEMBERS.items()
+    }
+    neighbours = NeighbourAcceptance(k=k).fit(embeddings, labels)
+    on_cal: dict[str, FloatArray] = {"lgbm": np.asarray(cal_lgbm, dtype=np.float64)}
+    for name, models in linear.items():
+        on_cal[name] = np.column_stack([m.predict_accept(cal_embeddings) for m in models])
+    on_cal["knn"] = neighbours.predict_accept(cal_embeddings)
+    choice, scores = choose_members(on_cal, score)
+    chosen = PreAnswerMembers(
+        choice,
+        {n: ms for n, ms in linear.items() if n in choice},
+        neighbours if "knn" in choice else None,
+    )
+    return chosen, scores

@@ -1,0 +1,220 @@
+"""Per-step operating points for a target, fitted on calibration outcomes that travel with them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from router.errors import ConfigurationError, NotFittedError
+from router.policy.fitting import choose_operating_point
+from router.policy.rules import Operating
+from router.policy.signals import CascadeSignals
+from router.policy.target import Target
+from router.policy.walk import Outcome, walk_recorded
+
+
+@dataclass
+class CascadePolicy:
+    """Per-step operating points for a target, fitted on a calibration split.
+
+    The calibration outcomes are kept so that any other target can be fitted later, at request
+    time, without the training data (``for_target``).
+    """
+
+    tiers: tuple[str, ...]
+    tier_weights: np.ndarray
+    skip_tolerance: float | None = 0.1
+    min_step_samples: int = 200
+    grid_size: int = 300
+    target: Target = field(default_factory=lambda: Target(quality_ratio=0.95))
+    margin_z: float = 1.0
+
+    def fit(
+        self,
+        signals: CascadeSignals,
+        scores: np.ndarray,
+        costs: np.ndarray,
+        steps: np.ndarray,
+        opinion_costs: np.ndarray | None = None,
+    ) -> CascadePolicy:
+        """Fit the operating points for ``self.target`` on calibration outcomes.
+
+        ``opinion_costs``: the cost of the second opinions per prompt and source, (n, S) (with
+        opinion signals).
+        """
+        if scores.shape[1] != len(self.tiers):
+            raise ConfigurationError("scores must have one column per tier")
+        self.cal_opinion_costs_ = (
+            None
+            if opinion_costs is None
+            else np.asarray(opinion_costs, dtype=np.float64).reshape(len(scores), -1)
+        )
+        self.cal_signals_ = signals
+        self.cal_scores_ = np.asarray(scores, dtype=np.float64)
+        self.cal_costs_ = np.asarray(costs, dtype=np.float64)
+        self.cal_steps_ = np.asarray(steps, dtype=object).astype(str)
+        self._cache: dict[str, tuple[Operating, dict[str, Operating]]] = {}
+        self.global_, self.per_step_ = self._fit_target(self.target)
+        return self
+
+    def _fit_target(self, target: Target) -> tuple[Operating, dict[str, Operating]]:
+        glob = choose_operating_point(
+            target,
+            self.cal_signals_,
+            self.cal_scores_,
+            self.cal_costs_,
+            self.tier_weights,
+            self.skip_tolerance,
+            self.grid_size,
+            self.margin_z,
+            self.cal_opinion_costs_,
+        )
+        per_step: dict[str, Operating] = {}
+        steps, counts = np.unique(self.cal_steps_, return_counts=True)
+        if len(steps) > 1:
+            for step, count in zip(steps, counts, strict=True):
+                if count < self.min_step_samples:
+                    continue
+                mask = self.cal_steps_ == step
+                per_step[str(step)] = choose_operating_point(
+                    target,
+                    self.cal_signals_.subset(mask),
+                    self.cal_scores_[mask],
+                    self.cal_costs_[mask],
+                    self.tier_weights,
+                    self.skip_tolerance,
+                    self.grid_size,
+                    self.margin_z,
+                    None if self.cal_opinion_costs_ is None else self.cal_opinion_costs_[mask],
+                    # a step's own point keeps the global opinion bands: bands searched on a
+                    # step's few hundred prompts overfit them
+                    [glob.opinion_bands],
+                )
+        return glob, per_step
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "global_"):
+            raise NotFittedError("CascadePolicy is not fitted: call fit() first")
+
+    def operating(self, step: str | None, target: Target | None = None) -> Operating:
+        """The operating point for one step kind (global when the step has no point of its own)."""
+        self._check_fitted()
+        if target is None or target == self.target:
+            glob, per_step = self.global_, self.per_step_
+        else:
+            key = str(target)
+            if key not in self._cache:
+                self._cache[key] = self._fit_target(target)
+            glob, per_step = self._cache[key]
+        return per_step.get(str(step), glob) if step is not None else glob
+
+    def run(
+        self,
+        signals: CascadeSignals,
+        scores: np.ndarray,
+        costs: np.ndarray,
+        steps: Sequence[str] | np.ndarray,
+        target: Target | None = None,
+        opinion_costs: np.ndarray | None = None,
+    ) -> Outcome:
+        """Apply the fitted per-step points to recorded outcomes (e.g. the test split)."""
+        self._check_fitted()
+        steps_arr = np.asarray(steps, dtype=object).astype(str)
+        n, n_tiers = scores.shape
+        result = Outcome(
+            np.zeros(n, dtype=int),
+            np.zeros(n),
+            np.zeros(n),
+            np.zeros(n, dtype=bool),
+            np.zeros((n, n_tiers - 1), dtype=bool),
+            np.zeros(n, dtype=bool),
+            np.full(n, -1, dtype=int),
+        )
+        for step in np.unique(steps_arr):
+            mask = steps_arr == step
+            point = self.operating(str(step), target)
+            out, _ = walk_recorded(
+                signals.subset(mask),
+                scores[mask],
+                costs[mask],
+                point.lam,
+                self.tier_weights,
+                skip_thresholds=point.skip_thresholds,
+                opinion_bands=point.opinion_bands,
+                opinion_costs=None if opinion_costs is None else opinion_costs[mask],
+            )
+            result.answer_tier[mask] = out.answer_tier
+            result.quality[mask] = out.quality
+            result.cost[mask] = out.cost
+            result.top_called[mask] = out.top_called
+            result.skipped[mask] = out.skipped
+            if out.asked is not None and result.asked is not None:
+                result.asked[mask] = out.asked
+            if out.source is not None and result.source is not None:
+                result.source[mask] = out.source
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {
+            "tiers": list(self.tiers),
+            "tier_weights": self.tier_weights.tolist(),
+            "skip_tolerance": self.skip_tolerance,
+            "min_step_samples": self.min_step_samples,
+            "grid_size": self.grid_size,
+            "margin_z": self.margin_z,
+            "target": str(self.target),
+            "global": self.global_.to_dict(),
+            "per_step": {k: v.to_dict() for k, v in self.per_step_.items()},
+        }
+
+    def calibration_arrays(self) -> dict[str, np.ndarray]:
+        self._check_fitted()
+        arrays = {
+            "pre": self.cal_signals_.pre,
+            "post_self": self.cal_signals_.post_self,
+            "post_next": self.cal_signals_.post_next,
+            "scores": self.cal_scores_,
+            "costs": self.cal_costs_,
+            "steps": self.cal_steps_.astype(str),
+        }
+        sig = self.cal_signals_
+        if sig.op_self is not None and sig.op_next is not None:
+            arrays["op_self"], arrays["op_next"] = sig.op_self, sig.op_next
+        if self.cal_opinion_costs_ is not None:
+            arrays["opinion_costs"] = self.cal_opinion_costs_
+        return arrays
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], arrays: dict[str, np.ndarray]) -> CascadePolicy:
+        target = Target.parse(data["target"])
+        assert target is not None
+        policy = cls(
+            tiers=tuple(data["tiers"]),
+            tier_weights=np.asarray(data["tier_weights"], dtype=np.float64),
+            skip_tolerance=data["skip_tolerance"],
+            min_step_samples=int(data["min_step_samples"]),
+            grid_size=int(data["grid_size"]),
+            target=target,
+            margin_z=float(data.get("margin_z", 1.0)),
+        )
+        policy.cal_signals_ = CascadeSignals(
+            np.asarray(arrays["pre"]),
+            np.asarray(arrays["post_self"]),
+            np.asarray(arrays["post_next"]),
+            np.asarray(arrays["op_self"]) if "op_self" in arrays else None,
+            np.asarray(arrays["op_next"]) if "op_next" in arrays else None,
+        )
+        policy.cal_opinion_costs_ = (
+            np.asarray(arrays["opinion_costs"]) if "opinion_costs" in arrays else None
+        )
+        policy.cal_scores_ = np.asarray(arrays["scores"])
+        policy.cal_costs_ = np.asarray(arrays["costs"])
+        policy.cal_steps_ = np.asarray(arrays["steps"]).astype(str).astype(object)
+        policy._cache = {}
+        policy.global_ = Operating.from_dict(data["global"])
+        policy.per_step_ = {k: Operating.from_dict(v) for k, v in data["per_step"].items()}
+        return policy
