@@ -2,5 +2,5 @@
 # The main job on the embedded default: install, then train → evaluate → register → route.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh train
 exec .venv/bin/cascade-router demo "$@"

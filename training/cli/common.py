@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from router.errors import CascadeRouterError, ConfigurationError
 from router.settings import RouterSettings
@@ -39,7 +40,7 @@ def handle_errors(fn: F) -> F:
                 raise
             console.print(
                 f"[bold red]error:[/] this command needs {exc.name}, which is not installed: "
-                "pip install 'cascade-router[train,serve]'",
+                + escape("pip install 'cascade-router[train,serve]'"),
                 highlight=False,
             )
             raise typer.Exit(2) from None

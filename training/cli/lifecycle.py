@@ -5,22 +5,26 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from router.errors import ConfigurationError
-from router.feedback import FeedbackStore
 from router.settings import RouterSettings
 from training.cli.common import console, handle_errors, load_settings, out
 from training.cli.reports import drift_table
+
+if TYPE_CHECKING:
+    from router.feedback import FeedbackStore
 
 KEY_METRICS = ("apgr", "ece", "cost_saved", "frontier_share")
 
 
 def _open_store(settings: RouterSettings) -> FeedbackStore:
     """The feedback store (created if missing)."""
+    from router.feedback import FeedbackStore  # needs sqlalchemy: the train or serve extra
+
     return FeedbackStore.from_settings(settings)
 
 
