@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
-stamp=".venv/.installed-$(sha256sum pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)-${extras:-base}"
+stamp=".venv/.installed-$(sha256sum pyproject.toml scripts/bootstrap.sh scripts/build_llama_cpp.sh | sha256sum | cut -c1-16)-${extras:-base}"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   case ",$extras," in
