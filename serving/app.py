@@ -26,7 +26,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from router.backends import ChatBackend, Completion, Messages, SamplingBackend, input_text
+from router.backends import (
+    ChatBackend,
+    ChatInput,
+    ChatRequest,
+    Completion,
+    Messages,
+    SamplingBackend,
+    step_text,
+)
 from router.errors import (
     BackendError,
     BackendTimeoutError,
@@ -76,16 +84,20 @@ class CountingBackend:
         self.metrics.upstream_errors.labels(self.tier, kind).inc()
         logger.warning("upstream %s failed (%s): %s", self.tier, kind, exc)
 
-    def complete(self, messages: Messages, *, max_tokens: int | None = None) -> Completion:
+    def complete(
+        self, request: ChatRequest | ChatInput, *, max_tokens: int | None = None
+    ) -> Completion:
         try:
-            return self.inner.complete(messages, max_tokens=max_tokens)
+            return self.inner.complete(request, max_tokens=max_tokens)
         except BackendError as exc:
             self._count(exc)
             raise
 
-    async def acomplete(self, messages: Messages, *, max_tokens: int | None = None) -> Completion:
+    async def acomplete(
+        self, request: ChatRequest | ChatInput, *, max_tokens: int | None = None
+    ) -> Completion:
         try:
-            return await self.inner.acomplete(messages, max_tokens=max_tokens)
+            return await self.inner.acomplete(request, max_tokens=max_tokens)
         except BackendError as exc:
             self._count(exc)
             raise
@@ -96,19 +108,29 @@ class CountingBackend:
         return self.inner
 
     def sample(
-        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+        self,
+        request: ChatRequest | ChatInput,
+        k: int,
+        temperature: float,
+        *,
+        max_tokens: int | None = None,
     ) -> list[Completion]:
         try:
-            return self._sampler().sample(messages, k, temperature, max_tokens=max_tokens)
+            return self._sampler().sample(request, k, temperature, max_tokens=max_tokens)
         except BackendError as exc:
             self._count(exc)
             raise
 
     async def asample(
-        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+        self,
+        request: ChatRequest | ChatInput,
+        k: int,
+        temperature: float,
+        *,
+        max_tokens: int | None = None,
     ) -> list[Completion]:
         try:
-            return await self._sampler().asample(messages, k, temperature, max_tokens=max_tokens)
+            return await self._sampler().asample(request, k, temperature, max_tokens=max_tokens)
         except BackendError as exc:
             self._count(exc)
             raise
@@ -529,8 +551,8 @@ async def _run_cascade(
             served.router.aroute(
                 step,
                 messages,
-                target,
-                max_tokens,
+                target=target,
+                max_tokens=max_tokens,
                 retries=settings.upstream_retries,
                 retry_backoff_s=settings.retry_backoff_s,
             ),
@@ -564,7 +586,7 @@ def _record(
         RequestRecord(
             request_id=request_id,
             step=result.step,
-            input_text=input_text(messages),
+            input_text=step_text(messages),
             messages=[dict(m) for m in messages],
             target=result.target,
             router_version=served.version,

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ChatInput = str | Sequence[Mapping[str, Any]]
+from router.backends import AssistantMessage, ChatInput, ChatRequest
+
+__all__ = [
+    "OPINION_ROLES",
+    "ChatInput",
+    "ChatRequest",
+    "Decision",
+    "RouteResult",
+    "TierStep",
+    "TokenUsage",
+    "json_safe",
+    "tier_roles",
+]
 #: roles of the trail's opinion steps (asked alongside the first tier's call)
 OPINION_ROLES = ("peer", "sample")
 
@@ -62,8 +74,35 @@ class TierStep:
 
 
 @dataclass(frozen=True)
+class TokenUsage:
+    """Tokens and cost of the calls of one model (a tier, a peer or the extra samples)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cost_usd + other.cost_usd,
+            self.calls + other.calls,
+        )
+
+
+@dataclass(frozen=True)
 class RouteResult:
-    """The answer of one routed step and how it was reached."""
+    """The answer of one routed step and how it was reached.
+
+    ``message`` is the answering model's assistant message (content, tool calls, refusal) and
+    ``answer`` its text form; ``usage`` holds the tokens and cost of every model that ran, by
+    name (tiers, peers, samples), and :attr:`total_usage` their sum.
+    """
 
     answer: str
     tier: str
@@ -83,9 +122,28 @@ class RouteResult:
     answers: dict[str, str] = field(default_factory=dict)  # every tier's answer, tier -> text
     failures: dict[str, str] = field(default_factory=dict)  # tiers that failed, tier -> error
     extra: dict[str, Any] = field(default_factory=dict)
+    message: AssistantMessage = field(default_factory=AssistantMessage)
+    finish_reason: str = "stop"
+    model: str = ""  # the answering backend's model name (what an OpenAI response reports)
+    usage: dict[str, TokenUsage] = field(default_factory=dict)
+    logprobs: dict[str, Any] | None = None  # OpenAI's logprobs object, when the request asked
+    invalid: dict[str, str] = field(default_factory=dict)  # answers the validator refused: why
+
+    @property
+    def total_usage(self) -> TokenUsage:
+        """The tokens and cost of every model that ran for this request."""
+        return sum(self.usage.values(), TokenUsage())
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = {
+            name: copy.deepcopy(getattr(self, name))
+            for name in self.__dataclass_fields__
+            if name not in ("message", "steps", "usage")
+        }
+        out["steps"] = [asdict(s) for s in self.steps]
+        out["usage"] = {k: asdict(v) for k, v in self.usage.items()}
+        out["message"] = self.message.to_openai()
+        return out
 
     def to_json_dict(self) -> dict[str, Any]:
         """:meth:`to_dict` fit for strict JSON (see :meth:`Decision.to_json_dict`)."""

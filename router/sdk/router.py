@@ -13,11 +13,17 @@ from typing import Any
 import numpy as np
 
 from router.backends import (
+    AssistantMessage,
     ChatBackend,
+    ChatInput,
+    ChatRequest,
     Completion,
-    Messages,
+    ResponseFormat,
     SamplingBackend,
-    input_text,
+    Tool,
+    as_request,
+    message_text,
+    step_text,
 )
 from router.embedders import Embedder, LRUEmbedder, build_embedder
 from router.errors import BackendError, ConfigurationError
@@ -25,7 +31,7 @@ from router.model import CascadeModel
 from router.opinions import OpinionSource
 from router.policy import Target, escalates, skips
 from router.registry import open_default_router, open_router_folder
-from router.sdk.results import ChatInput, Decision, RouteResult, tier_roles
+from router.sdk.results import Decision, RouteResult, tier_roles
 from router.sdk.walk import CascadeWalk
 from router.settings import RouterSettings
 
@@ -147,8 +153,8 @@ class Router:
     def decide_batch(
         self,
         steps: Sequence[str],
-        inputs: Sequence[ChatInput],
-        answers: Sequence[str | None] | None = None,
+        inputs: Sequence[ChatInput | ChatRequest],
+        answers: Sequence[str | AssistantMessage | None] | None = None,
         target: Target | str | None = None,
         opinions: Sequence[Sequence[str | None]] | None = None,
         opinion_source: str | None = None,
@@ -166,16 +172,17 @@ class Router:
         if opinions is not None and (answers is None or len(opinions) != len(inputs)):
             raise ConfigurationError("opinions need answers, one list of peer answers per input")
         tgt = Target.parse(target)
-        texts = [input_text(i) for i in inputs]
+        texts = [step_text(i) for i in inputs]
         X = self._input_matrix(steps, texts)
         pre = self.model.pre_probabilities(X)
         post = None
         if answers is not None:
-            a_emb = self.embedder.encode(self.model.answer_windows(answers, texts))
-            post = self.model.post_probabilities(0, X, a_emb, answers)
+            said = [_text_of(a) for a in answers]
+            a_emb = self.embedder.encode(self.model.answer_windows(said, texts))
+            post = self.model.post_probabilities(0, X, a_emb, said)
             if opinions is not None:
                 with_opinions = self.model.opinion_probabilities(
-                    X, a_emb, answers, opinions, steps, self.embedder, source=opinion_source
+                    X, a_emb, said, opinions, steps, self.embedder, source=opinion_source
                 )
                 if with_opinions is None:
                     raise ConfigurationError(
@@ -239,8 +246,8 @@ class Router:
     def decide(
         self,
         step: str,
-        input: ChatInput,
-        answer: str | None = None,
+        input: ChatInput | ChatRequest,
+        answer: str | AssistantMessage | None = None,
         target: Target | str | None = None,
         opinions: Sequence[str | None] | None = None,
         opinion_source: str | None = None,
@@ -279,34 +286,45 @@ class Router:
     def route(
         self,
         step: str,
-        input: ChatInput,
+        input: ChatInput | ChatRequest,
+        *,
+        tools: Sequence[Tool | Mapping[str, Any]] | None = None,
+        response_format: ResponseFormat | Mapping[str, Any] | None = None,
         target: Target | str | None = None,
-        max_tokens: int | None = None,
         retries: int = 0,
         retry_backoff_s: float = 0.25,
+        **params: Any,
     ) -> RouteResult:
         """Answer one step through the cascade (blocking).
+
+        ``input`` is a prompt, a list of chat messages in OpenAI's shape (assistant tool calls
+        and ``tool`` results included) or a :class:`ChatRequest`; ``tools``,
+        ``response_format`` and ``params`` (any other request field: ``tool_choice``,
+        ``temperature``, ``max_tokens``, ``seed``, …) are set on it, and the whole request goes
+        to every tier called.  The result carries the answering model's message.
 
         A tier below the top that fails (timeout, connection error, error status) is recorded
         as ``failed`` and the request escalates to the next tier.  The top tier is retried up to
         ``retries`` times with exponential backoff; then its :class:`BackendError` is raised.
+
+        Raises:
+            ConfigurationError: the input, a request field or the target is invalid.
         """
         backends = self._require_backends()
-        runner = CascadeWalk(self, step, input, target)
+        request = as_request(input, tools=tools, response_format=response_format, **params)
+        runner = CascadeWalk(self, step, request, target)
         attempt = 0
         while (call := runner.next_call()) is not None:
             source = runner.opinion_request()
             try:
                 if source is None:
-                    completion = backends[call].complete(runner.messages, max_tokens=max_tokens)
+                    completion = backends[call].complete(request)
                     opinions: list[Completion] = []
                 else:
                     # the answer and the second opinions are asked in parallel
-                    asks = self._opinion_calls(source, backends[call], runner.messages, max_tokens)
+                    asks = self._opinion_calls(source, backends[call], request)
                     with ThreadPoolExecutor(max_workers=1 + len(asks)) as pool:
-                        first = pool.submit(
-                            backends[call].complete, runner.messages, max_tokens=max_tokens
-                        )
+                        first = pool.submit(backends[call].complete, request)
                         futures = [pool.submit(ask) for ask in asks]
                         completion = first.result()
                         opinions = runner.usable_opinions(
@@ -343,8 +361,7 @@ class Router:
         self,
         source: OpinionSource,
         backend: ChatBackend,
-        messages: Messages,
-        max_tokens: int | None,
+        request: ChatRequest,
         asynchronous: bool = False,
     ) -> list[Any]:
         """The calls that fetch ``source``'s opinions: one per peer, or one that draws every
@@ -354,31 +371,34 @@ class Router:
             sampler = self._sampler(source, backend)
             draw = sampler.asample if asynchronous else sampler.sample
             temperature = float(source.temperature or 0.7)
-            calls: list[Any] = [functools.partial(draw, messages, source.size, temperature)]
+            calls: list[Any] = [functools.partial(draw, request, source.size, temperature)]
         else:
             peers = [self._require_peer(p) for p in source.models]
             calls = [
-                functools.partial(peer.acomplete if asynchronous else peer.complete, messages)
+                functools.partial(peer.acomplete if asynchronous else peer.complete, request)
                 for peer in peers
             ]
-        bound = [functools.partial(call, max_tokens=max_tokens) for call in calls]
-        return [call() for call in bound] if asynchronous else bound
+        return [call() for call in calls] if asynchronous else calls
 
     async def aroute(
         self,
         step: str,
-        input: ChatInput,
+        input: ChatInput | ChatRequest,
+        *,
+        tools: Sequence[Tool | Mapping[str, Any]] | None = None,
+        response_format: ResponseFormat | Mapping[str, Any] | None = None,
         target: Target | str | None = None,
-        max_tokens: int | None = None,
         retries: int = 0,
         retry_backoff_s: float = 0.25,
+        **params: Any,
     ) -> RouteResult:
         """Answer one step through the cascade (asyncio); see :meth:`route`.
 
         The embeddings and boosters run in a worker thread so the event loop stays free.
         """
         backends = self._require_backends()
-        runner = await asyncio.to_thread(CascadeWalk, self, step, input, target)
+        request = as_request(input, tools=tools, response_format=response_format, **params)
+        runner = await asyncio.to_thread(CascadeWalk, self, step, request, target)
         attempt = 0
         while (call := runner.next_call()) is not None:
             # the answer and the second opinions are asked in parallel
@@ -386,14 +406,10 @@ class Router:
             asks = (
                 []
                 if source is None
-                else self._opinion_calls(
-                    source, backends[call], runner.messages, max_tokens, asynchronous=True
-                )
+                else self._opinion_calls(source, backends[call], request, asynchronous=True)
             )
             results = await asyncio.gather(
-                backends[call].acomplete(runner.messages, max_tokens=max_tokens),
-                *asks,
-                return_exceptions=True,
+                backends[call].acomplete(request), *asks, return_exceptions=True
             )
             first = results[0]
             if isinstance(first, BackendError):
@@ -409,6 +425,10 @@ class Router:
             opinions = [] if source is None else runner.usable_opinions(source, list(results[1:]))
             await asyncio.to_thread(runner.receive, first, opinions)
         return runner.result()
+
+
+def _text_of(answer: str | AssistantMessage | None) -> str | None:
+    return answer if answer is None or isinstance(answer, str) else message_text(answer)
 
 
 def _default_prices() -> dict[str, tuple[float, float]]:

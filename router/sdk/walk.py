@@ -7,16 +7,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from router.backends import (
-    Completion,
-    Messages,
-    as_messages,
-    input_text,
-)
+from router.backends import ChatRequest, Completion, step_text
 from router.errors import BackendError, ConfigurationError
 from router.opinions import OpinionSource
 from router.policy import Target, escalates, skips
-from router.sdk.results import OPINION_ROLES, ChatInput, RouteResult, TierStep
+from router.sdk.results import OPINION_ROLES, RouteResult, TierStep, TokenUsage
 
 if TYPE_CHECKING:
     from router.sdk.router import Router
@@ -25,14 +20,18 @@ if TYPE_CHECKING:
 class CascadeWalk:
     """One request's walk down the tiers; the I/O is done by the caller (sync or async)."""
 
-    def __init__(self, router: Router, step: str, input: ChatInput, target: Target | str | None):
+    def __init__(
+        self, router: Router, step: str, request: ChatRequest, target: Target | str | None
+    ):
         if not isinstance(step, str) or not step.strip():
             raise ConfigurationError("step must be a non-empty string (e.g. 'intent')")
         started = time.perf_counter()
         self.router, self.step = router, step
         self.target = Target.parse(target) or router.model.target
-        self.messages: Messages = as_messages(input)
-        self.text = input_text(self.messages)
+        self.request = request
+        self.text = step_text(request)
+        if not self.text.strip():
+            raise ConfigurationError("the request holds no text for the router to read")
         self.X = router._input_matrix([step], [self.text])
         self.pre = router.model.pre_probabilities(self.X)[0]
         self.point = router.model.policy_.operating(step, self.target)
@@ -43,6 +42,7 @@ class CascadeWalk:
             f"pre:{t}": float(p) for t, p in zip(router.tiers, self.pre, strict=True)
         }
         self.answer: Completion | None = None
+        self.usage: dict[str, TokenUsage] = {}
         self.answers: dict[str, str] = {}
         self.failures: dict[str, str] = {}
         self.cost = 0.0
@@ -106,6 +106,7 @@ class CascadeWalk:
         router, i = self.router, self.tier
         cost = router._cost(completion, router.tiers[i])
         self.cost += cost
+        self._use(router.tiers[i], completion, cost)
         self.answers[router.tiers[i]] = completion.text
         top = len(router.tiers) - 1
         if i == top:
@@ -149,6 +150,7 @@ class CascadeWalk:
                 # samples are priced as the first tier (a local server may name it otherwise)
                 opinion_cost = router._cost(o, router.tiers[0] if source.is_samples else None)
                 self.cost += opinion_cost
+                self._use(source.models[k] if source.is_samples else o.model, o, opinion_cost)
                 agrees = (
                     agreement
                     if len(opinions) == 1
@@ -194,6 +196,10 @@ class CascadeWalk:
             self.answer = completion
         self.router_s += time.perf_counter() - t0
 
+    def _use(self, name: str, completion: Completion, cost: float) -> None:
+        used = TokenUsage(completion.input_tokens, completion.output_tokens, cost, 1)
+        self.usage[name] = self.usage.get(name, TokenUsage()) + used
+
     def result(self) -> RouteResult:
         assert self.answer is not None
         router = self.router
@@ -230,4 +236,9 @@ class CascadeWalk:
             output_tokens=self.answer.output_tokens,
             answers=dict(self.answers),
             failures=dict(self.failures),
+            message=self.answer.message,
+            finish_reason=self.answer.finish_reason,
+            model=self.answer.model,
+            usage=dict(self.usage),
+            logprobs=self.answer.choice_logprobs,
         )
