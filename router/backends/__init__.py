@@ -30,7 +30,7 @@ from router.backends.messages import (
     normalise_text,
     step_text,
 )
-from router.backends.openai_api import DIALECTS, OpenAIBackend
+from router.backends.openai_api import DIALECTS, Dialect, OpenAIBackend
 from router.backends.replay import REPLAY_COLUMNS, ReplayBackend
 from router.backends.request import (
     AssistantMessage,
@@ -57,6 +57,7 @@ __all__ = [
     "ChatMessage",
     "ChatRequest",
     "Completion",
+    "Dialect",
     "FunctionCall",
     "Messages",
     "OpenAIBackend",

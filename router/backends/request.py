@@ -449,7 +449,11 @@ def error_location(loc: Sequence[int | str]) -> str:
 
 def describe_error(exc: ValidationError) -> str:
     """The first error of a request's validation as one line naming the field."""
-    errors = exc.errors()
+    return describe_errors(list(exc.errors()))
+
+
+def describe_errors(errors: Sequence[Mapping[str, Any]]) -> str:
+    """:func:`describe_error` of pydantic's error list (as ``ValidationError.errors()`` gives)."""
     first = errors[0]
     where, union = _split(first["loc"])
     kind = first["type"]

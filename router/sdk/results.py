@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,6 +19,7 @@ __all__ = [
     "RouteResult",
     "TierStep",
     "TokenUsage",
+    "cascade_path",
     "json_safe",
     "tier_roles",
 ]
@@ -49,6 +52,9 @@ class Decision:
     skip_threshold: float = 0.0
     ask_opinion: bool = False  # the policy buys second opinions here
     opinion_source: str | None = None  # from which source: "peers" or "samples"
+    path: str = ""  # the walk so far, as RouteResult.path writes it (cascade_path)
+    valid: bool | None = None  # the validator's verdict on the answer (None: unconstrained)
+    invalid_reason: str | None = None  # why the validator refused the answer
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,7 +71,8 @@ class TierStep:
 
     tier: str
     role: str
-    action: str  # skipped | verified | escalated | answered | failed; opinions: agreed | disagreed
+    action: str  # skipped | verified | escalated | invalid | answered | failed;
+    # opinions: agreed | disagreed (asked, in a decision that only read them)
     p_accept: float | None
     p_accept_answer: float | None = None
     gain: float | None = None
@@ -128,6 +135,7 @@ class RouteResult:
     usage: dict[str, TokenUsage] = field(default_factory=dict)
     logprobs: dict[str, Any] | None = None  # OpenAI's logprobs object, when the request asked
     invalid: dict[str, str] = field(default_factory=dict)  # answers the validator refused: why
+    validity: dict[str, bool] = field(default_factory=dict)  # its verdicts, constrained requests
 
     @property
     def total_usage(self) -> TokenUsage:
@@ -148,6 +156,29 @@ class RouteResult:
     def to_json_dict(self) -> dict[str, Any]:
         """:meth:`to_dict` fit for strict JSON (see :meth:`Decision.to_json_dict`)."""
         return json_safe(self.to_dict())
+
+
+def cascade_path(trail: Sequence[TierStep], next_role: str | None = None) -> str:
+    """The path of a walk, as results, decisions, headers and metrics write it.
+
+    Each tier called appears by role, followed by the opinions asked alongside it and what
+    became of its answer (``small→peer→verified``, ``small→invalid→frontier``); a skipped tier
+    is ``skipped``; the answering top tier is its role.  ``next_role``: the tier a decision goes
+    to next (``small`` for a call, ``skipped→frontier``, ``small→escalated→frontier``).
+    """
+    parts: list[str] = []
+    for k, s in enumerate(trail):
+        if s.action == "skipped":
+            parts.append("skipped")
+        elif s.action == "answered":
+            parts.append(s.role)
+        elif s.role not in OPINION_ROLES:
+            # opinions asked alongside this tier show between its name and its verdict
+            asked = itertools.takewhile(lambda t: t.role in OPINION_ROLES, trail[k + 1 :])
+            parts += [s.role, *(t.role for t in asked), s.action]
+    if next_role is not None:
+        parts.append(next_role)
+    return "→".join(parts)
 
 
 def json_safe(value: Any) -> Any:
