@@ -13,8 +13,8 @@ first span)::
         └── chat gpt-4o                  CLIENT
 
 Tracing is off unless a tracer provider was passed, or the process set a global one (as
-``opentelemetry-instrument`` does).  Off, every helper returns at once: a ``None`` check and
-a shared no-op context manager, no OpenTelemetry call at all.
+``opentelemetry-instrument`` does) before the first request.  Off, every helper returns at
+once: an attribute read and a shared no-op context manager, no OpenTelemetry call at all.
 """
 
 from __future__ import annotations
@@ -80,20 +80,27 @@ class Tracing:
             capture_content_from_env() if capture_content is None else bool(capture_content)
         )
         self._tracer: Tracer | None = None if provider is None else _get_tracer(provider)
+        self._resolved = provider is not None
 
     def __repr__(self) -> str:
         return f"Tracing(provider={self.provider!r}, capture_content={self.capture_content})"
 
     @property
     def tracer(self) -> Tracer | None:
-        """The tracer, or None while tracing is off."""
-        tracer = self._tracer
-        if tracer is None and self.provider is None:
-            # a global provider can be set once per process, at any time: look until it is
-            found = trace.get_tracer_provider()
-            if not isinstance(found, ProxyTracerProvider | NoOpTracerProvider):
-                tracer = self._tracer = _get_tracer(found)
-        return tracer
+        """The tracer, or None while tracing is off.
+
+        Without an explicit provider, the global one is looked up once, at the first span:
+        a process that sets it (``opentelemetry-instrument`` does, before the program starts)
+        must do so before the router's first request.  Looking it up once keeps the off path
+        to an attribute read (the API's lookup reads the environment on every call).
+        """
+        if self._resolved:
+            return self._tracer
+        found = trace.get_tracer_provider()
+        if not isinstance(found, ProxyTracerProvider | NoOpTracerProvider):
+            self._tracer = _get_tracer(found)
+        self._resolved = True
+        return self._tracer
 
     @property
     def enabled(self) -> bool:

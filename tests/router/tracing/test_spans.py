@@ -86,7 +86,7 @@ def test_off_without_a_provider_makes_no_span_and_sends_no_header() -> None:
     tracing.end_model_call(None, response_model="m", input_tokens=1, output_tokens=1)
 
 
-def test_the_global_provider_is_used_once_the_process_sets_one() -> None:
+def test_the_global_provider_is_used_when_set_before_the_first_span() -> None:
     # set_tracer_provider works once per process: run it in a fresh interpreter
     code = textwrap.dedent(
         """
@@ -97,7 +97,6 @@ def test_the_global_provider_is_used_once_the_process_sets_one() -> None:
         from router.tracing import Tracing
 
         tracing = Tracing()          # made before the process configures tracing
-        assert tracing.tracer is None
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
