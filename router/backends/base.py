@@ -24,6 +24,9 @@ class Completion:
         score: replay only, the recorded quality score of this answer (for evaluation).
         finish_reason: why the model stopped: ``stop``, ``length``, ``tool_calls``, …
         choice_logprobs: OpenAI's ``logprobs`` object of the choice, when the request asked.
+        response_model: the model the upstream says answered (its response's ``model``), when
+            it says (traces record it as ``gen_ai.response.model``).
+        response_id: the upstream's id of the answer (``chatcmpl-…``), when it gives one.
     """
 
     message: AssistantMessage
@@ -36,6 +39,8 @@ class Completion:
     score: float | None = None
     finish_reason: str = "stop"
     choice_logprobs: dict[str, Any] | None = field(default=None, compare=False)
+    response_model: str | None = field(default=None, compare=False)
+    response_id: str | None = field(default=None, compare=False)
 
     @property
     def text(self) -> str:

@@ -26,6 +26,7 @@ _OPENAI_KEYS = frozenset(
         "logprobs",
         "max_tokens",
         "dialect",
+        "provider_name",
     }
 )
 _REPLAY_KEYS = frozenset({"model", "paths", "latency_s"})

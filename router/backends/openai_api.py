@@ -25,12 +25,15 @@ from router.errors import (
     BackendUnavailableError,
     ConfigurationError,
 )
+from router.tracing import trace_headers
 
 Dialect = Literal["openai", "llama-cpp-python"]
 #: How an upstream reads a request: OpenAI's API as documented (OpenAI, vLLM, llama.cpp's own
 #: ``llama-server``), or llama-cpp-python's server, which takes a ``json_schema`` response format
 #: only as ``{"type": "json_object", "schema": ...}`` and reads ``max_tokens`` only.
 DIALECTS: tuple[str, ...] = ("openai", "llama-cpp-python")
+#: What traces call an OpenAI-protocol upstream (``gen_ai.provider.name``) unless told otherwise.
+DEFAULT_PROVIDER = "openai"
 _DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 _PLACEHOLDER_API_KEY = "not-needed"
 
@@ -48,6 +51,10 @@ class OpenAIBackend:
     (``dialect="llama-cpp-python"`` rewrites the two fields that server reads otherwise).  The
     answer comes back whole: the assistant message with its tool calls, the finish reason and,
     when asked, OpenAI's logprobs object.
+
+    Traces: inside the router's model call span, the span's context goes to the upstream as
+    W3C ``traceparent``; ``provider_name`` is the span's ``gen_ai.provider.name`` (``openai``
+    for the protocol by default; e.g. ``vllm`` or ``llama.cpp`` as custom values).
 
     Clients are created once, lazily and thread-safely, and reused; the async client is kept
     per event loop, so ``asyncio.run`` may be called repeatedly.
@@ -69,6 +76,7 @@ class OpenAIBackend:
         logprobs: bool = False,
         max_tokens: int | None = 512,
         dialect: Dialect = "openai",
+        provider_name: str = DEFAULT_PROVIDER,
     ) -> None:
         if not isinstance(model, str) or not model:
             raise ConfigurationError("OpenAIBackend needs a non-empty model name")
@@ -92,6 +100,7 @@ class OpenAIBackend:
         self.logprobs = bool(logprobs)
         self.max_tokens = max_tokens
         self.dialect = dialect
+        self.provider_name = str(provider_name or DEFAULT_PROVIDER)
         self._lock = threading.Lock()
         #: whether the server honours OpenAI's ``n`` (None: not known yet; llama.cpp does not)
         self._honours_n: bool | None = None
@@ -221,6 +230,10 @@ class OpenAIBackend:
         else:
             total = max(sum(estimated), 1)
             shares = [round(completion_tokens * e / total) for e in estimated]
+        answered_by = getattr(response, "model", None)
+        answered_by = answered_by if isinstance(answered_by, str) and answered_by else None
+        response_id = getattr(response, "id", None)
+        response_id = response_id if isinstance(response_id, str) and response_id else None
         out = []
         for k, (choice, message) in enumerate(zip(choices, messages, strict=True)):
             logprobs: tuple[float, ...] | None = None
@@ -240,6 +253,8 @@ class OpenAIBackend:
                     cost_usd=None,
                     finish_reason=str(getattr(choice, "finish_reason", None) or "stop"),
                     choice_logprobs=_as_dict(detail) if asked else None,
+                    response_model=answered_by,
+                    response_id=response_id,
                 )
             )
         return out
@@ -278,11 +293,13 @@ class OpenAIBackend:
         checked = as_request(request)
         client = self._sync_client()
 
+        headers = _trace_headers()  # here: the calls below run in worker threads
+
         def call(n: int) -> list[Completion]:
             body = self._sample_body(checked, n, temperature, max_tokens)
             start = time.perf_counter()
             try:
-                response = client.chat.completions.create(**body)
+                response = client.chat.completions.create(**body, **headers)
             except openai.OpenAIError as exc:
                 raise self._translate(exc) from exc
             return self._completions(response, checked, time.perf_counter() - start)
@@ -312,11 +329,13 @@ class OpenAIBackend:
         checked = as_request(request)
         client = self._async_client()
 
+        headers = _trace_headers()
+
         async def call(n: int) -> list[Completion]:
             body = self._sample_body(checked, n, temperature, max_tokens)
             start = time.perf_counter()
             try:
-                response = await client.chat.completions.create(**body)
+                response = await client.chat.completions.create(**body, **headers)
             except openai.OpenAIError as exc:
                 raise self._translate(exc) from exc
             return self._completions(response, checked, time.perf_counter() - start)
@@ -350,7 +369,7 @@ class OpenAIBackend:
         client = self._sync_client()
         start = time.perf_counter()
         try:
-            response = client.chat.completions.create(**body)
+            response = client.chat.completions.create(**body, **_trace_headers())
         except openai.OpenAIError as exc:
             raise self._translate(exc) from exc
         latency_s = time.perf_counter() - start
@@ -367,11 +386,18 @@ class OpenAIBackend:
         client = self._async_client()
         start = time.perf_counter()
         try:
-            response = await client.chat.completions.create(**body)
+            response = await client.chat.completions.create(**body, **_trace_headers())
         except openai.OpenAIError as exc:
             raise self._translate(exc) from exc
         latency_s = time.perf_counter() - start
         return self._completion(response, checked, latency_s)
+
+
+def _trace_headers() -> dict[str, Any]:
+    """``extra_headers`` carrying the current span's trace context (the router's CLIENT span
+    of this call, when tracing is on), as keyword arguments for ``create``; none when off."""
+    headers = trace_headers()
+    return {"extra_headers": headers} if headers else {}
 
 
 def _to_llama_cpp_python(body: dict[str, Any]) -> None:

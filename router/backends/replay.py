@@ -80,6 +80,9 @@ class ReplayBackend:
     :mod:`router.opinions`) answer :meth:`sample`.
     """
 
+    #: What traces call this backend (``gen_ai.provider.name``): recorded answers, no server.
+    provider_name = "replay"
+
     def __init__(self, frame: pd.DataFrame, model: str, latency_s: float = 0.0) -> None:
         missing = [c for c in REPLAY_COLUMNS if c not in frame.columns]
         if missing:

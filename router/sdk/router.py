@@ -7,7 +7,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,9 +32,13 @@ from router.opinions import AgreementScorer, OpinionSource
 from router.policy import Operating, Target, first_called, verdict
 from router.registry import open_default_router, open_router_folder
 from router.sdk.results import Decision, RouteResult, TierStep, cascade_path, tier_roles
-from router.sdk.walk import CascadeWalk, arun_walk, run_walk
+from router.sdk.walk import CascadeWalk, arun_walk, finished, run_walk, started
 from router.settings import RouterSettings
+from router.tracing import Tracing
 from router.validation import validate_answer
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 
 class Router:
@@ -53,6 +57,7 @@ class Router:
         version: str | None = None,
         peers: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
         lru_size: int = 4096,
+        tracer_provider: TracerProvider | Tracing | None = None,
     ) -> None:
         if not hasattr(model, "policy_"):
             raise NotFittedError("CascadeModel is not fitted: call fit() or load() first")
@@ -72,6 +77,10 @@ class Router:
         self.peer_backends = self._peer_backends(peers)
         self.prices = dict(prices) if prices is not None else _default_prices()
         self.version = version
+        #: where the spans of route()/aroute() go (off without a provider, global or given)
+        self.tracing = (
+            tracer_provider if isinstance(tracer_provider, Tracing) else Tracing(tracer_provider)
+        )
         # equal normal forms of the step's answer kind: no embeddings, so no learned threshold
         self._agreement = AgreementScorer(NormaliserRegistry(model.answer_kinds))
 
@@ -112,11 +121,14 @@ class Router:
         settings: RouterSettings | None = None,
         embedder: Embedder | None = None,
         peers: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
+        tracer_provider: TracerProvider | Tracing | None = None,
     ) -> Router:
         """Load a saved router (folder or MLflow URI).
 
         ``None`` loads ``settings.default_router`` if set, else the registry's ``@champion``,
         else (nothing registered yet) the bundled router that ships with the package.
+        ``tracer_provider``: where :meth:`route` and :meth:`aroute` send their spans (see
+        :mod:`router.tracing`); without one, the process's global provider, if it set one.
         """
         settings = settings or RouterSettings()
         target = uri_or_path or settings.default_router
@@ -137,6 +149,7 @@ class Router:
             version=version,
             peers=peers,
             lru_size=settings.embed_lru_size,
+            tracer_provider=tracer_provider,
         )
 
     def with_backends(
@@ -147,7 +160,15 @@ class Router:
         """The same router answering through other backends (and peers, for second opinions;
         by default the peers it has); the embedding cache is shared."""
         peers = peers if peers is not None else self.peer_backends
-        return Router(self.model, self.embedder, backends, self.prices, self.version, peers)
+        return Router(
+            self.model,
+            self.embedder,
+            backends,
+            self.prices,
+            self.version,
+            peers,
+            tracer_provider=self.tracing,
+        )
 
     # ------------------------------------------------------------------ what the model reads
     @property
@@ -423,18 +444,23 @@ class Router:
         Raises:
             ConfigurationError: the input, a request field or the target is invalid.
         """
-        return run_walk(
-            self.walk(
-                step,
-                input,
-                tools=tools,
-                response_format=response_format,
-                target=target,
-                retries=retries,
-                retry_backoff_s=retry_backoff_s,
-                **params,
-            )
-        )
+        tracing = self.tracing
+        with tracing.route_span(step, _target_name(target)) as span:
+            with tracing.decision_span(step, "pre") as decide:
+                walk = self.walk(
+                    step,
+                    input,
+                    tools=tools,
+                    response_format=response_format,
+                    target=target,
+                    retries=retries,
+                    retry_backoff_s=retry_backoff_s,
+                    **params,
+                )
+                started(walk, decide)
+            result = run_walk(walk)
+            finished(walk, span, result)
+        return result
 
     async def aroute(
         self,
@@ -452,20 +478,26 @@ class Router:
 
         The embeddings and boosters run in a worker thread so the event loop stays free.
         """
-        walk = await asyncio.to_thread(
-            functools.partial(
-                self.walk,
-                step,
-                input,
-                tools=tools,
-                response_format=response_format,
-                target=target,
-                retries=retries,
-                retry_backoff_s=retry_backoff_s,
-                **params,
-            )
-        )
-        return await arun_walk(walk)
+        tracing = self.tracing
+        with tracing.route_span(step, _target_name(target)) as span:
+            with tracing.decision_span(step, "pre") as decide:
+                walk = await asyncio.to_thread(
+                    functools.partial(
+                        self.walk,
+                        step,
+                        input,
+                        tools=tools,
+                        response_format=response_format,
+                        target=target,
+                        retries=retries,
+                        retry_backoff_s=retry_backoff_s,
+                        **params,
+                    )
+                )
+                started(walk, decide)
+            result = await arun_walk(walk)
+            finished(walk, span, result)
+        return result
 
 
 @dataclass(frozen=True)
@@ -495,6 +527,10 @@ def as_message(answer: str | AssistantMessage | None) -> AssistantMessage:
     if isinstance(answer, AssistantMessage):
         return answer
     return recorded_message(answer)
+
+
+def _target_name(target: Target | str | None) -> str | None:
+    return None if target is None else str(target)
 
 
 def _default_prices() -> dict[str, tuple[float, float]]:

@@ -15,17 +15,18 @@ shape its request asks for escalates whatever the probabilities say (``small→i
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from router.backends import ChatBackend, ChatRequest, Completion, SamplingBackend, step_text
+from router.backends import ChatRequest, Completion, SamplingBackend, step_text
 from router.errors import BackendError, ConfigurationError
 from router.opinions import OpinionSource
 from router.policy import Target, first_called, verdict
-from router.sdk.results import RouteResult, TierStep, TokenUsage, cascade_path
+from router.sdk.results import OPINION_ROLES, RouteResult, TierStep, TokenUsage, cascade_path
 from router.validation import NOT_CONSTRAINED, Verdict, validate_answer
 
 if TYPE_CHECKING:
@@ -297,13 +298,29 @@ class CascadeWalk:
 # ------------------------------------------------------------------ executors
 
 
-def opinion_calls(
-    router: Router, source: OpinionSource, request: ChatRequest, asynchronous: bool = False
-) -> list[Any]:
-    """The calls that fetch ``source``'s opinions: one per peer, or one that draws every sample
-    (each gives a Completion or a list of them); blocking callables, or coroutines when
-    ``asynchronous``."""
+@dataclass(frozen=True)
+class ModelCall:
+    """One call of a :class:`Call`: which backend, in which role, under which name (a tier, a
+    peer, or the first tier's samples), how many answers it asks for, and what it is priced as."""
+
+    backend: Any
+    role: str
+    name: str
+    choices: int = 1
+    priced_as: str | None = None
+    source: OpinionSource | None = None  # the samples' source (their number, temperature)
+
+
+def model_calls(walk: CascadeWalk, action: Call) -> list[ModelCall]:
+    """The calls an action makes: the tier's answer first, then its second opinions (one per
+    peer, or one that draws every sample)."""
+    router = walk.router
     backends = router.require_backends()
+    tier = router.tiers[action.tier]
+    calls = [ModelCall(backends[action.tier], router.roles[action.tier], tier, priced_as=tier)]
+    source = action.opinions
+    if source is None:
+        return calls
     if source.is_samples:
         sampler = backends[0]
         if not isinstance(sampler, SamplingBackend):
@@ -311,19 +328,123 @@ def opinion_calls(
                 f"this router asks the first tier for {source.size} extra samples, but its "
                 f"backend {sampler!r} cannot sample (use an OpenAI-compatible or replay backend)"
             )
-        temperature = float(source.temperature or 0.7)
-        if asynchronous:
-            return [sampler.asample(request, source.size, temperature)]
-        return [lambda: sampler.sample(request, source.size, temperature)]
-    peers: list[ChatBackend] = [router.require_peer(p) for p in source.models]
-    if asynchronous:
-        return [peer.acomplete(request) for peer in peers]
-    return [(lambda peer=peer: peer.complete(request)) for peer in peers]
+        # samples are priced as the first tier (a local server may name it otherwise)
+        samples = ModelCall(sampler, "sample", tier, source.size, tier, source)
+        return [*calls, samples]
+    return [*calls, *(ModelCall(router.require_peer(p), "peer", p) for p in source.models)]
+
+
+def _blocking(walk: CascadeWalk, call: ModelCall) -> Callable[[], Any]:
+    """The blocking form of one call, inside its CLIENT span."""
+    tracing, request = walk.router.tracing, walk.request
+
+    def run() -> Any:
+        with tracing.model_call(
+            call.backend,
+            role=call.role,
+            tier=call.name,
+            step=walk.step,
+            request=request,
+            choices=call.choices,
+        ) as span:
+            if call.source is not None:
+                temperature = float(call.source.temperature or 0.7)
+                out = call.backend.sample(request, call.choices, temperature)
+            else:
+                out = call.backend.complete(request)
+            _record_call(walk, span, call, out)
+            return out
+
+    return run
+
+
+async def _asynchronous(walk: CascadeWalk, call: ModelCall) -> Any:
+    """The asyncio form of one call, inside its CLIENT span."""
+    tracing, request = walk.router.tracing, walk.request
+    with tracing.model_call(
+        call.backend,
+        role=call.role,
+        tier=call.name,
+        step=walk.step,
+        request=request,
+        choices=call.choices,
+    ) as span:
+        if call.source is not None:
+            temperature = float(call.source.temperature or 0.7)
+            out = await call.backend.asample(request, call.choices, temperature)
+        else:
+            out = await call.backend.acomplete(request)
+        _record_call(walk, span, call, out)
+        return out
+
+
+def _record_call(walk: CascadeWalk, span: Any, call: ModelCall, out: Any) -> None:
+    """What a model answered, on its span (nothing when tracing is off)."""
+    if span is None:
+        return
+    answers: list[Completion] = out if isinstance(out, list) else [out]
+    first = answers[0] if answers else None
+    walk.router.tracing.end_model_call(
+        span,
+        response_model=None if first is None else (first.response_model or first.model),
+        response_id=None if first is None else first.response_id,
+        input_tokens=sum(a.input_tokens for a in answers),
+        output_tokens=sum(a.output_tokens for a in answers),
+        finish_reasons=[a.finish_reason for a in answers],
+        cost_usd=sum(walk.router.price(a, call.priced_as) for a in answers),
+        messages=[a.message for a in answers],
+    )
+
+
+def _decided(walk: CascadeWalk, span: Any) -> None:
+    """The decision just taken, on its span: the last step of a tier (not an opinion's)."""
+    if span is None:
+        return
+    step = next(s for s in reversed(walk.trail) if s.role not in OPINION_ROLES)
+    p_accept = step.p_accept_answer if step.p_accept_answer is not None else step.p_accept
+    walk.router.tracing.end_decision_span(
+        span,
+        action=step.action,
+        tier=step.tier,
+        p_accept=float("nan") if p_accept is None else p_accept,
+        gain=step.gain,
+    )
+
+
+def started(walk: CascadeWalk, span: Any) -> None:
+    """The walk's first decision, on its span: call the first tier, or skip it."""
+    if span is None:
+        return
+    router = walk.router
+    walk.router.tracing.end_decision_span(
+        span,
+        action="call" if walk.tier == 0 else "skip",
+        tier=router.tiers[0],
+        p_accept=float(walk.pre[0]),
+        opinion_source=walk.source.name if walk.source is not None and walk.tier == 0 else None,
+        router_version=router.version,
+    )
+
+
+def finished(walk: CascadeWalk, span: Any, result: RouteResult) -> None:
+    """Where the walk ended, on the route span."""
+    if span is None:
+        return
+    walk.router.tracing.end_route_span(
+        span,
+        tier=result.tier,
+        path=result.path,
+        p_accept=float(walk.pre[0]),
+        cost_usd=result.cost_usd,
+        router_version=result.router_version,
+        target=result.target,
+    )
 
 
 def run_walk(walk: CascadeWalk) -> RouteResult:
-    """Drive ``walk`` with blocking calls; a tier's answer and its opinions run in parallel."""
-    backends = walk.router.require_backends()
+    """Drive ``walk`` with blocking calls; a tier's answer and its opinions run in parallel
+    (each in a copy of the caller's context, so their spans and request ids follow)."""
+    tracing, top = walk.router.tracing, len(walk.router.tiers) - 1
     while True:
         action = walk.next()
         if isinstance(action, Done):
@@ -331,27 +452,30 @@ def run_walk(walk: CascadeWalk) -> RouteResult:
         if isinstance(action, Wait):
             time.sleep(action.seconds)
             continue
-        backend = backends[action.tier]
+        calls = [_blocking(walk, call) for call in model_calls(walk, action)]
         try:
-            if action.opinions is None:
-                completion, results = backend.complete(walk.request), []
+            if len(calls) == 1:
+                completion, results = calls[0](), []
             else:
-                calls = opinion_calls(walk.router, action.opinions, walk.request)
-                with ThreadPoolExecutor(max_workers=1 + len(calls)) as pool:
-                    first = pool.submit(backend.complete, walk.request)
-                    futures = [pool.submit(call) for call in calls]
-                    completion = first.result()
-                    results = [f.exception() or f.result() for f in futures]
+                with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+                    futures = [pool.submit(contextvars.copy_context().run, c) for c in calls]
+                    completion = futures[0].result()
+                    results = [f.exception() or f.result() for f in futures[1:]]
         except BackendError as exc:
             walk.failed(exc)
             continue
-        walk.answered(completion, results)
+        if action.tier < top:
+            with tracing.decision_span(walk.step, "post") as span:
+                walk.answered(completion, results)
+                _decided(walk, span)
+        else:
+            walk.answered(completion, results)
 
 
 async def arun_walk(walk: CascadeWalk) -> RouteResult:
     """Drive ``walk`` with asyncio; the embeddings and boosters run in a worker thread so the
     event loop stays free."""
-    backends = walk.router.require_backends()
+    tracing, top = walk.router.tracing, len(walk.router.tiers) - 1
     while True:
         action = walk.next()
         if isinstance(action, Done):
@@ -359,13 +483,9 @@ async def arun_walk(walk: CascadeWalk) -> RouteResult:
         if isinstance(action, Wait):
             await asyncio.sleep(action.seconds)
             continue
-        calls = (
-            []
-            if action.opinions is None
-            else opinion_calls(walk.router, action.opinions, walk.request, asynchronous=True)
-        )
         gathered = await asyncio.gather(
-            backends[action.tier].acomplete(walk.request), *calls, return_exceptions=True
+            *(_asynchronous(walk, call) for call in model_calls(walk, action)),
+            return_exceptions=True,
         )
         first = gathered[0]
         if isinstance(first, BackendError):
@@ -373,7 +493,12 @@ async def arun_walk(walk: CascadeWalk) -> RouteResult:
             continue
         if isinstance(first, BaseException):
             raise first
-        await asyncio.to_thread(walk.answered, first, list(gathered[1:]))
+        if action.tier < top:
+            with tracing.decision_span(walk.step, "post") as span:
+                await asyncio.to_thread(walk.answered, first, list(gathered[1:]))
+                _decided(walk, span)
+        else:
+            await asyncio.to_thread(walk.answered, first, list(gathered[1:]))
 
 
 __all__ = [
@@ -382,8 +507,9 @@ __all__ = [
     "Call",
     "CascadeWalk",
     "Done",
+    "ModelCall",
     "Wait",
     "arun_walk",
-    "opinion_calls",
+    "model_calls",
     "run_walk",
 ]

@@ -99,9 +99,11 @@ class OpenAIStubServer:
         token_logprob: the log-probability reported for every token.
         honour_n: answer a request's ``n`` with that many choices (each from the responder);
             False answers one choice whatever ``n`` asks, as llama.cpp's server does.
+        response_model: the ``model`` the answers name (default: the requested one), as OpenAI
+            names a dated snapshot when asked for an alias.
 
     Attributes can be changed while the server runs (``server.delay_s = 1.0``); every
-    received chat request body is appended to :attr:`requests`.
+    received chat request body is appended to :attr:`requests`, its headers to :attr:`headers`.
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class OpenAIStubServer:
         api_key: str | None = None,
         token_logprob: float = -0.1,
         honour_n: bool = True,
+        response_model: str | None = None,
     ) -> None:
         self.responder: Responder = responder or (lambda messages: DEFAULT_ANSWER)
         self.body_responder = body_responder
@@ -134,6 +137,9 @@ class OpenAIStubServer:
         self.token_logprob = token_logprob
         self.honour_n = honour_n
         self.requests: list[dict[str, Any]] = []
+        #: the headers of every chat request received (lower-case names), in order
+        self.headers: list[dict[str, str]] = []
+        self.response_model = response_model
         self._failures = 0
         self._stopping = threading.Event()
         self._replays: dict[str, ReplayBackend | None] = {}
@@ -233,6 +239,7 @@ class OpenAIStubServer:
         if not isinstance(body, dict):
             return _error(400, "The request body must be a JSON object.")
         self.requests.append(body)
+        self.headers.append(dict(request.headers))
         if self.delay_s > 0:
             # Sleep in small steps so that stopping the server does not wait for the delay.
             deadline = time.monotonic() + self.delay_s
@@ -270,7 +277,7 @@ class OpenAIStubServer:
                 "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
                 "object": "chat.completion",
                 "created": int(time.time()),
-                "model": model,
+                "model": self.response_model or model,
                 "choices": choices,
                 "usage": {
                     "prompt_tokens": prompt_tokens,
