@@ -145,6 +145,12 @@ class OpenAIBackend:
                 self._async_clients[loop] = client
         return client
 
+    async def awarm(self) -> None:
+        """Create this event loop's HTTP client now (importing ``openai`` takes seconds on a
+        busy machine), so that the first request does not wait for it; no request is sent."""
+        await asyncio.to_thread(_import_openai)
+        self._async_client()
+
     def close(self) -> None:
         """Close the blocking HTTP client (async clients close with their event loop)."""
         with self._lock:
@@ -372,6 +378,10 @@ class OpenAIBackend:
             raise self._translate(exc) from exc
         latency_s = time.perf_counter() - start
         return self._completion(response, checked, latency_s)
+
+
+def _import_openai() -> None:
+    import openai  # noqa: F401
 
 
 def _to_llama_cpp_python(body: dict[str, Any]) -> None:
