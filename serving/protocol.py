@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.backends import AssistantMessage, ChatMessage, ChatRequest, ResponseFormat, Tool
-from router.backends.request import ToolChoice
+from router.backends.request import ToolChoice, describe_error
 from router.errors import ConfigurationError, UnknownModelError
 from router.sdk import MODEL_PREFIX, StepTarget
 from serving.errors import APIError, bad_request
@@ -100,8 +100,8 @@ class RouteRequest(_Strict):
         messages: Any = self.messages or [{"role": "user", "content": self.input}]
         try:
             return ChatRequest.model_validate({"messages": messages, **given})
-        except ValueError as exc:
-            raise bad_request(str(exc).splitlines()[-1].strip(), "messages") from exc
+        except ValidationError as exc:
+            raise bad_request(describe_error(exc), "messages") from exc
 
 
 class FeedbackRequest(_Strict):

@@ -44,6 +44,13 @@ def cascade_headers(
         200: {
             "description": "The answer: JSON, or with ``stream: true`` server-sent events, "
             "each ``data:`` a chat.completion.chunk, then ``data: [DONE]``",
+            "links": {
+                "GiveFeedback": {
+                    "operationId": "giveFeedback",
+                    "requestBody": {"request_id": "$response.body#/id"},
+                    "description": "Label this answer: its id is the request id",
+                }
+            },
             "content": {
                 "text/event-stream": {
                     "schema": {
@@ -56,6 +63,7 @@ def cascade_headers(
         **error_responses(400, 401, 404, 413, 500, 502, 503, 504),
     },
     summary="Answer a chat completion through the cascade",
+    operation_id="createChatCompletion",
     dependencies=[Depends(admitted)],
 )
 async def chat_completions(body: ChatCompletionRequest, service: ServiceDep) -> Response:

@@ -23,6 +23,7 @@ router = APIRouter(tags=["cascade"], dependencies=[Depends(require_key)])
     response_model=RouteDecision,
     responses=error_responses(400, 401, 404, 413, 500, 503),
     summary="Decide whether to call the small tier, or whether to accept its answer",
+    operation_id="routeDecision",
     dependencies=[Depends(admitted)],
 )
 async def route(

@@ -23,6 +23,7 @@ logger = logging.getLogger("cascade.serving")
     response_model=FeedbackAck,
     responses=error_responses(400, 401, 404, 413, 500),
     summary="Say whether the answer of a request was accepted",
+    operation_id="giveFeedback",
 )
 async def feedback(body: FeedbackRequest, service: ServiceDep) -> JSONResponse:
     """Labels a request by its id (the chat completion's ``id``, ``x-request-id``); a later

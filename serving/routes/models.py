@@ -19,6 +19,7 @@ router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_key)])
     response_model=ModelList,
     responses=error_responses(401, 500),
     summary="List the model names: cascade, and cascade:STEP for each step kind trained",
+    operation_id="listModels",
 )
 async def models(service: ServiceDep) -> ModelList:
     served = service.holder.current

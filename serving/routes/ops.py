@@ -12,7 +12,12 @@ from serving.schemas import Health, Readiness
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+@router.get(
+    "/healthz",
+    response_model=Health,
+    summary="Liveness: the process answers",
+    operation_id="healthz",
+)
 async def healthz() -> Health:
     return Health(status="ok")
 
@@ -22,6 +27,7 @@ async def healthz() -> Health:
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Loading, or an upstream is down"}},
     summary="Readiness: a router is loaded and every upstream answers",
+    operation_id="readyz",
 )
 async def readyz(service: ServiceDep) -> JSONResponse:
     if not service.holder.loaded:
@@ -48,6 +54,7 @@ async def readyz(service: ServiceDep) -> JSONResponse:
         **error_responses(401),
     },
     summary="Prometheus metrics",
+    operation_id="metrics",
     dependencies=[Depends(require_key)],
 )
 async def metrics(service: ServiceDep) -> Response:

@@ -541,3 +541,11 @@ def test_openapi_document_describes_what_the_service_sends(stub_sidecar: Sidecar
         ]
     for chunk in chunks:
         jsonschema.validate(chunk, chunk_schema, cls=jsonschema.Draft202012Validator)
+
+
+def test_openapi_links_an_answer_to_its_feedback(stub_sidecar: Sidecar) -> None:
+    document = httpx.get(f"{stub_sidecar.url}/openapi.json").json()
+    ok = document["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]
+    link = ok["links"]["GiveFeedback"]
+    assert link["operationId"] == document["paths"]["/v1/feedback"]["post"]["operationId"]
+    assert link["requestBody"] == {"request_id": "$response.body#/id"}
