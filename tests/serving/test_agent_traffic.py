@@ -68,7 +68,7 @@ def agent_sidecar(
 ) -> Iterator[Sidecar]:
     """The sidecar over the real small model and a frontier that answers what it is asked."""
     server = start_sidecar(
-        serving_dir / "agent",
+        serving_dir / "agent-traffic",
         llama.base_url,
         obliging_frontier.base_url,
         LlamaServer.model_alias,
