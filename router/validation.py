@@ -104,6 +104,8 @@ def _check_json(text: str, schema: dict[str, Any] | None, what: str) -> str | No
     if schema is None:
         return None
     validator = compiled(_canonical(schema))
+    if validator.is_valid(value):
+        return None  # the common case: no error report to build
     error = _first_error(validator, value)
     if error is None:
         return None

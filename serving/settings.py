@@ -30,6 +30,7 @@ UPSTREAM_KEYS = frozenset(
         "temperature",
         "logprobs",
         "max_tokens",
+        "dialect",
         "paths",
         "latency_s",
     }
@@ -50,7 +51,7 @@ class ServiceSettings(RouterSettings):
     upstreams: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="tier name → backend: {kind: openai, model, base_url, api_key_env, "
-        "timeout_s, …}; empty: answer from the bundled recorded outcomes (replay)",
+        "timeout_s, dialect, …}; empty: answer from the bundled recorded outcomes (replay)",
     )
     api_keys: list[SecretStr] = Field(
         default_factory=list,

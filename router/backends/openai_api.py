@@ -154,6 +154,12 @@ class OpenAIBackend:
                 self._async_clients[loop] = client
         return client
 
+    async def awarm(self) -> None:
+        """Create this event loop's HTTP client now (importing ``openai`` takes seconds on a
+        busy machine), so that the first request does not wait for it; no request is sent."""
+        await asyncio.to_thread(_import_openai)
+        self._async_client()
+
     def close(self) -> None:
         """Close the blocking HTTP client (async clients close with their event loop)."""
         with self._lock:
@@ -398,6 +404,10 @@ def _trace_headers() -> dict[str, Any]:
     of this call, when tracing is on), as keyword arguments for ``create``; none when off."""
     headers = trace_headers()
     return {"extra_headers": headers} if headers else {}
+
+
+def _import_openai() -> None:
+    import openai  # noqa: F401
 
 
 def _to_llama_cpp_python(body: dict[str, Any]) -> None:

@@ -19,7 +19,14 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from router.errors import ConfigurationError
 
@@ -228,6 +235,11 @@ ResponseFormat = Annotated[
 
 # ------------------------------------------------------------------ the request
 
+#: The largest answer a request may ask for (no model served here writes more).
+MAX_TOKENS = 1_000_000
+#: A ``logit_bias`` key: a token id, written as a decimal string.
+TokenId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,10}$")]
+
 
 class ChatRequest(BaseModel):
     """A chat-completions request: everything of OpenAI's that shapes the answer.
@@ -246,12 +258,12 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, ge=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    logit_bias: dict[str, int] | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    logit_bias: dict[TokenId, int] | None = None
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     n: int | None = Field(None, ge=1)

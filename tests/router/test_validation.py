@@ -178,3 +178,35 @@ def test_validity_is_an_answer_feature_of_models_trained_with_it(
     given = old.post_probabilities(0, X_old, a_old, answers, validity=[0.0] * 6)
     assert plain is not None and given is not None
     np.testing.assert_array_equal(plain[0], given[0])
+
+
+def test_evaluation_reports_the_policy_with_and_without_the_validator(
+    fitted_model, split_tables, embedder
+) -> None:
+    """On recorded outcomes that carry verdicts, the recorded walk refuses what the validator
+    refused, so evaluation reports both; refusing wrong answers buys quality for cost."""
+    import dataclasses
+
+    import numpy as np
+
+    from router.policy import Target
+    from training.evaluate import _with_and_without_validator
+
+    _, test = split_tables
+    test = test.subset(np.arange(200))
+    verdicts = test.labels(0).astype(float)  # the refused answers were the wrong ones
+    verdicts[::2] = np.nan  # half the requests constrained nothing
+    validity = np.column_stack([verdicts, np.full(len(test), np.nan)])
+    recorded = dataclasses.replace(test, validity=validity)
+    signals = fitted_model.signals(recorded, embedder)
+    q_s, q_f = float(test.scores[:, 0].mean()), float(test.scores[:, -1].mean())
+    report = _with_and_without_validator(
+        fitted_model, signals, recorded, Target(max_frontier_share=0.0), None, q_s, q_f
+    )
+    assert report["constrained_share"] == 0.5
+    assert report["refused_share"] == pytest.approx(float((verdicts[1::2] == 0).mean()))
+    with_v, without = report["with_validator"], report["without_validator"]
+    # share=0 keeps every small answer, unless the validator refuses it
+    assert without["frontier_share"] < with_v["frontier_share"]
+    assert with_v["quality"] >= without["quality"]
+    assert with_v["cost_saved"] < without["cost_saved"]
