@@ -10,13 +10,15 @@ See ``serving/settings.py`` for the configuration.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from router.tracing import Tracing, provider_from_env
 from serving.errors import APIError, install_handlers
 from serving.middleware import RequestContext
 from serving.routes import ROUTERS
@@ -24,13 +26,32 @@ from serving.schemas import ChatCompletionChunkOut
 from serving.service import Service
 from serving.settings import ServiceSettings
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
 __all__ = ["Service", "create_app"]
 
 
-def create_app(settings: ServiceSettings | None = None, store: Any = None) -> FastAPI:
-    """The FastAPI application (``store``: a feedback store; default from the settings)."""
+def create_app(
+    settings: ServiceSettings | None = None,
+    store: Any = None,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """The FastAPI application (``store``: a feedback store; default from the settings).
+
+    Traces go to ``tracer_provider``; without one, to the provider that the standard
+    ``OTEL_*`` variables describe (:func:`router.tracing.provider_from_env`: off unless
+    ``OTEL_TRACES_EXPORTER`` names an exporter), else to the process's global provider (as
+    ``opentelemetry-instrument`` sets it).  A provider built here is shut down (its last
+    spans flushed) when the app stops.
+
+    Raises:
+        ConfigurationError: the ``OTEL_*`` variables name an exporter that cannot be built.
+    """
     settings = settings or ServiceSettings.load()
-    service = Service(settings, store)
+    owned = None if tracer_provider is not None else provider_from_env()
+    tracing = Tracing(tracer_provider or owned, capture_content=settings.trace_content)
+    service = Service(settings, store, tracing)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -39,6 +60,8 @@ def create_app(settings: ServiceSettings | None = None, store: Any = None) -> Fa
             yield
         finally:
             await service.stop()
+            if owned is not None:
+                await asyncio.to_thread(owned.shutdown)
 
     app = FastAPI(
         title="cascade-router sidecar",
@@ -56,7 +79,10 @@ def create_app(settings: ServiceSettings | None = None, store: Any = None) -> Fa
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(
-        RequestContext, metrics=service.metrics, max_body_bytes=settings.max_body_bytes
+        RequestContext,
+        metrics=service.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        tracing=tracing,
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -7,6 +7,8 @@
   keep-alive connection stays usable);
 * one JSON access-log line and one latency observation, the latency running to the last byte
   sent, streams included;
+* the request's SERVER span (OpenTelemetry, when tracing is on), parented by the caller's
+  ``traceparent``, named by the route template, carrying the request id;
 * a 500 with OpenAI's error body for an error nobody expected, sent here rather than raised
   further: an exception that escapes to the server closes the client's keep-alive connection.
 
@@ -22,6 +24,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from router.tracing import Tracing
 from serving.errors import APIError, internal_error
 from serving.logs import request_id_var
 from serving.metrics import ServiceMetrics
@@ -41,13 +44,32 @@ def new_request_id(path: str) -> str:
 class RequestContext:
     """The middleware of the module docstring."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ServiceMetrics,
+        max_body_bytes: int,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
+        self.tracing = tracing or Tracing()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"] in HEALTH_PATHS or scope["path"] == "/metrics":
+            await self._handle(scope, receive, send)  # probes and scrapes are not traced
+            return
+        # the request's SERVER span, current while the app runs: the cascade's spans and the
+        # request's log lines join it
+        with self.tracing.server_span(scope) as span:
+            status, request_id = await self._handle(scope, receive, send)
+            Tracing.end_server_span(span, scope, status, request_id)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> tuple[int, str]:
+        """The request: its id, the body limit, the app, a 500 for what nobody expected, the
+        access-log line and the latency; returns the status sent and the request id."""
         started = time.perf_counter()
         path: str = scope["path"]
         request_id = new_request_id(path)
@@ -98,6 +120,7 @@ class RequestContext:
                     },
                 )
             request_id_var.reset(token)
+        return int(seen["status"]), request_id
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         """The whole request body, or None when it exceeds the limit (then read to its end

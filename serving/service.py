@@ -31,6 +31,7 @@ from router.errors import (
     ConfigurationError,
 )
 from router.sdk import RouteResult, StepTarget
+from router.tracing import Tracing
 from serving.batching import DecisionBatcher
 from serving.errors import APIError
 from serving.holder import RouterHolder, Served, upstream_urls
@@ -143,14 +144,18 @@ class Admission:
 class Service:
     """The state of one running service: settings, router holder, store, batcher, metrics."""
 
-    def __init__(self, settings: ServiceSettings, store: Any = None) -> None:
+    def __init__(
+        self, settings: ServiceSettings, store: Any = None, tracing: Tracing | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = ServiceMetrics()
+        self.tracing = tracing or Tracing(capture_content=settings.trace_content)
         self.holder = RouterHolder(
             settings,
             on_swap=self.metrics.set_version,
             on_reload=lambda outcome: self.metrics.reloads.labels(outcome).inc(),
             wrap=lambda tier, backend: CountingBackend(tier, backend, self.metrics),
+            tracing=self.tracing,
         )
         self._store = store
         self.batcher = DecisionBatcher(

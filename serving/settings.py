@@ -31,6 +31,7 @@ UPSTREAM_KEYS = frozenset(
         "logprobs",
         "max_tokens",
         "dialect",
+        "provider_name",
         "paths",
         "latency_s",
     }
@@ -78,6 +79,12 @@ class ServiceSettings(RouterSettings):
     batch_max_size: int = Field(64, ge=1, le=4096, description="largest decision micro-batch")
     readiness_timeout_s: float = Field(2.0, gt=0, description="upstream probe timeout")
     log_level: str = Field("info", description="debug | info | warning | error")
+    trace_content: bool | None = Field(
+        None,
+        description="record prompts and answers on the trace spans (None: as "
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT says; tracing itself is on when "
+        "OTEL_TRACES_EXPORTER names an exporter)",
+    )
 
     @field_validator("upstreams")
     @classmethod

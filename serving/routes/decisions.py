@@ -43,12 +43,24 @@ async def route(
     request = body.request()
     served = service.holder.current
     started = time.perf_counter()
-    try:
-        decision = await service.batcher.decide(
-            served.router, choice.step, request, body.answer, choice.target, announcement
+    with service.tracing.decision_span(choice.step, "route") as span:
+        try:
+            decision = await service.batcher.decide(
+                served.router, choice.step, request, body.answer, choice.target, announcement
+            )
+        except ConfigurationError as exc:
+            raise APIError(400, str(exc), code="invalid_value") from exc
+        service.tracing.end_decision_span(
+            span,
+            action=decision.action,
+            tier=decision.tier,
+            p_accept=decision.p_accept
+            if decision.p_accept_answer is None
+            else decision.p_accept_answer,
+            gain=decision.gain,
+            opinion_source=decision.opinion_source if decision.ask_opinion else None,
+            router_version=served.version,
         )
-    except ConfigurationError as exc:
-        raise APIError(400, str(exc), code="invalid_value") from exc
     service.metrics.router_latency.labels("route").observe(time.perf_counter() - started)
     service.metrics.observe_decision(decision)
     payload = {
