@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -128,10 +129,115 @@ def bench_helpers(number: int = 20_000, repeats: int = 7) -> dict[str, Any]:
     return result
 
 
+def _replay_prompts() -> list[tuple[str, str]]:
+    """Prompts both bundled tiers recorded (the replay upstreams answer them)."""
+    from router.data import bundled_dataset, load_outcomes
+
+    tiers = ["llama-3.1-8b-instruct", "gpt-4o-2024-05-13"]
+    frame = load_outcomes([bundled_dataset("mmlu_pro")], models=tiers)
+    both = frame.groupby("prompt")["model"].nunique()
+    chosen = frame[frame["prompt"].isin(both[both == 2].index)].drop_duplicates("prompt")
+    return [(str(s), str(p)) for s, p in zip(chosen["step"], chosen["prompt"], strict=True)]
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50_ms": round(cuts[49] * 1000, 2), "p99_ms": round(cuts[98] * 1000, 2)}
+
+
+def bench_sidecar(requests_per_endpoint: int = 400) -> dict[str, Any]:
+    """Two sidecars over the bundled replay upstreams, tracing off and on (OTLP/HTTP to a live
+    Phoenix); the same requests alternate between them (the order flips every pair)."""
+    import tempfile
+
+    import httpx
+
+    from tests.support.phoenix import Phoenix, phoenix_executable
+    from tests.support.processes import Sidecar
+
+    prompts = _replay_prompts()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-tracing-"))
+    phoenix = Phoenix(phoenix_executable(), workdir).start()
+    sidecars: dict[str, Sidecar] = {}
+    try:
+        for mode in ("off", "on"):
+            folder = workdir / mode
+            folder.mkdir()
+            sidecar = Sidecar(folder, {"feedback_url": f"sqlite:///{folder / 'feedback.db'}"})
+            if mode == "on":
+                sidecar.env |= {
+                    "OTEL_TRACES_EXPORTER": "otlp",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": phoenix.url,
+                    "OTEL_SERVICE_NAME": "cascade-router-bench",
+                }
+            sidecars[mode] = sidecar.start(timeout_s=300)
+        bodies = {
+            "chat/completions": lambda step, text: {
+                "model": f"cascade:{step}",
+                "messages": [{"role": "user", "content": text}],
+            },
+            "route": lambda step, text: {"step": step, "input": text},
+        }
+        result: dict[str, Any] = {}
+        with httpx.Client(timeout=120) as client:
+            for endpoint, body in bodies.items():
+                times: dict[str, list[float]] = {"off": [], "on": []}
+                for i in range(requests_per_endpoint + 20):
+                    step, text = prompts[i % len(prompts)]
+                    order = ("off", "on") if i % 2 == 0 else ("on", "off")
+                    for mode in order:
+                        started = time.perf_counter()
+                        response = client.post(
+                            f"{sidecars[mode].url}/v1/{endpoint}", json=body(step, text)
+                        )
+                        elapsed = time.perf_counter() - started
+                        response.raise_for_status()
+                        if i >= 20:  # the first requests warm both up
+                            times[mode].append(elapsed)
+                paired = [b - a for a, b in zip(times["off"], times["on"], strict=True)]
+                result[endpoint] = {
+                    "off": _quantiles(times["off"]),
+                    "on": _quantiles(times["on"]),
+                    "paired_difference_ms": {
+                        "median": round(statistics.median(paired) * 1000, 3),
+                        "mean": round(statistics.mean(paired) * 1000, 3),
+                    },
+                    "requests": len(paired),
+                }
+        sidecars.pop("on").stop()  # its lifespan's end flushes the last batch
+        result["spans_stored"] = _stored_spans(phoenix)
+    finally:
+        for sidecar in sidecars.values():
+            sidecar.stop()
+        phoenix.stop()
+    return result
+
+
+def _stored_spans(phoenix: Any) -> int:
+    """How many spans the receiver holds, once its (asynchronous) ingestion has settled."""
+    import httpx
+
+    count, deadline = -1, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        response = httpx.get(
+            f"{phoenix.url}/v1/projects/default/spans/otlpv1",
+            params={"limit": 1_000_000},
+            timeout=60,
+        )
+        response.raise_for_status()
+        now = len(response.json()["data"])
+        if now == count:
+            break
+        count = now
+        time.sleep(2)
+    return count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=["helpers", "sidecar"], help="run one part")
     parser.add_argument("--no-save", action="store_true", help="do not write results")
+    parser.add_argument("--requests", type=int, default=400, help="per endpoint and mode")
     args = parser.parse_args()
     path = RESULTS / "tracing.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
@@ -142,6 +248,15 @@ def main() -> None:
             f"span helpers per request: off {h['off_us_per_request']:.2f} µs, "
             f"on (SDK, batch, dropping exporter) {h['on_us_per_request']:.1f} µs"
         )
+    if args.only in (None, "sidecar"):
+        results["sidecar"] = bench_sidecar(args.requests)
+        for endpoint in ("chat/completions", "route"):
+            r = results["sidecar"][endpoint]
+            print(
+                f"/v1/{endpoint}: off p50 {r['off']['p50_ms']} ms p99 {r['off']['p99_ms']} ms; "
+                f"on p50 {r['on']['p50_ms']} ms p99 {r['on']['p99_ms']} ms; paired "
+                f"difference median {r['paired_difference_ms']['median']} ms"
+            )
     results["machine"] = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
