@@ -87,15 +87,17 @@ def run_step(client: openai.OpenAI, step: str, target: str, prompt: str) -> Step
     latency = time.perf_counter() - started
     completion = raw.parse()
     cascade = json.loads(raw.text)["cascade"]
-    usage = completion.usage
+    tier = raw.headers["x-cascade-tier"]
+    # `usage` counts every model that ran; the frontier would have run once, on these tokens
+    answered = cascade["usage"].get(tier, {})
     return StepReport(
         step=step,
-        tier=raw.headers["x-cascade-tier"],
+        tier=tier,
         path=raw.headers["x-cascade-path"],
         cost_usd=float(cascade["cost_usd"]),
-        frontier_cost_usd=frontier_cost(usage.prompt_tokens, usage.completion_tokens)
-        if usage
-        else 0.0,
+        frontier_cost_usd=frontier_cost(
+            answered.get("prompt_tokens", 0), answered.get("completion_tokens", 0)
+        ),
         latency_s=latency,
         answer=(completion.choices[0].message.content or "").strip(),
     )

@@ -8,16 +8,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["RouteResult", "Router", "Target", "aroute", "route"]
+__all__ = [
+    "AsyncCascadeClient",
+    "CascadeClient",
+    "RouteResult",
+    "Router",
+    "Target",
+    "aroute",
+    "route",
+]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from router.policy import Target
-    from router.sdk import Router, RouteResult, aroute, route
+    from router.sdk import AsyncCascadeClient, CascadeClient, Router, RouteResult, aroute, route
 
 
 def __getattr__(name: str) -> Any:
-    if name in {"Router", "RouteResult", "route", "aroute"}:
+    if name in {"Router", "RouteResult", "route", "aroute", "CascadeClient", "AsyncCascadeClient"}:
         from router import sdk
 
         return getattr(sdk, name)

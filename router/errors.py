@@ -39,6 +39,10 @@ class ConfigurationError(CascadeRouterError, ValueError):
     exit_code = 2
 
 
+class UnknownModelError(ConfigurationError):
+    """A model name that selects no step and target of the cascade (``cascade[:STEP[:TARGET]]``)."""
+
+
 class NotFittedError(CascadeRouterError, RuntimeError):
     """A learned object was used before `fit`."""
 
@@ -47,6 +51,10 @@ class BackendError(CascadeRouterError, RuntimeError):
     """A model backend failed to answer."""
 
     exit_code = 3
+
+
+class BackendRequestError(BackendError):
+    """A model backend refused the request as invalid (HTTP 400, 413 or 422)."""
 
 
 class BackendUnavailableError(BackendError):

@@ -12,6 +12,9 @@ from router.answers import chosen_option, parse_final_answer
 
 N_INPUT_EXTRA = 3  # step code, log chars, log words
 N_ANSWER_EXTRA = 5  # log chars, parsed, logprob mean, logprob min, answer ends cleanly
+#: With the validator's verdict, one more answer feature: 1 valid, 0 refused, NaN (missing)
+#: where the request constrained nothing.  Only models trained with it read it.
+N_VALIDITY = 1
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,17 @@ def input_features(
 
 
 def answer_extra_features(
-    answers: Sequence[str | None], logprobs: Sequence[Sequence[float] | None] | None = None
+    answers: Sequence[str | None],
+    logprobs: Sequence[Sequence[float] | None] | None = None,
+    validity: Sequence[float] | np.ndarray | None = None,
 ) -> np.ndarray:
-    """Cheap signals from an answer: length, whether a final answer parses, token log-probs."""
+    """Cheap signals from an answer: length, whether a final answer parses, token log-probs;
+    with ``validity`` (the validator's verdict per answer, NaN where unconstrained), that too."""
     n = len(answers)
-    out = np.full((n, N_ANSWER_EXTRA), np.nan, dtype=np.float32)
+    width = N_ANSWER_EXTRA + (N_VALIDITY if validity is not None else 0)
+    out = np.full((n, width), np.nan, dtype=np.float32)
+    if validity is not None:
+        out[:, N_ANSWER_EXTRA] = np.asarray(validity, dtype=np.float32)
     for i, answer in enumerate(answers):
         text = answer or ""
         out[i, 0] = math.log1p(len(text))

@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from router.backends import AssistantMessage, ChatInput, ChatRequest
 from router.policy import Target
 from router.sdk import Decision, Router
 
@@ -28,8 +29,8 @@ from router.sdk import Decision, Router
 class _Item:
     router: Router
     step: str
-    input: str | list[dict[str, str]]
-    answer: str | None
+    input: ChatRequest | ChatInput
+    answer: str | AssistantMessage | None
     target: Target | None
     future: asyncio.Future[Decision] = field(repr=False)
 
@@ -92,8 +93,8 @@ class DecisionBatcher:
         self,
         router: Router,
         step: str,
-        input: str | list[dict[str, str]],
-        answer: str | None = None,
+        input: ChatRequest | ChatInput,
+        answer: str | AssistantMessage | None = None,
         target: Target | None = None,
         announcement: Announcement | None = None,
     ) -> Decision:

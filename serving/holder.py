@@ -18,6 +18,7 @@ from router.backends import ChatBackend, OpenAIBackend, make_backend, replay_bac
 from router.errors import CascadeRouterError, ConfigurationError
 from router.registry import ModelRef, alias_version, is_registry_uri, registry_client
 from router.sdk import Router
+from router.tracing import Tracing
 from serving.settings import ServiceSettings
 
 logger = logging.getLogger("cascade.serving")
@@ -90,8 +91,10 @@ class RouterHolder:
         on_swap: Callable[[str | None, str], None] | None = None,
         on_reload: Callable[[str], None] | None = None,
         wrap: Callable[[str, ChatBackend], ChatBackend] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing or Tracing()  # where the routers it loads send spans
         self.on_swap, self.on_reload, self.wrap = on_swap, on_reload, wrap
         self._current: Served | None = None
         self._lock = threading.Lock()  # one load at a time
@@ -111,7 +114,9 @@ class RouterHolder:
 
     def load_initial(self) -> Served:
         """Load the configured router (the default: @champion, else the bundled one)."""
-        router = Router.load(self.settings.model_uri, settings=self.settings)
+        router = Router.load(
+            self.settings.model_uri, settings=self.settings, tracer_provider=self.tracing
+        )
         served = self._prepare(router, router.version or "local")
         self._swap(served)
         return served
@@ -155,9 +160,14 @@ class RouterHolder:
                 shared = self._current.router.embedder if self._current else None
                 uri = self.watched.at_version(version).uri
                 try:
-                    router = Router.load(uri, settings=self.settings, embedder=shared)
+                    router = Router.load(
+                        uri,
+                        settings=self.settings,
+                        embedder=shared,
+                        tracer_provider=self.tracing,
+                    )
                 except ConfigurationError:  # another embedder: load its own
-                    router = Router.load(uri, settings=self.settings)
+                    router = Router.load(uri, settings=self.settings, tracer_provider=self.tracing)
                 served = self._prepare(router, version)
             except (CascadeRouterError, OSError, ValueError) as exc:
                 self._refused.add(version)

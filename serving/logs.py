@@ -1,4 +1,5 @@
-"""JSON log lines carrying the request id (never headers, bodies or keys)."""
+"""JSON log lines carrying the request id and, when the request is traced, its trace and span
+ids (never headers, bodies or keys)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import logging
 import sys
 import time
 from typing import Any
+
+from opentelemetry import trace
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "cascade_request_id", default=None
@@ -30,6 +33,11 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None) or request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        # the trace of the request, when it is traced: logs and spans meet on these ids
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            entry["trace_id"] = format(context.trace_id, "032x")
+            entry["span_id"] = format(context.span_id, "016x")
         for key, value in record.__dict__.items():
             if key not in _STANDARD and key not in entry and not key.startswith("_"):
                 entry[key] = value

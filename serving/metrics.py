@@ -40,7 +40,8 @@ def first_p_accept(result: RouteResult) -> float:
 
 
 class ServiceMetrics:
-    """Requests by step, path and tier; escalations; p_accept; latencies; cost; errors."""
+    """Requests by step, path and tier; escalations; refused answers; p_accept; latencies;
+    cost; errors."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -89,6 +90,13 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.invalid = Counter(
+            "cascade_invalid_answers",
+            "Answers the validator refused (a tool call or JSON that does not fit the request), "
+            "by step kind and tier",
+            ["step", "tier"],
+            registry=r,
+        )
         self.cost = Counter("cascade_cost_usd", "Model spend in USD by tier", ["tier"], registry=r)
         self.upstream_errors = Counter(
             "cascade_upstream_errors",
@@ -129,6 +137,8 @@ class ServiceMetrics:
     def observe_route(self, result: RouteResult) -> None:
         """Count one answered chat request."""
         self.requests.labels(result.step, result.path, result.tier).inc()
+        for tier in result.invalid:
+            self.invalid.labels(result.step, tier).inc()
         for step in result.steps:
             if step.cost_usd:
                 self.cost.labels(step.tier).inc(step.cost_usd)

@@ -30,6 +30,8 @@ UPSTREAM_KEYS = frozenset(
         "temperature",
         "logprobs",
         "max_tokens",
+        "dialect",
+        "provider_name",
         "paths",
         "latency_s",
     }
@@ -50,7 +52,7 @@ class ServiceSettings(RouterSettings):
     upstreams: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="tier name → backend: {kind: openai, model, base_url, api_key_env, "
-        "timeout_s, …}; empty: answer from the bundled recorded outcomes (replay)",
+        "timeout_s, dialect, …}; empty: answer from the bundled recorded outcomes (replay)",
     )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
@@ -77,6 +79,12 @@ class ServiceSettings(RouterSettings):
     batch_max_size: int = Field(64, ge=1, le=4096, description="largest decision micro-batch")
     readiness_timeout_s: float = Field(2.0, gt=0, description="upstream probe timeout")
     log_level: str = Field("info", description="debug | info | warning | error")
+    trace_content: bool | None = Field(
+        None,
+        description="record prompts and answers on the trace spans (None: as "
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT says; tracing itself is on when "
+        "OTEL_TRACES_EXPORTER names an exporter)",
+    )
 
     @field_validator("upstreams")
     @classmethod

@@ -51,9 +51,11 @@ def sweep_curve(
     skip_tolerance: float | None = None,
     opinion_bands: Sequence[tuple[float, float] | None] = (),
     opinion_costs: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
 ) -> M.Curve:
     """The N-tier policy curve: one operating point per cost weight (each source's opinions
-    bought in its band of ``opinion_bands`` and charged)."""
+    bought in its band of ``opinion_bands`` and charged; with ``valid``, the validator's
+    verdicts, a refused answer escalates)."""
     points = []
     for lam in lambda_grid(signals, weights, size=200):
         out, _ = walk_recorded(
@@ -65,10 +67,56 @@ def sweep_curve(
             skip_tolerance=skip_tolerance,
             opinion_bands=opinion_bands,
             opinion_costs=opinion_costs,
+            valid=valid,
         )
         s = out.summary()
         points.append((s["frontier_share"], s["quality"], s["cost"]))
     return M.policy_curve(points)
+
+
+def _with_and_without_validator(
+    model: CascadeModel,
+    signals: CascadeSignals,
+    test: OutcomeTable,
+    target: Target,
+    opinion_costs: np.ndarray | None,
+    q_s: float,
+    q_f: float,
+) -> dict[str, Any]:
+    """The realised operating point and the policy curve on recorded outcomes that carry the
+    validator's verdicts, walked with the validator stage (refused answers escalate, as live)
+    and without it; and the share of first-tier answers it refuses where it applies."""
+    assert test.validity is not None
+    valid = test.validity[:, :-1]
+    frontier_cost = float(test.costs[:, -1].mean())
+    out: dict[str, Any] = {}
+    for name, verdicts in (("with_validator", valid), ("without_validator", None)):
+        outcome = model.policy_.run(
+            signals, test.scores, test.costs, test.steps, target, opinion_costs, verdicts
+        )
+        summary = outcome.summary()
+        curve = sweep_curve(
+            signals,
+            test.scores,
+            test.costs,
+            model.tier_weights_,
+            model.skip_tolerance,
+            valid=verdicts,
+        )
+        out[name] = {
+            "quality": _f(summary["quality"]),
+            "quality_ratio": _f(summary["quality"] / q_f) if q_f else None,
+            "cost_saved": _f(M.cost_saved(summary["cost"], frontier_cost)),
+            "frontier_share": _f(summary["frontier_share"]),
+            "apgr": curve_metrics(curve, q_s, q_f).get("apgr"),
+        }
+    first = valid[:, 0]
+    constrained = np.isfinite(first)
+    out["constrained_share"] = _f(float(constrained.mean()))
+    out["refused_share"] = (
+        _f(float((first[constrained] == 0).mean())) if constrained.any() else None
+    )
+    return out
 
 
 def _bootstrap(
@@ -160,6 +208,10 @@ def evaluate(
         "per_step_points": len(model.policy_.per_step_),
         "curve": curve_metrics(policy_curve, q_s, q_f),
     }
+    if test.validity is not None:
+        policy_section["validator"] = _with_and_without_validator(
+            model, signals, test, target, opinion_costs, q_s, q_f
+        )
     if signals.has_opinions:
         point = model.policy_.operating(None, target)
         sources = model.opinion_sources

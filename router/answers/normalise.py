@@ -1,9 +1,10 @@
 """Answer normalisation per step kind: two answers agree when their normal forms are equal.
 
-A normal form is a multiple-choice letter, a number, a label from a fixed set or a canonical JSON
-object; free text has none (:class:`TextNormaliser`). A :class:`NormaliserRegistry` maps step
-kinds (``"intent"``, ``"math"``, …) to normalisers; steps it does not name use ``"auto"``
-(choice letter, else number, else JSON, else free text).
+A normal form is a multiple-choice letter, a number, a label from a fixed set, a canonical JSON
+object or the tool calls an answer makes; free text has none (:class:`TextNormaliser`). A
+:class:`NormaliserRegistry` maps step kinds (``"intent"``, ``"math"``, …) to normalisers; steps
+it does not name use ``"auto"`` (tool calls, else choice letter, else number, else JSON, else
+free text).
 """
 
 from __future__ import annotations
@@ -122,6 +123,45 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+class ToolCallNormaliser:
+    """The calls an answer makes: each function's name with its arguments in canonical JSON,
+    ids left out and the calls in sorted order, so two models making the same call agree.
+
+    Reads the text form of an answer that calls tools
+    (:func:`router.backends.request.message_text`: ``{"tool_calls": [{"name": …, "arguments":
+    …}]}``) and the recorded form (the JSON of the assistant message).
+    """
+
+    kind = "tool_call"
+
+    def normalise(self, text: str | None) -> str | None:
+        if not text or '"tool_calls"' not in text:
+            return None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        calls = data.get("tool_calls") if isinstance(data, dict) else None
+        if not isinstance(calls, list) or not calls:
+            return None
+        keys = []
+        for call in calls:
+            if not isinstance(call, dict):
+                return None
+            function = call.get("function", call)
+            name, arguments = function.get("name"), function.get("arguments")
+            if not isinstance(name, str):
+                return None
+            if isinstance(arguments, str):
+                try:
+                    arguments = json.loads(arguments)
+                except ValueError:
+                    arguments = arguments.strip()
+            canonical = json.dumps(_canonical(arguments), sort_keys=True, separators=(",", ":"))
+            keys.append(f"{name}({canonical})")
+        return ";".join(sorted(keys))
+
+
 class TextNormaliser:
     """Free text: no normal form; agreement is decided by embedding similarity."""
 
@@ -132,12 +172,14 @@ class TextNormaliser:
 
 
 class AutoNormaliser:
-    """A choice letter, else a number, else a JSON object, else nothing (free text)."""
+    """Tool calls, else a choice letter, else a number, else a JSON object, else nothing (free
+    text).  Tool calls come first: their arguments hold numbers and JSON of their own."""
 
     kind = "auto"
 
     def __init__(self) -> None:
         self._chain: tuple[Normaliser, ...] = (
+            ToolCallNormaliser(),
             ChoiceNormaliser(),
             NumberNormaliser(),
             JsonNormaliser(),
@@ -152,7 +194,7 @@ class AutoNormaliser:
 
 
 def build_normaliser(spec: str | Mapping[str, Any] | Normaliser) -> Normaliser:
-    """``"choice"``, ``"number"``, ``"json"``, ``"text"``, ``"auto"``,
+    """``"choice"``, ``"number"``, ``"json"``, ``"tool_call"``, ``"text"``, ``"auto"``,
     ``"label:yes,no,maybe"`` or ``{"kind": "label", "labels": [...]}`` (or a normaliser)."""
     if isinstance(spec, Normaliser):
         return spec
@@ -165,6 +207,7 @@ def build_normaliser(spec: str | Mapping[str, Any] | Normaliser) -> Normaliser:
         "choice": ChoiceNormaliser,
         "number": NumberNormaliser,
         "json": JsonNormaliser,
+        "tool_call": ToolCallNormaliser,
         "text": TextNormaliser,
         "auto": AutoNormaliser,
     }
@@ -175,7 +218,8 @@ def build_normaliser(spec: str | Mapping[str, Any] | Normaliser) -> Normaliser:
             raise ConfigurationError("a label normaliser needs labels: 'label:yes,no'")
         return LabelNormaliser(list(labels))
     raise ConfigurationError(
-        f"unknown answer kind {spec!r}: use choice, number, label:A,B,…, json, text or auto"
+        f"unknown answer kind {spec!r}: use choice, number, label:A,B,…, json, tool_call, text "
+        "or auto"
     )
 
 
@@ -183,7 +227,7 @@ def normaliser_spec(normaliser: Normaliser) -> str | dict[str, Any]:
     """The JSON-able spec :func:`build_normaliser` reads back."""
     if isinstance(normaliser, LabelNormaliser):
         return {"kind": "label", "labels": list(normaliser.labels)}
-    if normaliser.kind not in ("choice", "number", "json", "text", "auto"):
+    if normaliser.kind not in ("choice", "number", "json", "tool_call", "text", "auto"):
         raise ConfigurationError(f"cannot save custom normaliser of kind {normaliser.kind!r}")
     return normaliser.kind
 

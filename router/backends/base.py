@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
-from router.backends.messages import Messages
-
-if TYPE_CHECKING:
-    pass
+from router.backends.messages import ChatInput
+from router.backends.request import AssistantMessage, ChatRequest, message_text
 
 
 @dataclass(frozen=True)
@@ -16,38 +14,60 @@ class Completion:
     """One answer of one model.
 
     Attributes:
-        text: the answer text ("" when the model returned no text).
+        message: the assistant message as the model produced it (content, tool calls, refusal).
         model: the backend's model name (as configured, which is what prices are keyed on).
         input_tokens: prompt tokens (as reported, else estimated).
         output_tokens: completion tokens (as reported, else estimated).
         latency_s: wall-clock seconds the call took (replay: the configured profile).
-        logprobs: per-token log-probabilities, when asked for and returned; else None.
+        logprobs: per-token log-probabilities (what the answer features read), when returned.
         cost_usd: the known cost (replay records it); None lets the router price the tokens.
         score: replay only, the recorded quality score of this answer (for evaluation).
+        finish_reason: why the model stopped: ``stop``, ``length``, ``tool_calls``, …
+        choice_logprobs: OpenAI's ``logprobs`` object of the choice, when the request asked.
+        response_model: the model the upstream says answered (its response's ``model``), when
+            it says (traces record it as ``gen_ai.response.model``).
+        response_id: the upstream's id of the answer (``chatcmpl-…``), when it gives one.
     """
 
-    text: str
+    message: AssistantMessage
     model: str
     input_tokens: int
     output_tokens: int
     latency_s: float
-    logprobs: tuple[float, ...] | None
-    cost_usd: float | None
+    logprobs: tuple[float, ...] | None = None
+    cost_usd: float | None = None
     score: float | None = None
+    finish_reason: str = "stop"
+    choice_logprobs: dict[str, Any] | None = field(default=None, compare=False)
+    response_model: str | None = field(default=None, compare=False)
+    response_id: str | None = field(default=None, compare=False)
+
+    @property
+    def text(self) -> str:
+        """The answer's text form (:func:`~router.backends.request.message_text`)."""
+        return message_text(self.message)
 
 
 @runtime_checkable
 class ChatBackend(Protocol):
-    """Anything that answers chat messages with a :class:`Completion`."""
+    """Anything that answers a chat request with a :class:`Completion`.
+
+    ``request`` is a :class:`ChatRequest` (sent through whole), or a prompt string or a list of
+    chat messages; ``max_tokens`` is a limit for this call where the request sets none.
+    """
 
     model: str
 
-    def complete(self, messages: Messages, *, max_tokens: int | None = None) -> Completion:
-        """Answer ``messages`` (blocking)."""
+    def complete(
+        self, request: ChatRequest | ChatInput, *, max_tokens: int | None = None
+    ) -> Completion:
+        """Answer ``request`` (blocking)."""
         ...
 
-    async def acomplete(self, messages: Messages, *, max_tokens: int | None = None) -> Completion:
-        """Answer ``messages`` (asyncio)."""
+    async def acomplete(
+        self, request: ChatRequest | ChatInput, *, max_tokens: int | None = None
+    ) -> Completion:
+        """Answer ``request`` (asyncio)."""
         ...
 
 
@@ -58,13 +78,23 @@ class SamplingBackend(Protocol):
     model: str
 
     def sample(
-        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+        self,
+        request: ChatRequest | ChatInput,
+        k: int,
+        temperature: float,
+        *,
+        max_tokens: int | None = None,
     ) -> list[Completion]:
-        """``k`` answers to ``messages`` sampled at ``temperature`` (blocking)."""
+        """``k`` answers to ``request`` sampled at ``temperature`` (blocking)."""
         ...
 
     async def asample(
-        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+        self,
+        request: ChatRequest | ChatInput,
+        k: int,
+        temperature: float,
+        *,
+        max_tokens: int | None = None,
     ) -> list[Completion]:
-        """``k`` answers to ``messages`` sampled at ``temperature`` (asyncio)."""
+        """``k`` answers to ``request`` sampled at ``temperature`` (asyncio)."""
         ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from router.backends.base import ChatBackend
 from router.backends.openai_api import OpenAIBackend
@@ -13,9 +13,6 @@ from router.errors import (
     CascadeRouterError,
     ConfigurationError,
 )
-
-if TYPE_CHECKING:
-    pass
 
 _OPENAI_KEYS = frozenset(
     {
@@ -28,6 +25,8 @@ _OPENAI_KEYS = frozenset(
         "temperature",
         "logprobs",
         "max_tokens",
+        "dialect",
+        "provider_name",
     }
 )
 _REPLAY_KEYS = frozenset({"model", "paths", "latency_s"})

@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from router.backends.base import Completion
-from router.backends.messages import Messages, as_messages, estimate_tokens
+from router.backends.messages import ChatInput, as_request, estimate_tokens, prompt_chars
+from router.backends.request import AssistantMessage, ChatRequest, message_text
 from router.errors import (
     BackendError,
+    BackendRequestError,
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
 )
+from router.tracing import trace_headers
 
-if TYPE_CHECKING:
-    pass
-
+Dialect = Literal["openai", "llama-cpp-python"]
+#: How an upstream reads a request: OpenAI's API as documented (OpenAI, vLLM, llama.cpp's own
+#: ``llama-server``), or llama-cpp-python's server, which takes a ``json_schema`` response format
+#: only as ``{"type": "json_object", "schema": ...}`` and reads ``max_tokens`` only.
+DIALECTS: tuple[str, ...] = ("openai", "llama-cpp-python")
+#: What traces call an OpenAI-protocol upstream (``gen_ai.provider.name``) unless told otherwise.
+DEFAULT_PROVIDER = "openai"
 _DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 _PLACEHOLDER_API_KEY = "not-needed"
 
@@ -34,12 +45,23 @@ class OpenAIBackend:
     ``/v1`` URL.  The API key is ``api_key`` if given, else the environment variable
     ``api_key_env``, else the placeholder ``"not-needed"`` (local servers ignore it).
 
+    A :class:`~router.backends.request.ChatRequest` goes through whole: tools, tool choice,
+    response format, sampling parameters, limits, logprobs, user and metadata as the caller set
+    them, with the backend's ``temperature`` and ``max_tokens`` only where the request sets none
+    (``dialect="llama-cpp-python"`` rewrites the two fields that server reads otherwise).  The
+    answer comes back whole: the assistant message with its tool calls, the finish reason and,
+    when asked, OpenAI's logprobs object.
+
+    Traces: inside the router's model call span, the span's context goes to the upstream as
+    W3C ``traceparent``; ``provider_name`` is the span's ``gen_ai.provider.name`` (``openai``
+    for the protocol by default; e.g. ``vllm`` or ``llama.cpp`` as custom values).
+
     Clients are created once, lazily and thread-safely, and reused; the async client is kept
     per event loop, so ``asyncio.run`` may be called repeatedly.
 
-    Errors: a connection failure or timeout raises :class:`BackendUnavailableError`; an HTTP
-    error status or a malformed answer raises :class:`BackendError`.  Both name the model and
-    the base URL.
+    Errors: a connection failure or timeout raises :class:`BackendUnavailableError`; a request
+    the server refuses as invalid raises :class:`BackendRequestError`; any other error status or
+    a malformed answer raises :class:`BackendError`.  All name the model and the base URL.
     """
 
     def __init__(
@@ -53,6 +75,8 @@ class OpenAIBackend:
         temperature: float | None = 0.0,
         logprobs: bool = False,
         max_tokens: int | None = 512,
+        dialect: Dialect = "openai",
+        provider_name: str = DEFAULT_PROVIDER,
     ) -> None:
         if not isinstance(model, str) or not model:
             raise ConfigurationError("OpenAIBackend needs a non-empty model name")
@@ -62,6 +86,10 @@ class OpenAIBackend:
             raise ConfigurationError(f"max_retries must be >= 0, got {max_retries}")
         if max_tokens is not None and max_tokens <= 0:
             raise ConfigurationError(f"max_tokens must be positive or None, got {max_tokens}")
+        if dialect not in DIALECTS:
+            raise ConfigurationError(
+                f"dialect must be one of {', '.join(DIALECTS)}, got {dialect!r}"
+            )
         self.model = model
         self.base_url = base_url.rstrip("/") if base_url else None
         self.api_key = api_key
@@ -71,6 +99,8 @@ class OpenAIBackend:
         self.temperature = temperature
         self.logprobs = bool(logprobs)
         self.max_tokens = max_tokens
+        self.dialect = dialect
+        self.provider_name = str(provider_name or DEFAULT_PROVIDER)
         self._lock = threading.Lock()
         #: whether the server honours OpenAI's ``n`` (None: not known yet; llama.cpp does not)
         self._honours_n: bool | None = None
@@ -124,6 +154,12 @@ class OpenAIBackend:
                 self._async_clients[loop] = client
         return client
 
+    async def awarm(self) -> None:
+        """Create this event loop's HTTP client now (importing ``openai`` takes seconds on a
+        busy machine), so that the first request does not wait for it; no request is sent."""
+        await asyncio.to_thread(_import_openai)
+        self._async_client()
+
     def close(self) -> None:
         """Close the blocking HTTP client (async clients close with their event loop)."""
         with self._lock:
@@ -131,16 +167,21 @@ class OpenAIBackend:
         if client is not None:
             client.close()
 
-    def _request(self, messages: Messages, max_tokens: int | None) -> dict[str, Any]:
-        request: dict[str, Any] = {"model": self.model, "messages": as_messages(messages)}
-        limit = max_tokens if max_tokens is not None else self.max_tokens
-        if limit is not None:
-            request["max_tokens"] = int(limit)
-        if self.temperature is not None:
-            request["temperature"] = self.temperature
-        if self.logprobs:
-            request["logprobs"] = True
-        return request
+    def _body(self, request: ChatRequest, max_tokens: int | None) -> dict[str, Any]:
+        """The request as this upstream takes it: the caller's fields unchanged, the model's
+        name, and the backend's defaults where the request sets none."""
+        body = request.to_openai()
+        if request.token_limit is None:
+            limit = max_tokens if max_tokens is not None else self.max_tokens
+            if limit is not None:
+                body["max_tokens"] = int(limit)
+        if request.temperature is None and self.temperature is not None:
+            body["temperature"] = self.temperature
+        if self.logprobs and not request.logprobs:
+            body["logprobs"] = True  # the answer features read them
+        if self.dialect == "llama-cpp-python":
+            _to_llama_cpp_python(body)
+        return {"model": self.model, **body}
 
     def _translate(self, exc: Exception) -> BackendError:
         import openai
@@ -155,15 +196,18 @@ class OpenAIBackend:
             cause = exc.__cause__ or exc
             return BackendUnavailableError(f"{where} unreachable: {_one_line(cause)}")
         if isinstance(exc, openai.APIStatusError):
-            return BackendError(
+            error = BackendRequestError if exc.status_code in (400, 413, 422) else BackendError
+            return error(
                 f"{where} failed with HTTP status {exc.status_code}: {_status_detail(exc)}"
             )
         return BackendError(f"{where} failed: {_one_line(exc)}")
 
-    def _completion(self, response: Any, messages: Messages, latency_s: float) -> Completion:
-        return self._completions(response, messages, latency_s)[0]
+    def _completion(self, response: Any, request: ChatRequest, latency_s: float) -> Completion:
+        return self._completions(response, request, latency_s)[0]
 
-    def _completions(self, response: Any, messages: Messages, latency_s: float) -> list[Completion]:
+    def _completions(
+        self, response: Any, request: ChatRequest, latency_s: float
+    ) -> list[Completion]:
         """One :class:`Completion` per choice.  The prompt is charged once, to the first; the
         completion tokens are shared out by the choices' lengths when only a total is given."""
         choices = getattr(response, "choices", None) or []
@@ -171,12 +215,19 @@ class OpenAIBackend:
             raise BackendError(
                 f"model {self.model} at {self.display_url} returned no choices in its answer"
             )
-        texts = [getattr(getattr(c, "message", None), "content", None) or "" for c in choices]
+        try:
+            messages = [_message(getattr(c, "message", None)) for c in choices]
+        except (ValidationError, TypeError, ValueError) as exc:
+            raise BackendError(
+                f"model {self.model} at {self.display_url} returned an unreadable message: "
+                f"{_one_line(exc)[:300]}"
+            ) from exc
+        texts = [message_text(m) for m in messages]
         usage = getattr(response, "usage", None)
         prompt_tokens = getattr(usage, "prompt_tokens", None)
         completion_tokens = getattr(usage, "completion_tokens", None)
         if not isinstance(prompt_tokens, int):
-            prompt_tokens = estimate_tokens("".join(m["content"] for m in messages))
+            prompt_tokens = estimate_tokens(prompt_chars(request))
         estimated = [estimate_tokens(t) for t in texts]
         if not isinstance(completion_tokens, int):
             shares = estimated
@@ -185,43 +236,57 @@ class OpenAIBackend:
         else:
             total = max(sum(estimated), 1)
             shares = [round(completion_tokens * e / total) for e in estimated]
+        answered_by = getattr(response, "model", None)
+        answered_by = answered_by if isinstance(answered_by, str) and answered_by else None
+        response_id = getattr(response, "id", None)
+        response_id = response_id if isinstance(response_id, str) and response_id else None
         out = []
-        for k, (choice, text) in enumerate(zip(choices, texts, strict=True)):
+        for k, (choice, message) in enumerate(zip(choices, messages, strict=True)):
             logprobs: tuple[float, ...] | None = None
-            if self.logprobs:
-                content = getattr(getattr(choice, "logprobs", None), "content", None)
-                if content:
-                    logprobs = tuple(float(token.logprob) for token in content)
+            detail = getattr(choice, "logprobs", None)
+            content = getattr(detail, "content", None)
+            if content:
+                logprobs = tuple(float(token.logprob) for token in content)
+            asked = bool(request.logprobs) and detail is not None
             out.append(
                 Completion(
-                    text=text,
+                    message=message,
                     model=self.model,
                     input_tokens=prompt_tokens if k == 0 else 0,
                     output_tokens=shares[k],
                     latency_s=latency_s,
-                    logprobs=logprobs,
+                    logprobs=logprobs if (self.logprobs or request.logprobs) else None,
                     cost_usd=None,
+                    finish_reason=str(getattr(choice, "finish_reason", None) or "stop"),
+                    choice_logprobs=_as_dict(detail) if asked else None,
+                    response_model=answered_by,
+                    response_id=response_id,
                 )
             )
         return out
 
-    def _sample_request(
-        self, messages: Messages, n: int, temperature: float, max_tokens: int | None
+    def _sample_body(
+        self, request: ChatRequest, n: int, temperature: float, max_tokens: int | None
     ) -> dict[str, Any]:
         if not 1 <= n <= 128:
             raise ConfigurationError(f"the number of samples must lie in [1, 128], got {n}")
-        request = self._request(messages, max_tokens)
-        request["temperature"] = float(temperature)
+        body = self._body(request, max_tokens)
+        body["temperature"] = float(temperature)
         if n > 1:
-            request["n"] = n
-        return request
+            body["n"] = n
+        return body
 
     def _note_choices(self, asked: int, got: int) -> None:
         if asked > 1:
             self._honours_n = got >= asked
 
     def sample(
-        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+        self,
+        request: ChatRequest | ChatInput,
+        k: int,
+        temperature: float,
+        *,
+        max_tokens: int | None = None,
     ) -> list[Completion]:
         """``k`` answers sampled at ``temperature``: one request with OpenAI's ``n`` (vLLM,
         OpenAI); a server that returns fewer choices (llama.cpp's) is asked again, in parallel,
@@ -231,16 +296,19 @@ class OpenAIBackend:
         """
         import openai
 
+        checked = as_request(request)
         client = self._sync_client()
 
+        headers = _trace_headers()  # here: the calls below run in worker threads
+
         def call(n: int) -> list[Completion]:
-            request = self._sample_request(messages, n, temperature, max_tokens)
+            body = self._sample_body(checked, n, temperature, max_tokens)
             start = time.perf_counter()
             try:
-                response = client.chat.completions.create(**request)
+                response = client.chat.completions.create(**body, **headers)
             except openai.OpenAIError as exc:
                 raise self._translate(exc) from exc
-            return self._completions(response, request["messages"], time.perf_counter() - start)
+            return self._completions(response, checked, time.perf_counter() - start)
 
         done: list[Completion] = []
         if self._honours_n is not False:
@@ -254,21 +322,29 @@ class OpenAIBackend:
         return done + [c for batch in batches for c in batch]
 
     async def asample(
-        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+        self,
+        request: ChatRequest | ChatInput,
+        k: int,
+        temperature: float,
+        *,
+        max_tokens: int | None = None,
     ) -> list[Completion]:
         """Asyncio form of :meth:`sample`."""
         import openai
 
+        checked = as_request(request)
         client = self._async_client()
 
+        headers = _trace_headers()
+
         async def call(n: int) -> list[Completion]:
-            request = self._sample_request(messages, n, temperature, max_tokens)
+            body = self._sample_body(checked, n, temperature, max_tokens)
             start = time.perf_counter()
             try:
-                response = await client.chat.completions.create(**request)
+                response = await client.chat.completions.create(**body, **headers)
             except openai.OpenAIError as exc:
                 raise self._translate(exc) from exc
-            return self._completions(response, request["messages"], time.perf_counter() - start)
+            return self._completions(response, checked, time.perf_counter() - start)
 
         done: list[Completion] = []
         if self._honours_n is not False:
@@ -279,41 +355,107 @@ class OpenAIBackend:
         batches = await asyncio.gather(*(call(1) for _ in range(k - len(done))))
         return done + [c for batch in batches for c in batch]
 
-    def complete(self, messages: Messages, *, max_tokens: int | None = None) -> Completion:
-        """Ask the model to answer ``messages`` (blocking).
-
-        ``max_tokens`` overrides the backend's default for this call.
+    def complete(
+        self, request: ChatRequest | ChatInput, *, max_tokens: int | None = None
+    ) -> Completion:
+        """Ask the model to answer ``request`` (blocking): every field the request sets is sent
+        as given; ``max_tokens`` (else the backend's default) applies where the request sets no
+        limit, the backend's temperature where it sets none.
 
         Raises:
-            ConfigurationError: ``messages`` are not valid chat messages.
+            ConfigurationError: ``request`` is not a valid chat request.
             BackendUnavailableError: the server could not be reached or timed out.
+            BackendRequestError: the server refused the request as invalid (HTTP 400/413/422).
             BackendError: the server answered with an error or an unusable answer.
         """
         import openai
 
-        request = self._request(messages, max_tokens)
+        checked = as_request(request)
+        body = self._body(checked, max_tokens)
         client = self._sync_client()
         start = time.perf_counter()
         try:
-            response = client.chat.completions.create(**request)
+            response = client.chat.completions.create(**body, **_trace_headers())
         except openai.OpenAIError as exc:
             raise self._translate(exc) from exc
         latency_s = time.perf_counter() - start
-        return self._completion(response, request["messages"], latency_s)
+        return self._completion(response, checked, latency_s)
 
-    async def acomplete(self, messages: Messages, *, max_tokens: int | None = None) -> Completion:
-        """Ask the model to answer ``messages`` (asyncio); see :meth:`complete`."""
+    async def acomplete(
+        self, request: ChatRequest | ChatInput, *, max_tokens: int | None = None
+    ) -> Completion:
+        """Ask the model to answer ``request`` (asyncio); see :meth:`complete`."""
         import openai
 
-        request = self._request(messages, max_tokens)
+        checked = as_request(request)
+        body = self._body(checked, max_tokens)
         client = self._async_client()
         start = time.perf_counter()
         try:
-            response = await client.chat.completions.create(**request)
+            response = await client.chat.completions.create(**body, **_trace_headers())
         except openai.OpenAIError as exc:
             raise self._translate(exc) from exc
         latency_s = time.perf_counter() - start
-        return self._completion(response, request["messages"], latency_s)
+        return self._completion(response, checked, latency_s)
+
+
+def _trace_headers() -> dict[str, Any]:
+    """``extra_headers`` carrying the current span's trace context (the router's CLIENT span
+    of this call, when tracing is on), as keyword arguments for ``create``; none when off."""
+    headers = trace_headers()
+    return {"extra_headers": headers} if headers else {}
+
+
+def _import_openai() -> None:
+    import openai  # noqa: F401
+
+
+def _to_llama_cpp_python(body: dict[str, Any]) -> None:
+    """Rewrite a request for llama-cpp-python's server, which knows no ``json_schema`` response
+    format (it takes the schema inside ``json_object``) and no ``max_completion_tokens``."""
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        body["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
+    if "max_completion_tokens" in body:
+        body["max_tokens"] = body.pop("max_completion_tokens")
+
+
+def _as_dict(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if hasattr(value, "model_dump"):
+        dumped = value.model_dump(mode="json", exclude_unset=True)
+        return dumped if isinstance(dumped, dict) else None
+    return dict(value) if isinstance(value, Mapping) else None
+
+
+def _message(raw: Any) -> AssistantMessage:
+    """The assistant message of a choice: content, tool calls (ids, names and argument texts as
+    the model produced them; arguments given as an object are written as JSON) and refusal."""
+    data = _as_dict(raw) or {}
+    content = data.get("content")
+    calls = []
+    for k, call in enumerate(data.get("tool_calls") or []):
+        function = call.get("function") or {}
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments if arguments is not None else {})
+        calls.append(
+            {
+                "id": str(call.get("id") or f"call_{k}_{uuid.uuid4().hex[:12]}"),
+                "type": "function",
+                "function": {"name": str(function.get("name") or ""), "arguments": arguments},
+            }
+        )
+    return AssistantMessage.model_validate(
+        {
+            "role": "assistant",
+            "content": content if isinstance(content, str) else None,
+            "refusal": data.get("refusal") if isinstance(data.get("refusal"), str) else None,
+            "tool_calls": calls or None,
+        }
+    )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from router.backends.base import Completion
 from router.backends.messages import (
-    Messages,
-    as_messages,
+    ChatInput,
+    as_request,
     estimate_tokens,
-    input_text,
     normalise_text,
+    prompt_chars,
+    step_text,
 )
+from router.backends.request import ChatRequest, UserMessage, parts_text, recorded_message
 from router.errors import (
     BackendError,
     ConfigurationError,
@@ -67,14 +69,19 @@ class ReplayBackend:
 
     ``frame`` has the long schema (one row per prompt and model, columns
     ``prompt_id, prompt, model, score, response, input_tokens, output_tokens, cost_usd``).
-    Prompts are matched after normalising whitespace; the whole :func:`input_text` of the
-    messages is tried first, then the content of the last user message alone.  When a prompt
-    was recorded more than once for the model, the first row wins.
+    Prompts are matched after normalising whitespace; the request's step text
+    (:func:`~router.backends.messages.step_text`, what recorded data stores as the prompt) is
+    tried first, then the text of the last user message alone.  When a prompt was recorded
+    more than once for the model, the first row wins.  A recorded ``response`` that is the JSON
+    of an assistant message with ``tool_calls`` is replayed as those tool calls.
 
     ``latency_s`` is the latency reported in each :class:`Completion` (a profile; nothing
     sleeps).  Rows of the models ``<model>#s1``, ``<model>#s2``, … (recorded extra samples,
     :mod:`router.opinions`) answer :meth:`sample`.
     """
+
+    #: What traces call this backend (``gen_ai.provider.name``): recorded answers, no server.
+    provider_name = "replay"
 
     def __init__(self, frame: pd.DataFrame, model: str, latency_s: float = 0.0) -> None:
         missing = [c for c in REPLAY_COLUMNS if c not in frame.columns]
@@ -152,41 +159,44 @@ class ReplayBackend:
         return cls(frame, model, latency_s=latency_s)
 
     @staticmethod
-    def _lookup(answers: dict[str, _Recorded], messages: Messages) -> _Recorded | None:
-        checked = as_messages(messages)
-        found = answers.get(normalise_text(input_text(checked)))
+    def _lookup(answers: dict[str, _Recorded], request: ChatRequest) -> _Recorded | None:
+        found = answers.get(normalise_text(step_text(request)))
         if found is not None:
             return found
-        users = [m["content"] for m in checked if m["role"] == "user"]
+        users = [parts_text(m.content) for m in request.messages if isinstance(m, UserMessage)]
         if users:
             return answers.get(normalise_text(users[-1]))
         return None
 
-    def complete(self, messages: Messages, *, max_tokens: int | None = None) -> Completion:
-        """Return the recorded answer for ``messages``; ``max_tokens`` is ignored.
+    def complete(
+        self, request: ChatRequest | ChatInput, *, max_tokens: int | None = None
+    ) -> Completion:
+        """Return the recorded answer for ``request``; ``max_tokens`` is ignored.
 
         Raises:
-            ConfigurationError: ``messages`` are not valid chat messages.
+            ConfigurationError: ``request`` is not a valid chat request.
             BackendError: no answer of this model was recorded for the input.
         """
-        return self._answer(self._answers, messages, self.model)
+        return self._answer(self._answers, as_request(request), self.model)
 
-    def _answer(self, answers: dict[str, _Recorded], messages: Messages, model: str) -> Completion:
-        found = self._lookup(answers, messages)
+    def _answer(
+        self, answers: dict[str, _Recorded], request: ChatRequest, model: str
+    ) -> Completion:
+        found = self._lookup(answers, request)
         if found is None:
             raise BackendError(
                 f"no recorded answer of {model} for this input "
                 f"(replay covers {len(answers)} prompts)"
             )
-        checked = as_messages(messages)
         input_tokens = found.input_tokens
         if input_tokens is None:
-            input_tokens = estimate_tokens("".join(m["content"] for m in checked))
+            input_tokens = estimate_tokens(prompt_chars(request))
         output_tokens = found.output_tokens
         if output_tokens is None:
             output_tokens = estimate_tokens(found.text)
+        message = recorded_message(found.text)
         return Completion(
-            text=found.text,
+            message=message,
             model=model,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
@@ -194,14 +204,22 @@ class ReplayBackend:
             logprobs=None,
             cost_usd=found.cost_usd,
             score=found.score,
+            finish_reason="tool_calls" if message.tool_calls else "stop",
         )
 
-    async def acomplete(self, messages: Messages, *, max_tokens: int | None = None) -> Completion:
+    async def acomplete(
+        self, request: ChatRequest | ChatInput, *, max_tokens: int | None = None
+    ) -> Completion:
         """Async form of :meth:`complete` (answers immediately)."""
-        return self.complete(messages, max_tokens=max_tokens)
+        return self.complete(request, max_tokens=max_tokens)
 
     def sample(
-        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+        self,
+        request: ChatRequest | ChatInput,
+        k: int,
+        temperature: float,
+        *,
+        max_tokens: int | None = None,
     ) -> list[Completion]:
         """The first ``k`` recorded extra samples for ``messages`` (``temperature`` is what
         they were recorded at; it is not checked).
@@ -216,13 +234,19 @@ class ReplayBackend:
                 f"prompt, {k} asked (load it with ReplayBackend.from_files(..., samples={k}))"
             )
         names = sample_model_names(self.model, k)
+        checked = as_request(request)
         return [
-            self._answer(answers, messages, name)
+            self._answer(answers, checked, name)
             for answers, name in zip(self._samples[:k], names, strict=True)
         ]
 
     async def asample(
-        self, messages: Messages, k: int, temperature: float, *, max_tokens: int | None = None
+        self,
+        request: ChatRequest | ChatInput,
+        k: int,
+        temperature: float,
+        *,
+        max_tokens: int | None = None,
     ) -> list[Completion]:
         """Async form of :meth:`sample` (answers immediately)."""
-        return self.sample(messages, k, temperature, max_tokens=max_tokens)
+        return self.sample(request, k, temperature, max_tokens=max_tokens)

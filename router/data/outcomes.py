@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from router.data.readers import read_file
-from router.data.schema import FILE_COL, OUTPUT_COLUMNS, ROW_COL, SCHEMA_COLUMNS
+from router.data.schema import FILE_COL, OUTPUT_COLUMNS, ROW_COL, SCHEMA_COLUMNS, VALID_COLUMN
 from router.data.validation import first_index, normalise_file
 from router.errors import ConfigurationError, DataValidationError
 from router.opinions import SAMPLE_SEPARATOR
@@ -28,15 +28,17 @@ def _where(frame: pd.DataFrame, position: int) -> tuple[str, int]:
 
 
 def write_outcomes(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write outcome rows (the :data:`SCHEMA_COLUMNS`) to a Parquet file, atomically: a
-    reader never sees a half-written file, and a crash keeps the previous one."""
+    """Write outcome rows (the :data:`SCHEMA_COLUMNS`, and the validator's verdicts when the
+    frame has a ``valid`` column) to a Parquet file, atomically: a reader never sees a
+    half-written file, and a crash keeps the previous one."""
     out = Path(path)
     missing = [c for c in SCHEMA_COLUMNS if c not in frame.columns]
     if missing:
         raise ConfigurationError(f"cannot write outcomes without column(s) {', '.join(missing)}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    frame[list(SCHEMA_COLUMNS)].to_parquet(tmp, compression="zstd", index=False)
+    columns = [*SCHEMA_COLUMNS, *([VALID_COLUMN] if VALID_COLUMN in frame.columns else [])]
+    frame[columns].to_parquet(tmp, compression="zstd", index=False)
     tmp.replace(out)
     return out
 
@@ -58,9 +60,10 @@ def load_outcomes(
 
     Returns:
         A frame with the columns of :data:`SCHEMA_COLUMNS` plus ``step`` (the agent step kind,
-        defaulting to ``task``), in file order: text columns as ``str`` (``split`` and
-        ``response`` may hold None), ``score`` float, token counts int, ``cost_usd`` float,
-        ``cost_is_estimated`` bool.
+        defaulting to ``task``) and ``valid`` (the validator's verdict: 1.0 / 0.0, NaN where
+        absent), in file order: text columns as ``str`` (``split`` and ``response`` may hold
+        None), ``score`` float, token counts int, ``cost_usd`` float, ``cost_is_estimated``
+        bool.
 
     Raises:
         DataValidationError: naming the file, the 1-based data row (the line for JSONL, the data

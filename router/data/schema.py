@@ -20,7 +20,11 @@ SCHEMA_COLUMNS: tuple[str, ...] = (
 REQUIRED_COLUMNS: tuple[str, ...] = ("prompt_id", "prompt", "model", "score")
 
 
-OUTPUT_COLUMNS: tuple[str, ...] = (*SCHEMA_COLUMNS, "step")
+#: An optional column: the validator's verdict on a recorded answer whose request constrained its
+#: shape (tools, a JSON response format): 1 valid, 0 refused, empty where nothing was constrained.
+VALID_COLUMN = "valid"
+
+OUTPUT_COLUMNS: tuple[str, ...] = (*SCHEMA_COLUMNS, "step", VALID_COLUMN)
 
 
 # Hidden bookkeeping columns: where each row came from, for error messages.

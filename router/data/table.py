@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from router.backends.request import answer_text
 from router.data.outcomes import load_outcomes
-from router.data.schema import REQUIRED_COLUMNS
+from router.data.schema import REQUIRED_COLUMNS, VALID_COLUMN
 from router.data.validation import first_index
 from router.errors import ConfigurationError, DataValidationError
 
@@ -43,6 +44,10 @@ class OutcomeTable:
 
     Row ``i`` is one prompt; column ``t`` of ``scores``/``costs``/``output_tokens`` (and
     ``responses[t][i]``) is tier ``tiers[t]`` on that prompt.  Rows are sorted by prompt id.
+    ``responses`` hold each answer's text form (a recorded tool-calling answer reads as its
+    canonical calls, :func:`router.backends.request.answer_text`).  ``validity`` (None when the
+    data records none) holds the validator's verdict on each answer: 1 valid, 0 refused, NaN
+    where the request constrained nothing.
     """
 
     tiers: tuple[str, ...]
@@ -55,6 +60,7 @@ class OutcomeTable:
     responses: list[list[str | None]]
     output_tokens: np.ndarray
     peers: OpinionOutcomes | None = None
+    validity: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n, n_tiers = len(self.prompt_ids), len(self.tiers)
@@ -68,6 +74,7 @@ class OutcomeTable:
             and len(self.responses) == n_tiers
             and all(len(r) == n for r in self.responses)
             and (self.peers is None or self.peers.scores.shape == (n, len(self.peers.models)))
+            and (self.validity is None or self.validity.shape == (n, n_tiers))
         )
         if not shapes_ok:
             raise ValueError(
@@ -155,8 +162,14 @@ class OutcomeTable:
         if "response" in sub.columns:
             values = sub["response"].to_numpy(dtype=object).copy()
             values[pd.isna(values)] = None
-            grid[tier_codes, prompt_codes] = values
+            grid[tier_codes, prompt_codes] = [answer_text(v) for v in values]
         responses: list[list[str | None]] = [row.tolist() for row in grid]
+        validity = None
+        if VALID_COLUMN in sub.columns:
+            verdicts = pd.to_numeric(sub[VALID_COLUMN], errors="coerce").to_numpy(np.float64)
+            if np.isfinite(verdicts).any():
+                validity = np.full((n, n_tiers), np.nan)
+                validity[prompt_codes, tier_codes] = verdicts
 
         # Per-prompt attributes come from each prompt's first row.
         first = np.unique(prompt_codes, return_index=True)[1]
@@ -179,6 +192,7 @@ class OutcomeTable:
             costs=costs,
             responses=responses,
             output_tokens=out_tokens,
+            validity=validity,
         )
 
     def _split_peers(self, n_tiers: int) -> OutcomeTable:
@@ -193,6 +207,7 @@ class OutcomeTable:
             costs=self.costs[:, :n_tiers],
             responses=self.responses[:n_tiers],
             output_tokens=self.output_tokens[:, :n_tiers],
+            validity=None if self.validity is None else self.validity[:, :n_tiers],
             peers=OpinionOutcomes(
                 self.tiers[n_tiers:],
                 self.scores[:, n_tiers:],
@@ -224,6 +239,7 @@ class OutcomeTable:
             responses=[[column[i] for i in idx] for column in self.responses],
             output_tokens=self.output_tokens[idx],
             peers=None if self.peers is None else self.peers.subset(idx),
+            validity=None if self.validity is None else self.validity[idx],
         )
 
     def _shuffled_positions(self, seed: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from router.data.schema import FILE_COL, REQUIRED_COLUMNS, ROW_COL
+from router.data.schema import FILE_COL, REQUIRED_COLUMNS, ROW_COL, VALID_COLUMN
 from router.errors import ConfigurationError, DataValidationError
 
 _TRUE_STRINGS = frozenset({"true", "t", "yes", "y", "1", "1.0"})
@@ -259,6 +259,12 @@ def normalise_file(
         estimate = (input_tokens * price_in + output_tokens * price_out) / 1e6
         cost = np.where(cost_missing, estimate, cost)
 
+    valid = np.full(n, np.nan)
+    parsed_valid = _bool_column(frame, VALID_COLUMN, label, rows)
+    if parsed_valid is not None:
+        values_valid, missing_valid = parsed_valid
+        valid = np.where(missing_valid, np.nan, values_valid.astype(np.float64))
+
     estimated = np.ones(n, dtype=bool)
     parsed_bool = _bool_column(frame, "cost_is_estimated", label, rows)
     if parsed_bool is not None:
@@ -282,6 +288,7 @@ def normalise_file(
             "cost_usd": cost,
             "cost_is_estimated": estimated,
             "step": step,
+            VALID_COLUMN: valid,
             FILE_COL: label,
             ROW_COL: rows,
         }

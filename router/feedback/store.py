@@ -68,6 +68,9 @@ class RequestRecord:
     cost_usd: float
     latency_s: float
     created_at: float = field(default_factory=time.time)
+    #: the validator's verdict on each tier's answer, where the request constrained its shape
+    #: (tools, a JSON response format): tier -> valid; empty when nothing was constrained
+    validity: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,11 +101,12 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "cost_usd",
     "latency_s",
     "created_at",
+    "validity",
 )
 #: Every column of :meth:`FeedbackStore.labelled`.
 LABELLED_COLUMNS: tuple[str, ...] = (*REQUEST_COLUMNS, "accepted", "score", "source", "labelled_at")
 
-_JSON_FIELDS = ("messages", "probabilities", "answers")
+_JSON_FIELDS = ("messages", "probabilities", "answers", "validity")
 
 _metadata = sa.MetaData()
 _requests = sa.Table(
@@ -123,7 +127,11 @@ _requests = sa.Table(
     sa.Column("cost_usd", sa.Float, nullable=False),
     sa.Column("latency_s", sa.Float, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False, index=True),
+    # added after the first release: stores created before it gain it on open (NULL: {})
+    sa.Column("validity", sa.Text, nullable=True),
 )
+#: Columns added to ``requests`` since stores were first created, with their SQL type.
+_ADDED_COLUMNS = {"validity": "TEXT"}
 _feedback = sa.Table(
     "feedback",
     _metadata,
@@ -183,6 +191,7 @@ class FeedbackStore:
             sa.event.listen(self._engine, "connect", _sqlite_pragmas)
         try:
             self._retrying(lambda: _metadata.create_all(self._engine))
+            self._retrying(self._add_missing_columns)
         except OperationalError as exc:
             self._engine.dispose()
             raise ConfigurationError(f"cannot open feedback store {url!r}: {exc}") from exc
@@ -216,6 +225,7 @@ class FeedbackStore:
             "cost_usd": float(record.cost_usd),
             "latency_s": float(record.latency_s),
             "created_at": float(record.created_at),
+            "validity": json.dumps({str(k): bool(v) for k, v in record.validity.items()}),
         }
         if not row["request_id"]:
             raise ConfigurationError("request_id must not be empty")
@@ -303,7 +313,7 @@ class FeedbackStore:
             return None
         data = dict(row._mapping)
         for name in _JSON_FIELDS:
-            data[name] = json.loads(data[name])
+            data[name] = _decoded(data[name])
         return RequestRecord(**data)
 
     def get_feedback(self, request_id: str) -> FeedbackRecord | None:
@@ -346,7 +356,7 @@ class FeedbackStore:
             rows = conn.execute(query).all()
         frame = pd.DataFrame([dict(r._mapping) for r in rows], columns=list(LABELLED_COLUMNS))
         for name in _JSON_FIELDS:
-            frame[name] = [json.loads(v) for v in frame[name]]
+            frame[name] = [_decoded(v) for v in frame[name]]
         frame["accepted"] = frame["accepted"].astype(bool)
         for name in ("p_accept", "cost_usd", "latency_s", "created_at", "labelled_at", "score"):
             frame[name] = frame[name].astype(float)
@@ -373,6 +383,20 @@ class FeedbackStore:
         return f"FeedbackStore({self._engine.url.render_as_string(hide_password=True)!r})"
 
     # ----------------------------------------------------------------------------------------
+
+    def _add_missing_columns(self) -> None:
+        """Add the columns of :data:`_ADDED_COLUMNS` to a ``requests`` table created before
+        them (another process may add them at the same time: that is no error)."""
+        present = {c["name"] for c in sa.inspect(self._engine).get_columns("requests")}
+        for name, kind in _ADDED_COLUMNS.items():
+            if name in present:
+                continue
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(sa.text(f"ALTER TABLE requests ADD COLUMN {name} {kind}"))
+            except (OperationalError, sa.exc.ProgrammingError) as exc:
+                if "duplicate" not in str(exc).lower() and "exists" not in str(exc).lower():
+                    raise
 
     def _insert(self, table: sa.Table) -> Any:
         """An INSERT that supports ``ON CONFLICT`` on SQLite and PostgreSQL, else None."""
@@ -407,6 +431,11 @@ class FeedbackStore:
                     raise
                 time.sleep(0.05 * (2**attempt))
         return None
+
+
+def _decoded(value: str | None) -> Any:
+    """A JSON column's value (NULL, in a column added later: an empty mapping)."""
+    return {} if value is None else json.loads(value)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -56,9 +56,10 @@ if TYPE_CHECKING:
 #: 2 adds second opinions (peers, answer kinds, opinion models); 3 adds pre-answer members
 #: beside the boosters (``neighbours.npz`` holds a neighbour index); 4 adds self-samples as an
 #: opinion source; 5 reads a multiple-choice answer with its picked option's text (every
-#: answer-aware model trained since). A model is written in the oldest format that holds what
+#: answer-aware model trained since); 6 reads the validator's verdict on the answer (models
+#: trained on data that records it). A model is written in the oldest format that holds what
 #: it uses, and every older format still loads.
-FORMAT_VERSION = 5  # the newest
+FORMAT_VERSION = 6  # the newest
 READABLE_FORMATS = tuple(range(1, FORMAT_VERSION + 1))
 #: what each format added to ``router.json``: (top-level keys, keys of "params")
 _KEYS_SINCE: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -66,6 +67,7 @@ _KEYS_SINCE: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {
     3: (("pre_members", "post_blend"), ("pre_ensemble",)),
     4: ((), ("samples", "sample_temperature")),
     5: ((), ("answer_option_text",)),
+    6: (("answer_validity",), ()),
 }
 NEIGHBOURS_FILE = "neighbours.npz"
 #: Candidate weights of the pre-answer probabilities in the answer-aware ones.
@@ -179,13 +181,22 @@ class CascadeModel:
         inputs = input_features(emb, table.prompts, vocab.encode(table.steps))
         per_tier: dict[int, np.ndarray] = {}
         if answers and self.answer_aware:
+            reads_validity = getattr(self, "answer_validity_", None)
+            if reads_validity is None:
+                reads_validity = records_validity(table)
             for i in range(len(self.tiers) - 1):
                 responses = table.responses[i]
                 if all(r is None for r in responses):
                     continue
                 windows = self.answer_windows(responses, table.prompts)
                 a_emb = embedder.encode(windows, progress=progress)
-                per_tier[i] = answer_features(inputs, a_emb, answer_extra_features(responses))
+                validity = None
+                if reads_validity:
+                    validity = np.full(len(table), np.nan)
+                    if table.validity is not None:
+                        validity = table.validity[:, i]
+                extra = answer_extra_features(responses, validity=validity)
+                per_tier[i] = answer_features(inputs, a_emb, extra)
         by_source: dict[str, OpinionInputs] = {}
         if answers and opinions and self.answer_aware:
             for source in self.opinion_sources:
@@ -261,6 +272,7 @@ class CascadeModel:
         self.embedder_ref_ = embedder.reference()
         self.embedder_name_ = embedder.name
         self.steps_ = StepVocabulary.fit(table.steps)
+        self.answer_validity_ = self.answer_aware and records_validity(table)
         feats = features or self.featurize(table, embedder, progress=progress)
         splits = FitSplits.make(table.prompt_ids, self.val_fraction, self.cal_fraction, self.seed)
         self.splits_ = splits
@@ -475,6 +487,12 @@ class CascadeModel:
         members: PreAnswerMembers = getattr(self, "pre_members_", None) or PreAnswerMembers()
         return members.average(lgbm, X_inputs[:, N_INPUT_EXTRA:])
 
+    def _validity(self, n: int, validity: Sequence[float] | None) -> np.ndarray | None:
+        """The validity feature for ``n`` answers, for a model trained with it (else None)."""
+        if not getattr(self, "answer_validity_", False):
+            return None
+        return np.full(n, np.nan) if validity is None else np.asarray(validity, dtype=float)
+
     def post_probabilities(
         self,
         tier: int,
@@ -482,12 +500,17 @@ class CascadeModel:
         answer_embeddings: np.ndarray,
         answers: Sequence[str | None],
         logprobs: Sequence[Sequence[float] | None] | None = None,
+        validity: Sequence[float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """P(tier accepted | input, answer) and P(next tier accepted | ...); None if no model."""
+        """P(tier accepted | input, answer) and P(next tier accepted | ...); None if no model.
+
+        ``validity``: the validator's verdict per answer (1, 0, NaN), read by models trained
+        with it (:attr:`answer_validity_`) and ignored by the others."""
         self._check_fitted()
         if tier not in self.post_models_:
             return None
-        X = answer_features(X_inputs, answer_embeddings, answer_extra_features(answers, logprobs))
+        extra = answer_extra_features(answers, logprobs, self._validity(len(answers), validity))
+        X = answer_features(X_inputs, answer_embeddings, extra)
         m_self, m_next = self.post_models_[tier]
         p_self, p_next = m_self.predict_accept(X), m_next.predict_accept(X)
         w = getattr(self, "post_blend_", 0.0)
@@ -506,6 +529,7 @@ class CascadeModel:
         embedder: Embedder,
         logprobs: Sequence[Sequence[float] | None] | None = None,
         source: str | None = None,
+        validity: Sequence[float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """P(first tier accepted | input, answer, opinions), P(next tier accepted | …) and the
         share of opinions agreeing with the answer.
@@ -535,7 +559,8 @@ class CascadeModel:
         inputs = OpinionInputs(
             [str(s) for s in steps], list(answers), [list(o) for o in opinions], embeddings
         )
-        X = answer_features(X_inputs, answer_embeddings, answer_extra_features(answers, logprobs))
+        extra = answer_extra_features(answers, logprobs, self._validity(len(answers), validity))
+        X = answer_features(X_inputs, answer_embeddings, extra)
         X = self.opinion_matrix(X, inputs)
         m_self, m_next = self.opinion_models_[chosen.name]
         return m_self.predict_accept(X), m_next.predict_accept(X), X[:, -N_AGREEMENT + 1]
@@ -585,6 +610,7 @@ class CascadeModel:
             "agreement_threshold": self._scorer().threshold,
             "pre_members": self.pre_members_.to_dict(),
             "post_blend": self.post_blend_,
+            "answer_validity": bool(getattr(self, "answer_validity_", False)),
         }
         for since, (top, params) in _KEYS_SINCE.items():
             if since > meta["format_version"]:
@@ -601,6 +627,8 @@ class CascadeModel:
 
     def _format_version(self) -> int:
         """The oldest format that holds what this model uses."""
+        if getattr(self, "answer_validity_", False):
+            return 6  # answers read with the validator's verdict
         if self.answer_aware and self.answer_option_text:
             return 5  # answers read with their picked option
         if self.samples:
@@ -663,6 +691,7 @@ class CascadeModel:
             model.pre_members_ = PreAnswerMembers()
             model.pre_member_scores_ = {}
             model.post_blend_ = float(meta.get("post_blend", 0.0))
+            model.answer_validity_ = bool(meta.get("answer_validity", False))  # formats 1-5: no
             model.post_blend_scores_ = {}
             if not 0.0 <= model.post_blend_ <= 1.0:
                 raise ValueError(f"post_blend {model.post_blend_} is outside [0, 1]")
@@ -677,6 +706,12 @@ class CascadeModel:
         except (KeyError, ValueError, OSError, TypeError) as exc:
             raise RouterLoadError(f"router at {path} is damaged or incompatible: {exc}") from exc
         return model
+
+
+def records_validity(table: OutcomeTable) -> bool:
+    """Whether recorded outcomes hold the validator's verdict on some answer below the top."""
+    validity = table.validity
+    return validity is not None and bool(np.isfinite(validity[:, :-1]).any())
 
 
 def _blend(post: np.ndarray, pre: np.ndarray, weight: float) -> np.ndarray:

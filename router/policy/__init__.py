@@ -6,7 +6,8 @@ At each tier ``i`` below the top the policy
   (below ``skip_threshold``: on the calibration split, nearly all such answers were escalated);
 * otherwise calls it, then **escalates** when the expected gain of the next tier,
   ``P(next accepted | x, answer) - P(this accepted | x, answer)``, exceeds ``lam`` times the next
-  tier's relative cost; else **accepts**.
+  tier's relative cost, or when the validator refused the answer (a tool call or JSON that does
+  not fit the request, :mod:`router.validation`); else **accepts**.
 
 At the first tier, a model trained with opinion sources may also buy **second opinions**, asked
 in parallel with the first answer: a cheap peer's answer to the same input, or ``k`` extra
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from router.policy.cascade_policy import CascadePolicy
 from router.policy.fitting import choose_operating_point, lambda_grid, opinion_bands
-from router.policy.rules import Band, Operating, escalates, skips
+from router.policy.rules import Band, Operating, escalates, first_called, skips, verdict
 from router.policy.signals import CascadeSignals
 from router.policy.target import Target
 from router.policy.walk import Outcome, fit_skip_threshold, walk_recorded
@@ -38,9 +39,11 @@ __all__ = [
     "Target",
     "choose_operating_point",
     "escalates",
+    "first_called",
     "fit_skip_threshold",
     "lambda_grid",
     "opinion_bands",
     "skips",
+    "verdict",
     "walk_recorded",
 ]

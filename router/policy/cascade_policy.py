@@ -119,8 +119,11 @@ class CascadePolicy:
         steps: Sequence[str] | np.ndarray,
         target: Target | None = None,
         opinion_costs: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
     ) -> Outcome:
-        """Apply the fitted per-step points to recorded outcomes (e.g. the test split)."""
+        """Apply the fitted per-step points to recorded outcomes (e.g. the test split); with
+        ``valid`` (the validator's verdicts, see :func:`walk_recorded`), refused answers
+        escalate."""
         self._check_fitted()
         steps_arr = np.asarray(steps, dtype=object).astype(str)
         n, n_tiers = scores.shape
@@ -145,6 +148,7 @@ class CascadePolicy:
                 skip_thresholds=point.skip_thresholds,
                 opinion_bands=point.opinion_bands,
                 opinion_costs=None if opinion_costs is None else opinion_costs[mask],
+                valid=None if valid is None else valid[mask],
             )
             result.answer_tier[mask] = out.answer_tier
             result.quality[mask] = out.quality

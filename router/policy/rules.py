@@ -69,16 +69,42 @@ def _finite_or_str(x: float) -> float | str:
     return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
 
 
-def escalates(gain: Any, lam: float, weight: float) -> Any:
-    """The escalation rule: the expected gain beats the cost weight times the tier's cost.
+def escalates(gain: Any, lam: float, weight: float, valid: Any = None) -> Any:
+    """The escalation rule: the expected gain beats the cost weight times the tier's cost, or the
+    validator refused the answer.
 
     Works on scalars and arrays; ``lam = ±inf`` means never / always escalate whatever the
-    weight (even a zero-cost tier).
+    weight (even a zero-cost tier).  ``valid``: the validator's verdict on the answer, 1 valid,
+    0 refused (escalates whatever the gain), NaN or None where the request constrains nothing.
     """
     threshold = lam * weight if math.isfinite(lam) else lam
-    return gain > threshold
+    out = gain > threshold
+    if valid is None:
+        return out
+    refused = np.asarray(valid, dtype=np.float64) == 0.0
+    if np.ndim(out) or np.ndim(refused):
+        return np.asarray(out) | refused
+    return bool(out) or bool(refused)
 
 
 def skips(p_pre: Any, threshold: float) -> Any:
     """The skip rule: the pre-answer acceptance probability is below the tier's threshold."""
     return p_pre < threshold
+
+
+def first_called(p_pre: Any, thresholds: Any, start: int = 0) -> int:
+    """The first tier from ``start`` that the skip rule does not skip (the top tier never is)."""
+    tier, top = start, len(p_pre) - 1
+    while tier < top and skips(p_pre[tier], thresholds[tier]):
+        tier += 1
+    return tier
+
+
+def verdict(gain: float | None, lam: float, weight: float, valid: bool | None = None) -> str:
+    """What happens to an answer below the top: ``invalid`` (the validator refused it: no gain
+    is needed), ``escalated`` (the gain beats the cost) or ``verified`` (accepted)."""
+    if valid is False:
+        return "invalid"
+    if gain is None:
+        raise ValueError("the gain of escalating is needed to judge a valid answer")
+    return "escalated" if escalates(gain, lam, weight) else "verified"

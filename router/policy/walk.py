@@ -52,8 +52,14 @@ def walk_recorded(
     min_skip_count: int = 20,
     opinion_bands: Sequence[Band | None] = (),
     opinion_costs: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
 ) -> tuple[Outcome, tuple[float, ...]]:
     """Run the cascade on recorded outcomes; fit skip thresholds on the way if asked.
+
+    The rules are those of the live walk (:mod:`router.policy.rules`).  With ``valid`` (the
+    validator's verdict on each recorded answer below the top, (n, T-1) or (n,) for the first
+    tier alone: 1 valid, 0 refused, NaN unconstrained), a refused answer escalates whatever its
+    gain, as the validator stage does live.
 
     With ``skip_tolerance`` set, the skip threshold of each tier is the largest pre-answer
     probability below which at most that share of the calls reaching the tier were accepted.
@@ -74,11 +80,13 @@ def walk_recorded(
         source = Operating(lam, (), bands).opinion_source(signals.pre[:, 0])
     in_band = source >= 0
     chosen = np.maximum(source, 0)
+    verdicts = None if valid is None else np.asarray(valid, dtype=np.float64).reshape(n, -1)
     for i in range(n_tiers - 1):
         gain = signals.post_gain(i)
         if i == 0 and in_band.any():
             gain = np.where(in_band, signals.opinion_gain(chosen), gain)
-        escalate = escalates(gain, lam, tier_weights[i])
+        tier_valid = None if verdicts is None or i >= verdicts.shape[1] else verdicts[:, i]
+        escalate = escalates(gain, lam, tier_weights[i], tier_valid)
         if skip_tolerance is not None:
             threshold = fit_skip_threshold(
                 signals.pre[active, i], ~escalate[active], skip_tolerance, min_skip_count

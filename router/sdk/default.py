@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from typing import Any
 
-from router.backends import replay_backend_for
+from router.backends import ChatInput, ChatRequest, replay_backend_for
 from router.errors import ConfigurationError
-from router.policy import Target
-from router.sdk.results import ChatInput, RouteResult
+from router.sdk.results import RouteResult
 from router.sdk.router import Router
 from router.settings import RouterSettings
 
@@ -27,21 +27,20 @@ def _cached_default_router(target: str | None, tracking_uri: str) -> Router:
         return router  # decide() still works; route() says which backends are missing
 
 
-def route(
-    step: str, input: ChatInput, target: Target | str | None = None, max_tokens: int | None = None
-) -> RouteResult:
-    """Route one step with the default router (``CASCADE_DEFAULT_ROUTER`` or ``@champion``)."""
+def default_router() -> Router:
+    """The default router (``CASCADE_DEFAULT_ROUTER`` or ``@champion``, else the bundled one),
+    answering from the bundled recorded outcomes; loaded once per setting."""
     settings = RouterSettings()
-    router = _cached_default_router(settings.default_router, settings.tracking_uri)
-    return router.route(step, input, target=target, max_tokens=max_tokens)
+    return _cached_default_router(settings.default_router, settings.tracking_uri)
 
 
-async def aroute(
-    step: str, input: ChatInput, target: Target | str | None = None, max_tokens: int | None = None
-) -> RouteResult:
+def route(step: str, input: ChatInput | ChatRequest, **options: Any) -> RouteResult:
+    """Route one step with the default router; ``options`` as :meth:`Router.route` takes them
+    (``tools``, ``response_format``, ``target``, any request field)."""
+    return default_router().route(step, input, **options)
+
+
+async def aroute(step: str, input: ChatInput | ChatRequest, **options: Any) -> RouteResult:
     """Async twin of :func:`route`."""
-    settings = RouterSettings()
-    router = await asyncio.to_thread(
-        _cached_default_router, settings.default_router, settings.tracking_uri
-    )
-    return await router.aroute(step, input, target=target, max_tokens=max_tokens)
+    router = await asyncio.to_thread(default_router)
+    return await router.aroute(step, input, **options)

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ChatInput = str | Sequence[Mapping[str, Any]]
+from router.backends import AssistantMessage, ChatInput, ChatRequest
+
+__all__ = [
+    "OPINION_ROLES",
+    "ChatInput",
+    "ChatRequest",
+    "Decision",
+    "RouteResult",
+    "TierStep",
+    "TokenUsage",
+    "cascade_path",
+    "json_safe",
+    "tier_roles",
+]
 #: roles of the trail's opinion steps (asked alongside the first tier's call)
 OPINION_ROLES = ("peer", "sample")
 
@@ -37,6 +52,9 @@ class Decision:
     skip_threshold: float = 0.0
     ask_opinion: bool = False  # the policy buys second opinions here
     opinion_source: str | None = None  # from which source: "peers" or "samples"
+    path: str = ""  # the walk so far, as RouteResult.path writes it (cascade_path)
+    valid: bool | None = None  # the validator's verdict on the answer (None: unconstrained)
+    invalid_reason: str | None = None  # why the validator refused the answer
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,7 +71,8 @@ class TierStep:
 
     tier: str
     role: str
-    action: str  # skipped | verified | escalated | answered | failed; opinions: agreed | disagreed
+    action: str  # skipped | verified | escalated | invalid | answered | failed;
+    # opinions: agreed | disagreed (asked, in a decision that only read them)
     p_accept: float | None
     p_accept_answer: float | None = None
     gain: float | None = None
@@ -62,8 +81,35 @@ class TierStep:
 
 
 @dataclass(frozen=True)
+class TokenUsage:
+    """Tokens and cost of the calls of one model (a tier, a peer or the extra samples)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cost_usd + other.cost_usd,
+            self.calls + other.calls,
+        )
+
+
+@dataclass(frozen=True)
 class RouteResult:
-    """The answer of one routed step and how it was reached."""
+    """The answer of one routed step and how it was reached.
+
+    ``message`` is the answering model's assistant message (content, tool calls, refusal) and
+    ``answer`` its text form; ``usage`` holds the tokens and cost of every model that ran, by
+    name (tiers, peers, samples), and :attr:`total_usage` their sum.
+    """
 
     answer: str
     tier: str
@@ -83,13 +129,56 @@ class RouteResult:
     answers: dict[str, str] = field(default_factory=dict)  # every tier's answer, tier -> text
     failures: dict[str, str] = field(default_factory=dict)  # tiers that failed, tier -> error
     extra: dict[str, Any] = field(default_factory=dict)
+    message: AssistantMessage = field(default_factory=AssistantMessage)
+    finish_reason: str = "stop"
+    model: str = ""  # the answering backend's model name (what an OpenAI response reports)
+    usage: dict[str, TokenUsage] = field(default_factory=dict)
+    logprobs: dict[str, Any] | None = None  # OpenAI's logprobs object, when the request asked
+    invalid: dict[str, str] = field(default_factory=dict)  # answers the validator refused: why
+    validity: dict[str, bool] = field(default_factory=dict)  # its verdicts, constrained requests
+
+    @property
+    def total_usage(self) -> TokenUsage:
+        """The tokens and cost of every model that ran for this request."""
+        return sum(self.usage.values(), TokenUsage())
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = {
+            name: copy.deepcopy(getattr(self, name))
+            for name in self.__dataclass_fields__
+            if name not in ("message", "steps", "usage")
+        }
+        out["steps"] = [asdict(s) for s in self.steps]
+        out["usage"] = {k: asdict(v) for k, v in self.usage.items()}
+        out["message"] = self.message.to_openai()
+        return out
 
     def to_json_dict(self) -> dict[str, Any]:
         """:meth:`to_dict` fit for strict JSON (see :meth:`Decision.to_json_dict`)."""
         return json_safe(self.to_dict())
+
+
+def cascade_path(trail: Sequence[TierStep], next_role: str | None = None) -> str:
+    """The path of a walk, as results, decisions, headers and metrics write it.
+
+    Each tier called appears by role, followed by the opinions asked alongside it and what
+    became of its answer (``small→peer→verified``, ``small→invalid→frontier``); a skipped tier
+    is ``skipped``; the answering top tier is its role.  ``next_role``: the tier a decision goes
+    to next (``small`` for a call, ``skipped→frontier``, ``small→escalated→frontier``).
+    """
+    parts: list[str] = []
+    for k, s in enumerate(trail):
+        if s.action == "skipped":
+            parts.append("skipped")
+        elif s.action == "answered":
+            parts.append(s.role)
+        elif s.role not in OPINION_ROLES:
+            # opinions asked alongside this tier show between its name and its verdict
+            asked = itertools.takewhile(lambda t: t.role in OPINION_ROLES, trail[k + 1 :])
+            parts += [s.role, *(t.role for t in asked), s.action]
+    if next_role is not None:
+        parts.append(next_role)
+    return "→".join(parts)
 
 
 def json_safe(value: Any) -> Any:

@@ -4,30 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from router.answers.normalise import NormaliserRegistry
 from router.backends import (
+    AssistantMessage,
     ChatBackend,
+    ChatInput,
+    ChatRequest,
     Completion,
-    Messages,
-    SamplingBackend,
-    input_text,
+    ResponseFormat,
+    Tool,
+    as_request,
+    message_text,
+    recorded_message,
+    step_text,
 )
 from router.embedders import Embedder, LRUEmbedder, build_embedder
-from router.errors import BackendError, ConfigurationError
+from router.errors import ConfigurationError, NotFittedError
 from router.model import CascadeModel
-from router.opinions import OpinionSource
-from router.policy import Target, escalates, skips
+from router.opinions import AgreementScorer, OpinionSource
+from router.policy import Operating, Target, first_called, verdict
 from router.registry import open_default_router, open_router_folder
-from router.sdk.results import ChatInput, Decision, RouteResult, tier_roles
-from router.sdk.walk import CascadeWalk
+from router.sdk.results import Decision, RouteResult, TierStep, cascade_path, tier_roles
+from router.sdk.walk import CascadeWalk, arun_walk, finished, run_walk, started
 from router.settings import RouterSettings
+from router.tracing import Tracing
+from router.validation import validate_answer
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 
 class Router:
@@ -46,8 +57,10 @@ class Router:
         version: str | None = None,
         peers: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
         lru_size: int = 4096,
+        tracer_provider: TracerProvider | Tracing | None = None,
     ) -> None:
-        model._check_fitted()
+        if not hasattr(model, "policy_"):
+            raise NotFittedError("CascadeModel is not fitted: call fit() or load() first")
         self.model = model
         embedder = embedder or build_embedder(model.embedder_ref_)
         if lru_size > 0 and not isinstance(embedder, LRUEmbedder):
@@ -64,6 +77,12 @@ class Router:
         self.peer_backends = self._peer_backends(peers)
         self.prices = dict(prices) if prices is not None else _default_prices()
         self.version = version
+        #: where the spans of route()/aroute() go (off without a provider, global or given)
+        self.tracing = (
+            tracer_provider if isinstance(tracer_provider, Tracing) else Tracing(tracer_provider)
+        )
+        # equal normal forms of the step's answer kind: no embeddings, so no learned threshold
+        self._agreement = AgreementScorer(NormaliserRegistry(model.answer_kinds))
 
     def _tier_backends(
         self, backends: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None
@@ -102,11 +121,14 @@ class Router:
         settings: RouterSettings | None = None,
         embedder: Embedder | None = None,
         peers: Sequence[ChatBackend] | Mapping[str, ChatBackend] | None = None,
+        tracer_provider: TracerProvider | Tracing | None = None,
     ) -> Router:
         """Load a saved router (folder or MLflow URI).
 
         ``None`` loads ``settings.default_router`` if set, else the registry's ``@champion``,
         else (nothing registered yet) the bundled router that ships with the package.
+        ``tracer_provider``: where :meth:`route` and :meth:`aroute` send their spans (see
+        :mod:`router.tracing`); without one, the process's global provider, if it set one.
         """
         settings = settings or RouterSettings()
         target = uri_or_path or settings.default_router
@@ -127,6 +149,7 @@ class Router:
             version=version,
             peers=peers,
             lru_size=settings.embed_lru_size,
+            tracer_provider=tracer_provider,
         )
 
     def with_backends(
@@ -137,18 +160,111 @@ class Router:
         """The same router answering through other backends (and peers, for second opinions;
         by default the peers it has); the embedding cache is shared."""
         peers = peers if peers is not None else self.peer_backends
-        return Router(self.model, self.embedder, backends, self.prices, self.version, peers)
+        return Router(
+            self.model,
+            self.embedder,
+            backends,
+            self.prices,
+            self.version,
+            peers,
+            tracer_provider=self.tracing,
+        )
+
+    # ------------------------------------------------------------------ what the model reads
+    @property
+    def step_kinds(self) -> tuple[str, ...]:
+        """The step kinds the router was trained on (others use its global operating point)."""
+        return tuple(self.model.steps_.steps)
+
+    def input_signals(self, steps: Sequence[str], texts: Sequence[str]) -> InputSignals:
+        """The input features and pre-answer probabilities of step texts (one row each)."""
+        emb = self.model.embed_inputs(self.embedder, texts)
+        features = self.model.input_matrix(texts, steps, emb)
+        return InputSignals(
+            list(steps), list(texts), features, self.model.pre_probabilities(features)
+        )
+
+    def answer_signals(
+        self,
+        tier: int,
+        inputs: InputSignals,
+        answers: Sequence[str | None],
+        logprobs: Sequence[Sequence[float] | None] | None = None,
+        validity: Sequence[float] | None = None,
+        opinions: Sequence[Sequence[str | None]] | None = None,
+        source: str | None = None,
+    ) -> AnswerSignals:
+        """P(tier accepted | input, answer) and P(next tier accepted | …) for each row, from the
+        answer-aware model (the pre-answer probabilities where the router has none); with
+        ``opinions`` (of ``source``, by default the first), from that source's opinion-aware
+        model, with the share of opinions agreeing with each answer.  ``validity``: the
+        validator's verdict per answer (1, 0, NaN), read by routers trained with it.
+
+        Raises:
+            ConfigurationError: opinions given to a router trained without them.
+        """
+        model, texts = self.model, inputs.texts
+        a_emb = self.embedder.encode(model.answer_windows(answers, texts))
+        post = model.post_probabilities(tier, inputs.features, a_emb, answers, logprobs, validity)
+        agreement = None
+        if opinions is not None:
+            with_opinions = model.opinion_probabilities(
+                inputs.features,
+                a_emb,
+                answers,
+                opinions,
+                inputs.steps,
+                self.embedder,
+                logprobs,
+                source=source,
+                validity=validity,
+            )
+            if with_opinions is None:
+                raise ConfigurationError(
+                    "this router was trained without second opinions (peers or samples)"
+                )
+            post = with_opinions[0], with_opinions[1]
+            agreement = np.asarray(with_opinions[2], dtype=np.float64)
+        if post is None:
+            return AnswerSignals(inputs.pre[:, tier], inputs.pre[:, tier + 1], agreement)
+        return AnswerSignals(
+            np.asarray(post[0], dtype=np.float64), np.asarray(post[1], dtype=np.float64), agreement
+        )
+
+    def operating_point(self, step: str, target: Target | None = None) -> Operating:
+        """The fitted operating point for a step kind and target (None: the router's own)."""
+        return self.model.policy_.operating(step, target)
+
+    def opinion_source_for(self, point: Operating, p_pre: float) -> OpinionSource | None:
+        """The source whose opinions the operating point buys at this pre-answer probability."""
+        sources = self.model.opinion_sources
+        if not sources or not getattr(self.model, "opinion_models_", {}):
+            return None
+        index = int(point.opinion_source(p_pre))
+        return sources[index] if 0 <= index < len(sources) else None
+
+    def agreement(self, step: str, answer: str, opinions: Sequence[str]) -> list[bool]:
+        """Per opinion, whether it says what ``answer`` says (equal normal forms of the step's
+        answer kind: a choice, a number, a label, JSON, a tool call)."""
+        return [bool(self._agreement.features(step, answer, [o])[1] == 1.0) for o in opinions]
+
+    def price(self, completion: Completion, tier: str | None = None) -> float:
+        """The call's cost: as recorded, else its tokens at the model's (else the tier's) price."""
+        if completion.cost_usd is not None:
+            return float(completion.cost_usd)
+        price = self.prices.get(completion.model)
+        if price is None and tier is not None:
+            # an upstream serving a tier under another name (vLLM, llama.cpp) is priced as the tier
+            price = self.prices.get(tier)
+        price_in, price_out = price or (0.0, 0.0)
+        return (completion.input_tokens * price_in + completion.output_tokens * price_out) / 1e6
 
     # ------------------------------------------------------------------ decisions
-    def _input_matrix(self, steps: Sequence[str], texts: Sequence[str]) -> np.ndarray:
-        emb = self.model.embed_inputs(self.embedder, texts)
-        return self.model.input_matrix(texts, steps, emb)
-
     def decide_batch(
         self,
         steps: Sequence[str],
-        inputs: Sequence[ChatInput],
-        answers: Sequence[str | None] | None = None,
+        inputs: Sequence[ChatInput | ChatRequest],
+        answers: Sequence[str | AssistantMessage | None] | None = None,
         target: Target | str | None = None,
         opinions: Sequence[Sequence[str | None]] | None = None,
         opinion_source: str | None = None,
@@ -156,44 +272,51 @@ class Router:
         """Decisions for many step inputs at once, calling no model.
 
         Without answers: whether to call the first tier or skip it (and whether to buy second
-        opinions, and from which source). With the first tier's answers: whether to accept them
-        or escalate; with second opinions too (``opinions[j]``: one answer per peer, or the
+        opinions, and from which source). With the first tier's answers (text, or the
+        :class:`AssistantMessage` for an answer that calls tools): whether to accept them or
+        escalate; an answer that does not have the shape its request asks for escalates (the
+        validator stage). With second opinions too (``opinions[j]``: one answer per peer, or the
         extra samples, of ``opinion_source``, by default the first source), from that source's
-        opinion-aware model.
+        opinion-aware model.  The rules are the walk's (:mod:`router.sdk.walk`).
         """
         if len(steps) != len(inputs) or (answers is not None and len(answers) != len(inputs)):
             raise ConfigurationError("steps, inputs and answers must have the same length")
         if opinions is not None and (answers is None or len(opinions) != len(inputs)):
             raise ConfigurationError("opinions need answers, one list of peer answers per input")
         tgt = Target.parse(target)
-        texts = [input_text(i) for i in inputs]
-        X = self._input_matrix(steps, texts)
-        pre = self.model.pre_probabilities(X)
-        post = None
+        requests = [as_request(i) for i in inputs]
+        signals = self.input_signals([str(s) for s in steps], [step_text(r) for r in requests])
+        verdicts = None
+        answer = None
         if answers is not None:
-            a_emb = self.embedder.encode(self.model.answer_windows(answers, texts))
-            post = self.model.post_probabilities(0, X, a_emb, answers)
-            if opinions is not None:
-                with_opinions = self.model.opinion_probabilities(
-                    X, a_emb, answers, opinions, steps, self.embedder, source=opinion_source
-                )
-                if with_opinions is None:
-                    raise ConfigurationError(
-                        "this router was trained without second opinions (peers or samples)"
-                    )
-                post = with_opinions[0], with_opinions[1]
+            messages = [as_message(a) for a in answers]
+            verdicts = [validate_answer(r, m) for r, m in zip(requests, messages, strict=True)]
+            answer = self.answer_signals(
+                0,
+                signals,
+                [message_text(m) for m in messages],
+                validity=[v.feature for v in verdicts],
+                opinions=opinions,
+                source=opinion_source,
+            )
+        source_name = None
+        if opinions is not None:
+            source_name = opinion_source or self.model.opinion_sources[0].name
         decisions = []
         for j, step in enumerate(steps):
-            point = self.model.policy_.operating(step, tgt)
-            p0, p1 = float(pre[j, 0]), float(pre[j, 1])
-            if answers is None:
-                skip = bool(skips(p0, point.skip_thresholds[0]))
-                source = None if skip else self._opinion_source(point, p0)
+            point = self.operating_point(str(step), tgt)
+            p0, p1 = float(signals.pre[j, 0]), float(signals.pre[j, 1])
+            trail: list[TierStep] = []
+            if answer is None or verdicts is None:
+                first = first_called(signals.pre[j], point.skip_thresholds)
+                for t in range(first):
+                    trail.append(TierStep(self.tiers[t], self.roles[t], "skipped", p0))
+                source = self.opinion_source_for(point, p0) if first == 0 else None
                 decisions.append(
                     Decision(
                         str(step),
-                        self.tiers[1] if skip else self.tiers[0],
-                        "skip" if skip else "call",
+                        self.tiers[first],
+                        "skip" if first > 0 else "call",
                         p0,
                         p1,
                         p1 - p0,
@@ -202,45 +325,43 @@ class Router:
                         point.skip_thresholds[0],
                         source is not None,
                         None if source is None else source.name,
+                        cascade_path(trail, self.roles[first]),
                     )
                 )
-            else:
-                ps, pn = (float(post[0][j]), float(post[1][j])) if post else (p0, p1)
-                gain = pn - ps
-                escalate = escalates(gain, point.lam, self.model.tier_weights_[0])
-                action = "escalate" if escalate else "accept"
-                decisions.append(
-                    Decision(
-                        str(step),
-                        self.tiers[0],
-                        action,
-                        p0,
-                        p1,
-                        gain,
-                        ps,
-                        point.lam,
-                        point.skip_thresholds[0],
-                        opinions is not None,
-                        None
-                        if opinions is None
-                        else (opinion_source or self.model.opinion_sources[0].name),
-                    )
+                continue
+            ps, pn = float(answer.p_self[j]), float(answer.p_next[j])
+            gain = pn - ps
+            checked = verdicts[j]
+            action = verdict(gain, point.lam, self.model.tier_weights_[0], checked.valid)
+            trail.append(TierStep(self.tiers[0], self.roles[0], action, p0, ps, gain))
+            if opinions is not None:
+                role = "sample" if source_name == "samples" else "peer"
+                trail += [TierStep(str(k), role, "asked", None) for k in range(len(opinions[j]))]
+            decisions.append(
+                Decision(
+                    str(step),
+                    self.tiers[0],
+                    "accept" if action == "verified" else "escalate",
+                    p0,
+                    p1,
+                    gain,
+                    ps,
+                    point.lam,
+                    point.skip_thresholds[0],
+                    opinions is not None,
+                    source_name,
+                    cascade_path(trail, None if action == "verified" else self.roles[1]),
+                    checked.valid,
+                    checked.reason,
                 )
+            )
         return decisions
-
-    def _opinion_source(self, point: Any, p_pre: float) -> OpinionSource | None:
-        """The source whose opinions the operating point buys at this pre-answer probability."""
-        sources = self.model.opinion_sources
-        if not sources or not getattr(self.model, "opinion_models_", {}):
-            return None
-        index = int(point.opinion_source(p_pre))
-        return sources[index] if 0 <= index < len(sources) else None
 
     def decide(
         self,
         step: str,
-        input: ChatInput,
-        answer: str | None = None,
+        input: ChatInput | ChatRequest,
+        answer: str | AssistantMessage | None = None,
         target: Target | str | None = None,
         opinions: Sequence[str | None] | None = None,
         opinion_source: str | None = None,
@@ -257,7 +378,8 @@ class Router:
         )[0]
 
     # ------------------------------------------------------------------ routing
-    def _require_backends(self) -> list[ChatBackend]:
+    def require_backends(self) -> list[ChatBackend]:
+        """The tiers' backends (raises ConfigurationError when the router has none)."""
         if self.backends is None:
             raise ConfigurationError(
                 "this router has no backends: pass backends=[...] (one per tier: "
@@ -265,65 +387,8 @@ class Router:
             )
         return self.backends
 
-    def _cost(self, completion: Completion, tier: str | None = None) -> float:
-        """The call's cost: as recorded, else its tokens at the model's (else the tier's) price."""
-        if completion.cost_usd is not None:
-            return float(completion.cost_usd)
-        price = self.prices.get(completion.model)
-        if price is None and tier is not None:
-            # an upstream serving a tier under another name (vLLM, llama.cpp) is priced as the tier
-            price = self.prices.get(tier)
-        price_in, price_out = price or (0.0, 0.0)
-        return (completion.input_tokens * price_in + completion.output_tokens * price_out) / 1e6
-
-    def route(
-        self,
-        step: str,
-        input: ChatInput,
-        target: Target | str | None = None,
-        max_tokens: int | None = None,
-        retries: int = 0,
-        retry_backoff_s: float = 0.25,
-    ) -> RouteResult:
-        """Answer one step through the cascade (blocking).
-
-        A tier below the top that fails (timeout, connection error, error status) is recorded
-        as ``failed`` and the request escalates to the next tier.  The top tier is retried up to
-        ``retries`` times with exponential backoff; then its :class:`BackendError` is raised.
-        """
-        backends = self._require_backends()
-        runner = CascadeWalk(self, step, input, target)
-        attempt = 0
-        while (call := runner.next_call()) is not None:
-            source = runner.opinion_request()
-            try:
-                if source is None:
-                    completion = backends[call].complete(runner.messages, max_tokens=max_tokens)
-                    opinions: list[Completion] = []
-                else:
-                    # the answer and the second opinions are asked in parallel
-                    asks = self._opinion_calls(source, backends[call], runner.messages, max_tokens)
-                    with ThreadPoolExecutor(max_workers=1 + len(asks)) as pool:
-                        first = pool.submit(
-                            backends[call].complete, runner.messages, max_tokens=max_tokens
-                        )
-                        futures = [pool.submit(ask) for ask in asks]
-                        completion = first.result()
-                        opinions = runner.usable_opinions(
-                            source, [f.exception() or f.result() for f in futures]
-                        )
-            except BackendError as exc:
-                if runner.fail(exc):
-                    continue
-                if attempt >= retries:
-                    raise
-                time.sleep(retry_backoff_s * 2**attempt)
-                attempt += 1
-                continue
-            runner.receive(completion, opinions)
-        return runner.result()
-
-    def _require_peer(self, peer: str) -> ChatBackend:
+    def require_peer(self, peer: str) -> ChatBackend:
+        """The backend of a peer asked for second opinions (ConfigurationError: none given)."""
         if self.peer_backends is None:
             raise ConfigurationError(
                 f"this router asks {', '.join(self.model.peer_models)} for second opinions: "
@@ -331,84 +396,141 @@ class Router:
             )
         return self.peer_backends[peer]
 
-    def _sampler(self, source: OpinionSource, backend: ChatBackend) -> SamplingBackend:
-        if not isinstance(backend, SamplingBackend):
-            raise ConfigurationError(
-                f"this router asks the first tier for {source.size} extra samples, but its "
-                f"backend {backend!r} cannot sample (use an OpenAI-compatible or replay backend)"
-            )
-        return backend
-
-    def _opinion_calls(
+    def walk(
         self,
-        source: OpinionSource,
-        backend: ChatBackend,
-        messages: Messages,
-        max_tokens: int | None,
-        asynchronous: bool = False,
-    ) -> list[Any]:
-        """The calls that fetch ``source``'s opinions: one per peer, or one that draws every
-        sample (each gives a Completion or a list of them); blocking callables, or awaitables
-        when ``asynchronous``."""
-        if source.is_samples:
-            sampler = self._sampler(source, backend)
-            draw = sampler.asample if asynchronous else sampler.sample
-            temperature = float(source.temperature or 0.7)
-            calls: list[Any] = [functools.partial(draw, messages, source.size, temperature)]
-        else:
-            peers = [self._require_peer(p) for p in source.models]
-            calls = [
-                functools.partial(peer.acomplete if asynchronous else peer.complete, messages)
-                for peer in peers
-            ]
-        bound = [functools.partial(call, max_tokens=max_tokens) for call in calls]
-        return [call() for call in bound] if asynchronous else bound
+        step: str,
+        input: ChatInput | ChatRequest,
+        *,
+        tools: Sequence[Tool | Mapping[str, Any]] | None = None,
+        response_format: ResponseFormat | Mapping[str, Any] | None = None,
+        target: Target | str | None = None,
+        retries: int = 0,
+        retry_backoff_s: float = 0.25,
+        **params: Any,
+    ) -> CascadeWalk:
+        """The walk of one step through the cascade, to drive with any executor (see
+        :mod:`router.sdk.walk`); :meth:`route` and :meth:`aroute` drive it for you."""
+        self.require_backends()
+        request = as_request(input, tools=tools, response_format=response_format, **params)
+        return CascadeWalk(self, step, request, target, retries, retry_backoff_s)
+
+    def route(
+        self,
+        step: str,
+        input: ChatInput | ChatRequest,
+        *,
+        tools: Sequence[Tool | Mapping[str, Any]] | None = None,
+        response_format: ResponseFormat | Mapping[str, Any] | None = None,
+        target: Target | str | None = None,
+        retries: int = 0,
+        retry_backoff_s: float = 0.25,
+        **params: Any,
+    ) -> RouteResult:
+        """Answer one step through the cascade (blocking).
+
+        ``input`` is a prompt, a list of chat messages in OpenAI's shape (assistant tool calls
+        and ``tool`` results included) or a :class:`ChatRequest`; ``tools``,
+        ``response_format`` and ``params`` (any other request field: ``tool_choice``,
+        ``temperature``, ``max_tokens``, ``seed``, …) are set on it, and the whole request goes
+        to every tier called.  The result carries the answering model's message.
+
+        An answer below the top that does not have the shape the request asks for (a tool call
+        that names no offered tool or whose arguments do not fit its schema, JSON that does not
+        fit the response format) escalates whatever the probabilities say.  A tier below the top
+        that fails (timeout, connection error, error status) is recorded as ``failed`` and the
+        request escalates to the next tier.  The top tier is retried up to ``retries`` times
+        with exponential backoff; then its :class:`BackendError` is raised.
+
+        Raises:
+            ConfigurationError: the input, a request field or the target is invalid.
+        """
+        tracing = self.tracing
+        with tracing.route_span(step, _target_name(target)) as span:
+            with tracing.decision_span(step, "pre") as decide:
+                walk = self.walk(
+                    step,
+                    input,
+                    tools=tools,
+                    response_format=response_format,
+                    target=target,
+                    retries=retries,
+                    retry_backoff_s=retry_backoff_s,
+                    **params,
+                )
+                started(walk, decide)
+            result = run_walk(walk)
+            finished(walk, span, result)
+        return result
 
     async def aroute(
         self,
         step: str,
-        input: ChatInput,
+        input: ChatInput | ChatRequest,
+        *,
+        tools: Sequence[Tool | Mapping[str, Any]] | None = None,
+        response_format: ResponseFormat | Mapping[str, Any] | None = None,
         target: Target | str | None = None,
-        max_tokens: int | None = None,
         retries: int = 0,
         retry_backoff_s: float = 0.25,
+        **params: Any,
     ) -> RouteResult:
         """Answer one step through the cascade (asyncio); see :meth:`route`.
 
         The embeddings and boosters run in a worker thread so the event loop stays free.
         """
-        backends = self._require_backends()
-        runner = await asyncio.to_thread(CascadeWalk, self, step, input, target)
-        attempt = 0
-        while (call := runner.next_call()) is not None:
-            # the answer and the second opinions are asked in parallel
-            source = runner.opinion_request()
-            asks = (
-                []
-                if source is None
-                else self._opinion_calls(
-                    source, backends[call], runner.messages, max_tokens, asynchronous=True
+        tracing = self.tracing
+        with tracing.route_span(step, _target_name(target)) as span:
+            with tracing.decision_span(step, "pre") as decide:
+                walk = await asyncio.to_thread(
+                    functools.partial(
+                        self.walk,
+                        step,
+                        input,
+                        tools=tools,
+                        response_format=response_format,
+                        target=target,
+                        retries=retries,
+                        retry_backoff_s=retry_backoff_s,
+                        **params,
+                    )
                 )
-            )
-            results = await asyncio.gather(
-                backends[call].acomplete(runner.messages, max_tokens=max_tokens),
-                *asks,
-                return_exceptions=True,
-            )
-            first = results[0]
-            if isinstance(first, BackendError):
-                if runner.fail(first):
-                    continue
-                if attempt >= retries:
-                    raise first
-                await asyncio.sleep(retry_backoff_s * 2**attempt)
-                attempt += 1
-                continue
-            if isinstance(first, BaseException):
-                raise first
-            opinions = [] if source is None else runner.usable_opinions(source, list(results[1:]))
-            await asyncio.to_thread(runner.receive, first, opinions)
-        return runner.result()
+                started(walk, decide)
+            result = await arun_walk(walk)
+            finished(walk, span, result)
+        return result
+
+
+@dataclass(frozen=True)
+class InputSignals:
+    """What the router read of some step inputs: their step kinds, step texts, input features
+    and pre-answer probabilities (one row each, one column per tier)."""
+
+    steps: list[str]
+    texts: list[str]
+    features: np.ndarray
+    pre: np.ndarray
+
+
+@dataclass(frozen=True)
+class AnswerSignals:
+    """Answer-aware probabilities of some answers: P(this tier accepted), P(next tier accepted)
+    and, with second opinions, the share of opinions agreeing with each answer."""
+
+    p_self: np.ndarray
+    p_next: np.ndarray
+    agreement: np.ndarray | None = None
+
+
+def as_message(answer: str | AssistantMessage | None) -> AssistantMessage:
+    """An answer as a message: a message as it is, a recorded response (plain text, or the JSON
+    of a message that calls tools) read back, None as an empty answer."""
+    if isinstance(answer, AssistantMessage):
+        return answer
+    return recorded_message(answer)
+
+
+def _target_name(target: Target | str | None) -> str | None:
+    return None if target is None else str(target)
 
 
 def _default_prices() -> dict[str, tuple[float, float]]:

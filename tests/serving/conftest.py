@@ -60,7 +60,12 @@ def sidecar_settings(workdir: Path, small_url: str, frontier_url: str, **extra: 
         "feedback_url": f"sqlite:///{workdir / 'feedback.db'}",
         "api_keys": API_KEYS,
         "upstreams": {
-            SMALL: {"base_url": small_url, "model": LlamaServer.model_alias, "max_tokens": 64},
+            SMALL: {
+                "base_url": small_url,
+                "model": LlamaServer.model_alias,
+                "max_tokens": 64,
+                "dialect": "llama-cpp-python",
+            },
             FRONTIER: {"base_url": frontier_url},
         },
         **extra,

@@ -1,17 +1,17 @@
-"""Model names select the policy; request bodies are validated into OpenAI-style errors."""
+"""Model names select the step and target; request bodies are the library's request types."""
 
 from __future__ import annotations
 
 import pytest
 
+from router.backends import ChatRequest
 from router.policy import Target
 from serving.errors import APIError
 from serving.protocol import (
     CascadeOptions,
     ChatCompletionRequest,
     RouteRequest,
-    parse_body,
-    select_policy,
+    select,
 )
 
 
@@ -32,50 +32,73 @@ from serving.protocol import (
     ],
 )
 def test_model_name_selects_step_and_target(model, options, step, target) -> None:
-    policy = select_policy(model, options, "default")
-    assert policy.step == step
-    assert policy.target == target
+    chosen = select(model, options, "default")
+    assert chosen.step == step
+    assert chosen.target == target
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "cascades", "Cascade", ""])
+@pytest.mark.parametrize(
+    "model", ["gpt-4o", "cascades", "Cascade", "", "cascade:", "cascade::", "cascade:x:"]
+)
 def test_unknown_model_is_a_404(model: str) -> None:
     with pytest.raises(APIError) as info:
-        select_policy(model, None, "default")
+        select(model, None, "default")
     assert info.value.status == 404 and info.value.code == "model_not_found"
 
 
 def test_bad_target_is_a_400() -> None:
     with pytest.raises(APIError) as info:
-        select_policy("cascade:x:speed=2", None, "default")
+        select("cascade:x:speed=2", None, "default")
     assert info.value.status == 400 and info.value.code == "invalid_target"
 
 
-def test_text_parts_are_joined_and_other_parts_refused() -> None:
-    body = parse_body(
-        b'{"model": "cascade", "messages": [{"role": "user", "content": '
-        b'[{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]}',
-        ChatCompletionRequest,
+def test_the_body_is_the_librarys_request() -> None:
+    body = ChatCompletionRequest.model_validate(
+        {
+            "model": "cascade",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}],
+            "temperature": 0.2,
+            "top_p": 1,
+            "user": "u1",
+            "max_completion_tokens": 9,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "cascade": {"step": "intent"},
+        }
     )
-    assert body.chat_messages() == [{"role": "user", "content": "ab"}]
-    image = parse_body(
-        b'{"model": "cascade", "messages": [{"role": "user", "content": '
-        b'[{"type": "image_url", "image_url": {"url": "x"}}]}]}',
-        ChatCompletionRequest,
-    )
-    with pytest.raises(APIError, match="only text"):
-        image.chat_messages()
+    assert isinstance(body, ChatRequest)
+    assert body.token_limit == 9 and body.include_usage
+    # what goes upstream: the request fields, not the sidecar's
+    assert body.to_openai() == {
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}],
+        "temperature": 0.2,
+        "top_p": 1.0,
+        "user": "u1",
+        "max_completion_tokens": 9,
+    }
 
 
-def test_unknown_openai_fields_are_ignored() -> None:
-    body = parse_body(
-        b'{"model": "cascade", "messages": [{"role": "user", "content": "x"}], '
-        b'"temperature": 0.2, "top_p": 1, "user": "u1", "max_completion_tokens": 9}',
-        ChatCompletionRequest,
-    )
-    assert body.token_limit() == 9
+@pytest.mark.parametrize(
+    "extra",
+    [{"stream": "yes"}, {"temperature": "hot"}, {"unknown_field": 1}, {"n": 2}, {"model": 5}],
+)
+def test_bodies_are_checked_strictly(extra: dict) -> None:
+    with pytest.raises(ValueError):
+        ChatCompletionRequest.model_validate(
+            {"model": "cascade", "messages": [{"role": "user", "content": "x"}], **extra}
+        )
 
 
 def test_route_request_needs_one_input() -> None:
     with pytest.raises(APIError, match="exactly one"):
-        RouteRequest().text_input()
-    assert RouteRequest(input="hello").text_input() == "hello"
+        RouteRequest().request()
+    assert RouteRequest(input="hello").request().messages[0].content == "hello"
+    with_tools = RouteRequest.model_validate(
+        {
+            "messages": [{"role": "user", "content": "weather?"}],
+            "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+            "tool_choice": "required",
+            "answer": {"role": "assistant", "content": "sunny"},
+        }
+    )
+    assert with_tools.request().tool_names == ("get_weather",)

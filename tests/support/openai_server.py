@@ -7,9 +7,12 @@ free port chosen by the OS) and speaks enough of the OpenAI API for the ``openai
   ``usage`` and, when the request sets ``logprobs: true``, ``choices[0].logprobs.content``.
 * ``GET /v1/models``: the models it serves.
 
-Answers come from a ``responder`` (messages -> text) or from a replay frame in the long
-schema (``prompt_id, prompt, model, score, response, input_tokens, output_tokens,
-cost_usd``), looked up by the requested model and the prompt.  Faults can be injected with
+Answers come from a ``responder`` (messages -> text, or an assistant message as a mapping with
+``content`` and/or ``tool_calls``), a ``body_responder`` (the whole request body -> the same;
+:func:`obliging` answers what a request asks for: the tool call ``tool_choice`` names, JSON
+fitting the ``json_schema``), or a replay frame in the long schema (``prompt_id, prompt, model,
+score, response, input_tokens, output_tokens, cost_usd``), looked up by the requested model and
+the prompt.  Faults can be injected with
 ``fail_with_status`` (optionally only for the first ``fail_times`` requests) and ``delay_s``;
 ``api_key`` makes the server demand ``Authorization: Bearer <api_key>``.
 
@@ -22,12 +25,13 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -41,7 +45,9 @@ if TYPE_CHECKING:
 
     from router.backends import ReplayBackend
 
-Responder = Callable[[list[dict[str, Any]]], str]
+Answer = str | Mapping[str, Any]
+Responder = Callable[[list[dict[str, Any]]], Answer]
+BodyResponder = Callable[[dict[str, Any]], Answer]
 
 DEFAULT_ANSWER = "This is the stub server's answer."
 DEFAULT_MODEL = "stub-model"
@@ -78,8 +84,9 @@ class OpenAIStubServer:
     """An OpenAI-compatible chat server on a free local port, run in a background thread.
 
     Args:
-        responder: maps the request's messages to the answer text; default answers
-            :data:`DEFAULT_ANSWER`.  Ignored when ``frame`` is given.
+        responder: maps the request's messages to the answer text (or an assistant message
+            mapping); default answers :data:`DEFAULT_ANSWER`.  Ignored when ``frame`` is given.
+        body_responder: maps the whole request body to the answer; wins over ``responder``.
         frame: recorded outcomes (long schema) to answer from, per requested model; an
             unknown model or prompt gets a 404.
         models: model ids listed by ``/v1/models`` (default: the frame's models, else
@@ -92,15 +99,18 @@ class OpenAIStubServer:
         token_logprob: the log-probability reported for every token.
         honour_n: answer a request's ``n`` with that many choices (each from the responder);
             False answers one choice whatever ``n`` asks, as llama.cpp's server does.
+        response_model: the ``model`` the answers name (default: the requested one), as OpenAI
+            names a dated snapshot when asked for an alias.
 
     Attributes can be changed while the server runs (``server.delay_s = 1.0``); every
-    received chat request body is appended to :attr:`requests`.
+    received chat request body is appended to :attr:`requests`, its headers to :attr:`headers`.
     """
 
     def __init__(
         self,
         responder: Responder | None = None,
         *,
+        body_responder: BodyResponder | None = None,
         frame: pd.DataFrame | None = None,
         models: Sequence[str] | None = None,
         fail_with_status: int | None = None,
@@ -109,8 +119,10 @@ class OpenAIStubServer:
         api_key: str | None = None,
         token_logprob: float = -0.1,
         honour_n: bool = True,
+        response_model: str | None = None,
     ) -> None:
         self.responder: Responder = responder or (lambda messages: DEFAULT_ANSWER)
+        self.body_responder = body_responder
         self.frame = frame
         if models is not None:
             self.models = list(models)
@@ -125,6 +137,9 @@ class OpenAIStubServer:
         self.token_logprob = token_logprob
         self.honour_n = honour_n
         self.requests: list[dict[str, Any]] = []
+        #: the headers of every chat request received (lower-case names), in order
+        self.headers: list[dict[str, str]] = []
+        self.response_model = response_model
         self._failures = 0
         self._stopping = threading.Event()
         self._replays: dict[str, ReplayBackend | None] = {}
@@ -224,6 +239,7 @@ class OpenAIStubServer:
         if not isinstance(body, dict):
             return _error(400, "The request body must be a JSON object.")
         self.requests.append(body)
+        self.headers.append(dict(request.headers))
         if self.delay_s > 0:
             # Sleep in small steps so that stopping the server does not wait for the delay.
             deadline = time.monotonic() + self.delay_s
@@ -261,7 +277,7 @@ class OpenAIStubServer:
                 "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
                 "object": "chat.completion",
                 "created": int(time.time()),
-                "model": model,
+                "model": self.response_model or model,
                 "choices": choices,
                 "usage": {
                     "prompt_tokens": prompt_tokens,
@@ -284,7 +300,14 @@ class OpenAIStubServer:
                 return found
             text, prompt_tokens, completion_tokens = found
         else:
-            text = self.responder(messages)
+            answer = (
+                self.body_responder(body)
+                if self.body_responder is not None
+                else self.responder(messages)
+            )
+            if isinstance(answer, Mapping):
+                return self._message_choice(index, messages, answer)
+            text = answer
 
         finish_reason = "stop"
         tokens = _tokens(text)
@@ -321,6 +344,25 @@ class OpenAIStubServer:
         }
         return choice, prompt_tokens, completion_tokens
 
+    def _message_choice(
+        self, index: int, messages: list[Any], answer: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], int, int]:
+        """A choice holding the assistant message ``answer`` (content and/or tool calls)."""
+        calls = list(answer.get("tool_calls") or [])
+        content = answer.get("content")
+        message = {"role": "assistant", "content": content, "refusal": answer.get("refusal")}
+        if calls:
+            message["tool_calls"] = calls
+        produced = (content or "") + "".join(c["function"]["arguments"] for c in calls)
+        prompt_tokens = sum(_estimate(str(m.get("content") or "")) for m in messages)
+        choice = {
+            "index": index,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": "tool_calls" if calls else "stop",
+        }
+        return choice, prompt_tokens, max(_estimate(produced), 1)
+
     def _replay(
         self, model: str, messages: list[Any]
     ) -> tuple[str, int | None, int | None] | JSONResponse:
@@ -343,3 +385,51 @@ class OpenAIStubServer:
         except BackendError as exc:
             return _error(404, str(exc))
         return completion.text, completion.input_tokens, completion.output_tokens
+
+
+# ---------------------------------------------------------------- answering what is asked
+
+
+def _example(schema: Mapping[str, Any] | None) -> Any:
+    """A value that fits a (simple) JSON schema: its required properties filled in."""
+    schema = schema or {}
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        required = schema.get("required") or list(properties)
+        return {name: _example(properties.get(name)) for name in required}
+    if kind == "array":
+        return [_example(schema.get("items"))]
+    return {"string": "Paris", "integer": 3, "number": 2.5, "boolean": True}.get(kind)
+
+
+def tool_call(name: str, arguments: Any, call_id: str = "call_stub_0") -> dict[str, Any]:
+    """One tool call in OpenAI's shape (``arguments`` written as JSON unless a string)."""
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": text}}
+
+
+def obliging(body: dict[str, Any]) -> Answer:
+    """The answer a request asks for: a call of the tool ``tool_choice`` names (the first tool
+    for ``"required"``) with arguments fitting its schema, a JSON object fitting the
+    ``json_schema`` response format (``{"answer": ...}`` for ``json_object``), else text."""
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice")
+    name = None
+    if isinstance(choice, dict):
+        name = choice["function"]["name"]
+    elif choice == "required" and tools:
+        name = tools[0]["function"]["name"]
+    if name is not None:
+        tool = next(t for t in tools if t["function"]["name"] == name)
+        arguments = _example(tool["function"].get("parameters"))
+        return {"content": None, "tool_calls": [tool_call(name, arguments)]}
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return json.dumps(_example(fmt["json_schema"].get("schema")))
+    if fmt.get("type") == "json_object":
+        return json.dumps({"answer": DEFAULT_ANSWER})
+    return DEFAULT_ANSWER

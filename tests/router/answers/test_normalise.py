@@ -15,6 +15,7 @@ from router.answers.normalise import (
     NumberNormaliser,
     TextNormaliser,
     build_normaliser,
+    normaliser_spec,
 )
 from router.data import OutcomeTable, bundled_dataset, load_outcomes
 from router.errors import ConfigurationError
@@ -155,3 +156,37 @@ def test_free_text_threshold_is_learned_on_real_code_answers(embedder) -> None:
     held_y = y[200:]
     assert 0 < agree.sum() < len(agree)
     assert held_y[agree == 1].mean() > held_y[agree == 0].mean()
+
+
+def test_tool_calls_agree_on_name_and_canonical_arguments() -> None:
+    from router.answers.normalise import ToolCallNormaliser
+    from router.backends import AssistantMessage, FunctionCall, ToolCall, message_text, record_text
+
+    def answer(*calls: tuple[str, str], ids: str = "a") -> AssistantMessage:
+        return AssistantMessage(
+            tool_calls=[
+                ToolCall(id=f"{ids}{k}", function=FunctionCall(name=n, arguments=a))
+                for k, (n, a) in enumerate(calls)
+            ]
+        )
+
+    one = answer(("get_weather", '{"city": "Paris", "unit": "c"}'), ("search", "{}"))
+    # another model: other ids, key order, whitespace, the calls the other way round
+    two = answer(("search", "{ }"), ("get_weather", '{"unit":"c","city":" Paris"}'), ids="zz")
+    other = answer(("get_weather", '{"city": "Lyon", "unit": "c"}'), ("search", "{}"))
+    normaliser, auto = ToolCallNormaliser(), build_normaliser("auto")
+    keys = [normaliser.normalise(message_text(m)) for m in (one, two, other)]
+    assert keys[0] == keys[1] == 'get_weather({"city":"Paris","unit":"c"});search({})'
+    assert keys[2] != keys[0]
+    assert normaliser.normalise(record_text(one)) == keys[0]  # the recorded form reads alike
+    assert auto.normalise(message_text(one)) == f"tool_call:{keys[0]}"  # not "number:…"
+    assert normaliser.normalise("The answer is 3.") is None
+    assert normaliser.normalise('{"tool_calls": []}') is None
+    assert build_normaliser("tool_call").kind == "tool_call"
+    assert normaliser_spec(normaliser) == "tool_call"
+    registry = NormaliserRegistry({"tool_select": "tool_call"})
+    scorer = AgreementScorer(registry)
+    row = scorer.features(
+        "tool_select", message_text(one), [message_text(two), message_text(other)]
+    )
+    assert row[1] == 0.5  # one of the two opinions makes the same calls

@@ -18,8 +18,8 @@ from router.backends import (
     OpenAIBackend,
     ReplayBackend,
     as_messages,
-    input_text,
     make_backend,
+    step_text,
 )
 from router.errors import BackendError, BackendUnavailableError, ConfigurationError
 from tests.support.openai_server import DEFAULT_ANSWER, OpenAIStubServer
@@ -49,12 +49,9 @@ def test_as_messages_from_string_and_list() -> None:
     assert as_messages("hello") == [{"role": "user", "content": "hello"}]
     given: list[dict[str, Any]] = [
         {"role": "system", "content": "be brief"},
-        {"role": "user", "content": "hi", "name": "ann", "extra": 3},
-    ]
-    assert as_messages(given) == [
-        {"role": "system", "content": "be brief"},
         {"role": "user", "content": "hi", "name": "ann"},
     ]
+    assert as_messages(given) == given
 
 
 @pytest.mark.parametrize(
@@ -62,9 +59,10 @@ def test_as_messages_from_string_and_list() -> None:
     [
         ([], "empty"),
         ([{"role": "robot", "content": "x"}], "role 'robot'"),
-        ([{"content": "x"}], "role None"),
-        ([{"role": "user"}], "no content"),
-        ([{"role": "user", "content": ["a", "b"]}], "content of type list"),
+        ([{"content": "x"}], "needs a 'role'"),
+        ([{"role": "user"}], "messages[0].content: field required"),
+        ([{"role": "user", "content": ["a", "b"]}], "messages[0].content: no accepted form"),
+        ([{"role": "user", "content": "hi", "extra": 3}], "messages[0].extra: unknown field"),
         (["just a string"], "must be a mapping"),
         ({"role": "user", "content": "x"}, "not dict"),
         (None, "not NoneType"),
@@ -77,15 +75,15 @@ def test_invalid_messages_raise_configuration_error(bad: Any, fragment: str) -> 
     assert fragment in str(info.value)
 
 
-def test_input_text() -> None:
-    assert input_text("  plain prompt ") == "  plain prompt "
-    assert input_text([{"role": "user", "content": "only me"}]) == "only me"
+def test_step_text_is_the_documented_window() -> None:
+    assert step_text("  plain prompt ") == "  plain prompt "
+    assert step_text([{"role": "user", "content": "only me"}]) == "only me"
     conversation = [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "what is 2+2?"},
     ]
-    assert input_text(conversation) == "system: be brief\nuser: what is 2+2?"
-    assert input_text([{"role": "assistant", "content": "hi"}]) == "assistant: hi"
+    assert step_text(conversation) == "what is 2+2?"  # the system prompt is left out
+    assert step_text([{"role": "assistant", "content": "hi"}]) == "hi"
 
 
 # ------------------------------------------------------------------------- OpenAIBackend

@@ -98,7 +98,9 @@ def test_defaults_and_dtypes(tmp_path: Path) -> None:
         "cost_usd",
         "cost_is_estimated",
         "step",
+        "valid",
     ]
+    assert frame["valid"].isna().all()  # no verdicts recorded
     assert len(frame) == 6
     assert set(frame["source"]) == {"bench"}
     assert set(frame["task"]) == {"bench"}
