@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,8 +227,16 @@ class Outcome:
     status: int | None  # None: no HTTP response reached the client
     upstream: str | None
     complete: bool  # the whole body arrived
-    latency_s: float
+    started_at: float  # time.monotonic() when the request was sent ...
+    ended_at: float  # ... and when its outcome was known
     error: str | None = None
+
+    @property
+    def latency_s(self) -> float:
+        return self.ended_at - self.started_at
+
+    def in_flight_at(self, moment: float) -> bool:
+        return self.started_at < moment < self.ended_at
 
     @property
     def kind(self) -> str:
@@ -290,20 +299,30 @@ class SteadyClients:
                     body += chunk
         except httpx.HTTPError as exc:
             return Outcome(
-                request_id, method, status, upstream, False, time.monotonic() - start, repr(exc)
+                request_id, method, status, upstream, False, start, time.monotonic(), repr(exc)
             )
         complete = body.endswith(b"done\n") or body.endswith(b"}")
-        return Outcome(request_id, method, status, upstream, complete, time.monotonic() - start)
+        return Outcome(request_id, method, status, upstream, complete, start, time.monotonic())
 
 
-def _kill_when_busy(upstream: Upstream, event: str, timeout_s: float = 20.0) -> set[str]:
-    """SIGKILL ``upstream`` as soon as it holds a request that reached ``event`` and not end;
-    the requests it held (started, not ended) at that moment."""
-    deadline = time.monotonic() + timeout_s
+def _is_post(request_id: str) -> bool:
+    """SteadyClients(post_every=2) sends its even-numbered requests as POST."""
+    return int(request_id.rsplit("-", 1)[1]) % 2 == 0
+
+
+def _kill_when_busy(
+    upstream: Upstream, event: str, which: Callable[[str], bool] = lambda _: True
+) -> tuple[set[str], float]:
+    """SIGKILL ``upstream`` as soon as it holds a request (one of ``which``) that reached
+    ``event`` and not its end.  Returns the requests its journal shows it held (started, not
+    ended) and the moment of the kill."""
+    deadline = time.monotonic() + 20.0
     while time.monotonic() < deadline:
-        if any(event in e and "end" not in e for e in upstream.events().values()):
+        events = upstream.events()
+        if any(event in e and "end" not in e and which(r) for r, e in events.items()):
+            killed_at = time.monotonic()
             upstream.kill()
-            return upstream.open_requests()
+            return upstream.open_requests(), killed_at
         time.sleep(0.002)
     raise AssertionError(f"{upstream.name} never held a request at {event!r}")
 
@@ -334,7 +353,7 @@ def test_killed_upstream_loses_no_request(upstreams) -> None:
         lb.wait_states({"u0": "UP", "u1": "UP"})
         with SteadyClients(lb.url, clients=6, path="/work?ms=40", post_every=2) as load:
             time.sleep(0.5)
-            held = _kill_when_busy(a, "start")
+            held, _ = _kill_when_busy(a, "start", which=_is_post)
             time.sleep(1.0)
         outcomes = {o.request_id: o for o in load.outcomes}
         kinds = Counter(o.kind for o in outcomes.values())
@@ -353,7 +372,7 @@ def test_killed_upstream_loses_no_request(upstreams) -> None:
                 ),
             },
         )
-        assert held, "the kill must catch requests in flight"
+        assert any(outcomes[r].method == "POST" for r in held), "the kill must catch a POST"
         assert kinds == {"ok": len(outcomes)}, [o for o in outcomes.values() if o.kind != "ok"]
         assert all(outcomes[r].upstream == "B" for r in held)  # re-sent to the survivor
 
@@ -371,7 +390,7 @@ def test_started_stream_is_the_only_loss(upstreams) -> None:
         lb.wait_states({"u0": "UP", "u1": "UP"})
         with SteadyClients(lb.url, clients=4, path="/stream?chunks=8&ms=25") as load:
             time.sleep(0.6)
-            held = _kill_when_busy(a, "head")
+            held, _ = _kill_when_busy(a, "head")
             time.sleep(1.0)
         events = a.events()
         outcomes = {o.request_id: o for o in load.outcomes}
@@ -393,24 +412,30 @@ def test_started_stream_is_the_only_loss(upstreams) -> None:
         assert all(outcomes[r].upstream == "B" for r in held - broken)  # the rest re-sent
 
 
-def test_without_non_idempotent_retries_exactly_the_held_posts_fail(upstreams) -> None:
+def test_without_non_idempotent_retries_only_in_flight_posts_fail(upstreams) -> None:
     a, b = upstreams("A"), upstreams("B")
     with LoadBalancer([a.address, b.address], retry_non_idempotent=False) as lb:
         lb.wait_states({"u0": "UP", "u1": "UP"})
         with SteadyClients(lb.url, clients=6, path="/work?ms=40", post_every=2) as load:
             time.sleep(0.5)
-            held = _kill_when_busy(a, "start")
+            held, killed_at = _kill_when_busy(a, "start", which=_is_post)
             time.sleep(0.8)
         outcomes = {o.request_id: o for o in load.outcomes}
         failed = {r for r, o in outcomes.items() if o.kind != "ok"}
         held_posts = {r for r in held if outcomes[r].method == "POST"}
-        errors = sorted({str(outcomes[r].error)[:60] for r in failed})
+        posts = {r for r, o in outcomes.items() if o.method == "POST"}
+        late = {r for r in failed if outcomes[r].started_at > killed_at}
         _report(
             "kill-no-post-retry",
             {"requests": len(outcomes), "held": len(held), "held_posts": len(held_posts),
-             "failed": len(failed), "errors": errors},
+             "failed": len(failed), "failed_sent_after_kill": len(late),
+             "errors": sorted({str(outcomes[r].error)[:60] for r in failed})},
         )  # fmt: skip
-        assert failed == held_posts
+        # Every POST the dead upstream was handling fails, and nothing but POSTs fails.  The
+        # journal only sees requests that reached the handler: a POST still in the dead
+        # upstream's socket buffer, or sent just after the kill over a kept-alive connection
+        # HAProxy had not yet seen closed, fails the same way (reported as failed_sent_after_kill).
+        assert held_posts and held_posts <= failed <= posts
 
 
 def test_reload_adds_an_upstream_without_dropping_requests(upstreams) -> None:

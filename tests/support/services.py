@@ -476,6 +476,7 @@ defaults
     mode http
     log stdout format raw local0 info
     option httplog
+    # also the pause before retrying after a refused connection: keep it short on a LAN
     timeout connect {connect_timeout_ms}ms
     timeout client {client_timeout_s}s
     timeout server {server_timeout_s}s
@@ -535,7 +536,7 @@ class LoadBalancer(_Service):
         retry_on: str = "conn-failure empty-response",
         retry_non_idempotent: bool = True,
         server_timeout_s: float = 120.0,
-        connect_timeout_ms: int = 500,
+        connect_timeout_ms: int = 100,
         parent: Path | None = None,
     ) -> None:
         self.upstreams = list(upstreams)
