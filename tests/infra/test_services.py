@@ -255,8 +255,11 @@ class SteadyClients:
     so each outcome is what an application would see.
     """
 
-    def __init__(self, url: str, clients: int, path: str, *, post_every: int = 0) -> None:
+    def __init__(
+        self, url: str, clients: int, path: str, *, post_every: int = 0, post_bytes: int = 2048
+    ) -> None:
         self.url, self.clients, self.path, self.post_every = url, clients, path, post_every
+        self.post_bytes = post_bytes
         self.outcomes: list[Outcome] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -292,7 +295,7 @@ class SteadyClients:
                 method,
                 self.path,
                 headers={"x-request-id": request_id},
-                content=b"x" * 2048 if method == "POST" else None,
+                content=b"x" * self.post_bytes if method == "POST" else None,
             ) as response:
                 status, upstream = response.status_code, response.headers.get("x-upstream")
                 for chunk in response.iter_bytes():
@@ -351,7 +354,9 @@ def test_killed_upstream_loses_no_request(upstreams) -> None:
     a, b = upstreams("A"), upstreams("B")
     with LoadBalancer([a.address, b.address]) as lb:
         lb.wait_states({"u0": "UP", "u1": "UP"})
-        with SteadyClients(lb.url, clients=6, path="/work?ms=40", post_every=2) as load:
+        with SteadyClients(
+            lb.url, clients=6, path="/work?ms=40", post_every=2, post_bytes=40_000
+        ) as load:
             time.sleep(0.5)
             held, _ = _kill_when_busy(a, "start", which=_is_post)
             time.sleep(1.0)

@@ -468,6 +468,9 @@ class MlflowServer(_Service):
 _HAPROXY_CONFIG = """\
 global
     maxconn 4096
+    # a request is only re-sent if it fits in one buffer (default 16 KiB): chat requests
+    # carry whole conversations.  Buffers come from a pool, used per active connection.
+    tune.bufsize {buffer_bytes}
     stats socket {socket} mode 600 level admin
     # a reload lets the old worker finish its requests, but not forever
     hard-stop-after {hard_stop_after_s}s
@@ -522,8 +525,9 @@ class LoadBalancer(_Service):
     died while handling the request).  A response whose headers have reached the client can
     never be retried: a stream cut off by a dying upstream reaches the client truncated.
     ``retry_non_idempotent=False`` restricts the layer-7 retries (everything but
-    ``conn-failure``) to GET/HEAD/OPTIONS.  Requests whose body is larger than HAProxy's
-    buffer (16 KiB, ``tune.bufsize``) are not retried at layer 7 either.
+    ``conn-failure``) to GET/HEAD/OPTIONS.  A request larger than ``buffer_bytes`` (HAProxy's
+    ``tune.bufsize``, minus room for header rewrites) is streamed to the upstream and cannot
+    be re-sent at layer 7 either.
     """
 
     def __init__(
@@ -537,8 +541,10 @@ class LoadBalancer(_Service):
         retry_non_idempotent: bool = True,
         server_timeout_s: float = 120.0,
         connect_timeout_ms: int = 100,
+        buffer_bytes: int = 65536,
         parent: Path | None = None,
     ) -> None:
+        self.buffer_bytes = buffer_bytes
         self.upstreams = list(upstreams)
         self.connect_timeout_ms = connect_timeout_ms
         self.health_path, self.check_interval_ms = health_path, check_interval_ms
@@ -683,6 +689,7 @@ class LoadBalancer(_Service):
             socket=self.base / "admin.sock",
             hard_stop_after_s=int(self.server_timeout_s) + 5,
             connect_timeout_ms=self.connect_timeout_ms,
+            buffer_bytes=self.buffer_bytes,
             client_timeout_s=int(self.server_timeout_s) + 5,
             server_timeout_s=int(self.server_timeout_s),
             retries=self.retries,
