@@ -491,7 +491,7 @@ defaults
     option redispatch 1
     retry-on {retry_on}
     # A request can only be re-sent if HAProxy still holds all of it: wait for the whole body
-    # (up to the 16 KiB buffer) before connecting.  Without this a POST whose body streamed
+    # (up to one buffer) before connecting.  Without this a POST whose body streamed
     # to the dying server is not retried; on a reused client connection HAProxy then closes
     # that connection without an answer and without a log line (the client is to retry).
     option http-buffer-request
@@ -544,9 +544,8 @@ class LoadBalancer(_Service):
         buffer_bytes: int = 65536,
         parent: Path | None = None,
     ) -> None:
-        self.buffer_bytes = buffer_bytes
         self.upstreams = list(upstreams)
-        self.connect_timeout_ms = connect_timeout_ms
+        self.connect_timeout_ms, self.buffer_bytes = connect_timeout_ms, buffer_bytes
         self.health_path, self.check_interval_ms = health_path, check_interval_ms
         self.retries, self.retry_on = retries, retry_on
         self.retry_non_idempotent, self.server_timeout_s = retry_non_idempotent, server_timeout_s
