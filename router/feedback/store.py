@@ -7,9 +7,9 @@ and every label it receives on ``POST /v1/feedback`` with :meth:`FeedbackStore.a
 The store is library code over SQLAlchemy Core, so the same class works on a local SQLite file
 (``sqlite:///cascade-feedback.db``: WAL journal, a busy timeout, so several threads *and*
 processes can write at once without losing a row) and on PostgreSQL
-(``postgresql+psycopg://user:pass@host/db``) when the sidecar is scaled out behind a load
-balancer.  One instance is safe to share between threads: every call takes its own connection
-from the engine's pool and runs in its own transaction.
+(``postgresql+psycopg://user@host/db``, psycopg 3 from the ``postgres`` extra) when the sidecar
+is scaled out behind a load balancer.  One instance is safe to share between threads: every
+call takes its own connection from the engine's pool and runs in its own transaction.
 
 Tables:
 
@@ -141,6 +141,8 @@ _feedback = sa.Table(
 
 _SQLITE_BUSY_TIMEOUT_S = 30.0
 _RETRIES = 8
+#: PostgreSQL advisory lock held while the schema is created (any fixed key of this project)
+_SCHEMA_LOCK_KEY = 7243901
 
 
 def _finite(value: float, name: str) -> float:
@@ -155,8 +157,11 @@ class FeedbackStore:
 
     Args:
         url: a SQLAlchemy URL.  ``sqlite:///path.db`` gets WAL mode and a busy timeout so that
-            concurrent writers wait for each other instead of failing.  The tables are created
-            when missing.
+            concurrent writers wait for each other instead of failing.  A plain
+            ``postgresql://`` URL uses psycopg 3 (``postgresql+psycopg://``): SQLAlchemy 2.0
+            would otherwise pick psycopg2, which the ``postgres`` extra does not install.  The
+            password may come from libpq's ``PGPASSWORD`` instead of the URL.  The tables are
+            created when missing.
 
     Raises:
         ConfigurationError: the URL cannot be parsed or the database cannot be opened.
@@ -168,6 +173,8 @@ class FeedbackStore:
             parsed = sa.make_url(url)
         except sa.exc.ArgumentError as exc:
             raise ConfigurationError(f"invalid feedback store URL {url!r}: {exc}") from exc
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
         self._is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {}
         if self._is_sqlite:
@@ -182,7 +189,7 @@ class FeedbackStore:
         if self._is_sqlite:
             sa.event.listen(self._engine, "connect", _sqlite_pragmas)
         try:
-            self._retrying(lambda: _metadata.create_all(self._engine))
+            self._retrying(self._create_schema)
         except OperationalError as exc:
             self._engine.dispose()
             raise ConfigurationError(f"cannot open feedback store {url!r}: {exc}") from exc
@@ -386,6 +393,18 @@ class FeedbackStore:
 
             return pg_insert(table)
         return None
+
+    def _create_schema(self) -> None:
+        """Create the missing tables.  Replicas that open a fresh PostgreSQL database at the
+        same moment would race between "does the table exist?" and ``CREATE TABLE`` (a unique
+        violation on ``pg_type``, or "relation already exists"): on PostgreSQL the check and
+        the creation run under a transaction-scoped advisory lock, one process at a time."""
+        with self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
+                )
+            _metadata.create_all(conn)
 
     def _write(self, statement: Any) -> None:
         """Execute one write statement in its own transaction (retried while SQLite is busy)."""

@@ -1,14 +1,14 @@
 """Each real component the scale-out set-up relies on, started here and made to do one real thing.
 
-PostgreSQL (the feedback store of several replicas), an MLflow tracking server over HTTP (the
-shared registry), HAProxy in front of real HTTP upstreams (a replica SIGKILLed under load),
-and a local Spark session scoring through ``mlflow.pyfunc.spark_udf``.
+An MLflow tracking server over HTTP (the shared registry), HAProxy in front of real HTTP
+upstreams (a replica SIGKILLed under load), and a local Spark session scoring through
+``mlflow.pyfunc.spark_udf``.  PostgreSQL is exercised by the feedback store's own tests
+(``tests/router/feedback``), which run on SQLite and on a real server.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -17,7 +17,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,92 +27,16 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from router.feedback import FeedbackStore, RequestRecord
 from tests.support.services import (
     LoadBalancer,
     LocalSpark,
     MlflowServer,
-    PostgresServer,
     ServerProcess,
     free_port,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL, FRONTIER = "llama-3.1-8b-instruct", "gpt-4o-2024-05-13"
-
-
-# ------------------------------------------------------------------------------- PostgreSQL
-
-
-def _record(request_id: str, step: str = "answer") -> RequestRecord:
-    return RequestRecord(
-        request_id=request_id,
-        step=step,
-        input_text=f"question {request_id}",
-        messages=[{"role": "user", "content": f"question {request_id}"}],
-        target="quality=0.95",
-        router_version="1",
-        tier=FRONTIER,
-        path="small→escalated→frontier",
-        p_accept=0.25,
-        probabilities={SMALL: 0.25, FRONTIER: 0.9},
-        answers={SMALL: "A", FRONTIER: "B"},
-        answer="B",
-        cost_usd=0.0012,
-        latency_s=0.8,
-    )
-
-
-def _open_and_write(url: str, prefix: str, n: int) -> int:
-    """A replica's life in one process: open the store (schema included), record, label, relabel."""
-    store = FeedbackStore(url)
-    try:
-        for i in range(n):
-            request_id = f"{prefix}-{i}"
-            store.record_request(_record(request_id))
-            store.record_request(_record(request_id, step="duplicate delivery"))
-            store.add_feedback(request_id, accepted=False, source=prefix)
-            store.add_feedback(request_id, accepted=i % 2 == 0, source=prefix)
-        return n
-    finally:
-        store.close()
-
-
-def test_postgres_feedback_store_semantics(postgres: PostgresServer) -> None:
-    url = postgres.create_database("semantics")
-    with FeedbackStore(url) as store:
-        store.record_request(_record("r1"))
-        store.record_request(_record("r1", step="other"))  # idempotent on request_id
-        store.record_request(_record("r2"))
-        first = store.get_request("r1")
-        assert first is not None and first.step == "answer"
-        store.add_feedback("r1", accepted=False, source="user")
-        time.sleep(0.01)
-        middle = time.time()
-        time.sleep(0.01)
-        store.add_feedback("r1", accepted=True, score=1.0, source="grader")  # replaces
-        store.add_feedback("r2", accepted=False)
-        assert store.counts() == {"requests": 2, "labelled": 2}
-        frame = store.labelled()
-        assert frame.set_index("request_id")["accepted"].to_dict() == {"r1": True, "r2": False}
-        assert frame.set_index("request_id").loc["r1", "source"] == "grader"
-        assert set(store.labelled(since=middle)["request_id"]) == {"r1", "r2"}
-        assert store.labelled(until=middle).empty  # r1's label moved past `middle`
-
-
-def test_postgres_replicas_start_together_and_lose_nothing(postgres: PostgresServer) -> None:
-    """Four processes open a fresh database at once (each creates the schema), then write."""
-    url = postgres.create_database("replicas")
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=4, mp_context=context) as pool:
-        done = list(pool.map(_open_and_write, [url] * 4, [f"p{k}" for k in range(4)], [40] * 4))
-    assert done == [40] * 4
-    with FeedbackStore(url) as store:
-        assert store.counts() == {"requests": 160, "labelled": 160}
-        frame = store.labelled()
-        assert frame.groupby("source").size().to_dict() == {f"p{k}": 40 for k in range(4)}
-        assert int(frame["accepted"].sum()) == 80
-        assert set(frame["step"]) == {"answer"}
 
 
 # ------------------------------------------------------------------------------------ MLflow
