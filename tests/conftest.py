@@ -96,10 +96,22 @@ def postgres_database(
 
 @pytest.fixture(scope="session")
 def mlflow_server() -> Iterator[MlflowServer]:
-    """``mlflow server`` over HTTP (SQLite backend, proxied artifacts): 25-55 s to start on two
-    busy cores, so one per session; tests use their own experiment and model names."""
-    with MlflowServer() as server:
+    """``mlflow server`` over HTTP (SQLite backend, proxied artifacts, basic authentication):
+    25-55 s to start on two busy cores, so one per session; tests use their own experiment and
+    model names, and reach it through :func:`tracking_server`."""
+    with MlflowServer(auth=True) as server:
         yield server
+
+
+@pytest.fixture
+def tracking_server(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> MlflowServer:
+    """The session's MLflow server, its credentials in this test's environment (where MLflow's
+    client reads them, and child processes inherit them) and no process-wide tracking URI."""
+    for key, value in mlflow_server.client_env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(key, raising=False)
+    return mlflow_server
 
 
 @pytest.fixture(scope="session")

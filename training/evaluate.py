@@ -89,7 +89,7 @@ def evaluate(
     bootstrap_resamples: int = 200,
     baselines: bool = True,
 ) -> tuple[dict[str, Any], CurveSet]:
-    """All the numbers of docs/metrics.md for ``model`` on ``test``, baselines fitted on ``train``."""
+    """Every number of docs/metrics.md for ``model`` on ``test``; baselines fitted on ``train``."""
     target = target or model.target
     scores, costs = test.scores, test.costs
     n_tiers = len(model.tiers)

@@ -11,7 +11,9 @@ with one line that names the binary, the log file and the log's last lines.
   a database of its own.
 * :class:`MlflowServer`: ``mlflow server`` with a database backend (a SQLite file by default,
   or any SQLAlchemy URL, e.g. a :class:`PostgresServer` database) that stores and serves the
-  artifacts itself (``--serve-artifacts``), so clients share nothing but its URL.
+  artifacts itself (``--serve-artifacts``), so clients share nothing but its URL; optionally
+  behind MLflow's basic authentication (clients send ``MLFLOW_TRACKING_USERNAME`` /
+  ``MLFLOW_TRACKING_PASSWORD`` from their environment).
 * :class:`LoadBalancer`: HAProxy in front of N HTTP upstreams: round robin, active health
   checks, connection failures and empty responses retried on another upstream, reloadable
   with a new set of upstreams without dropping connections.
@@ -401,13 +403,22 @@ class MlflowServer(_Service):
 
     ``backend_uri`` defaults to a SQLite file in the server's folder; artifacts are stored
     under ``artifacts`` there and reach clients over HTTP (``mlflow-artifacts:/``), so a
-    client needs only ``url`` (as the tracking and registry URI).
+    client needs only ``url`` (as the tracking and registry URI).  With ``auth`` the server runs
+    MLflow's basic-auth app (the ``mlflow[auth]`` extra) with one admin account; clients pass
+    :attr:`client_env` in their environment.
     """
 
     def __init__(
-        self, *, backend_uri: str | None = None, parent: Path | None = None, workers: int = 1
+        self,
+        *,
+        backend_uri: str | None = None,
+        parent: Path | None = None,
+        workers: int = 1,
+        auth: bool = False,
     ) -> None:
         self.backend_uri, self.parent, self.workers = backend_uri, parent, workers
+        self.auth = auth
+        self.username, self.password = "cascade-admin", "cascade-" + os.urandom(8).hex()
         self.port = 0
         self.base: Path | None = None
         self.startup_s = 0.0
@@ -416,6 +427,16 @@ class MlflowServer(_Service):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """What a client sets in its environment to reach this server (credentials, if any)."""
+        if not self.auth:
+            return {}
+        return {
+            "MLFLOW_TRACKING_USERNAME": self.username,
+            "MLFLOW_TRACKING_PASSWORD": self.password,
+        }
 
     @property
     def artifacts(self) -> Path:
@@ -440,6 +461,9 @@ class MlflowServer(_Service):
             "--host", "127.0.0.1", "--port", str(self.port),
             "--workers", str(self.workers),
         ]  # fmt: skip
+        if self.auth:
+            args += ["--app-name", "basic-auth"]
+            env.update(self._auth_config())
         self._daemon = ServerProcess(
             "mlflow server", args, self.base / "mlflow-server.log", env=env, cwd=self.base
         )
@@ -454,6 +478,26 @@ class MlflowServer(_Service):
         if self.base is not None:
             shutil.rmtree(self.base, ignore_errors=True)
             self.base = None
+
+    def _auth_config(self) -> dict[str, str]:
+        """The basic-auth app's configuration file and the environment that points at it."""
+        assert self.base is not None
+        config = self.base / "basic_auth.ini"
+        config.write_text(
+            "[mlflow]\n"
+            # users other than the admin read nothing unless granted
+            "default_permission = NO_PERMISSIONS\n"
+            f"database_uri = sqlite:///{self.base / 'basic_auth.db'}\n"
+            f"admin_username = {self.username}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            # one PBKDF2 check per minute and user, not per request (replicas poll aliases)
+            "auth_cache_ttl_seconds = 60\n"
+        )
+        return {
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(),
+        }
 
     def _healthy(self) -> bool:
         try:
