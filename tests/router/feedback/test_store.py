@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from router.errors import CascadeRouterError, ConfigurationError, UnknownRequestError
@@ -198,3 +199,40 @@ def test_plain_postgresql_url_uses_psycopg3(postgres_database) -> None:
         store.record_request(make_record("r1"))
         assert store.counts() == {"requests": 1, "labelled": 0}
         assert "postgresql+psycopg" in repr(store) and "cascade-test" not in repr(store)
+
+
+def test_bulk_writes_and_streamed_reads(url: str) -> None:
+    """An import of many requests and labels at once, read back in batches and by id."""
+    from router.feedback import FeedbackRecord
+
+    with FeedbackStore(url) as store:
+        records = [make_record(f"b{i:03d}", created_at=1000.0 + i) for i in range(250)]
+        assert store.record_requests(records) == 250
+        store.record_requests([make_record("b000", step="again")])  # still idempotent
+        labels = [
+            FeedbackRecord(f"b{i:03d}", i % 2 == 0, None, "import", 2000.0 + i) for i in range(250)
+        ]
+        assert store.add_feedback_batch(labels) == 250
+        relabel = [FeedbackRecord("b001", True, 1.0, "grader", 3000.0)]
+        store.add_feedback_batch(relabel)  # replaces, and moves to the end of the window
+        with pytest.raises(UnknownRequestError):
+            store.add_feedback_batch([FeedbackRecord("nope", True, None, None, 1.0)])
+        assert store.counts() == {"requests": 250, "labelled": 250}
+
+        whole = store.labelled()
+        batches = list(store.iter_labelled(batch_size=64, columns=("request_id", "accepted")))
+        assert [len(b) for b in batches] == [64, 64, 64, 58]
+        streamed = pd.concat(batches, ignore_index=True)
+        assert list(streamed.columns) == ["request_id", "accepted"]
+        assert streamed["request_id"].tolist() == whole["request_id"].tolist()
+        assert whole["request_id"].iloc[-1] == "b001" and bool(whole["accepted"].iloc[-1])
+        assert whole.set_index("request_id").loc["b000", "step"] == "answer"
+        window = list(store.iter_labelled(since=2100.0, until=2200.0, columns=("request_id",)))
+        assert len(pd.concat(window)) == 100
+
+        wanted = ["b007", "b003", "b001", "missing"]
+        some = store.labelled_rows(wanted, columns=("request_id", "answers", "labelled_at"))
+        assert some["request_id"].tolist() == ["b003", "b007", "b001"]  # by labelled_at
+        assert some["answers"].iloc[0] == {"llama-3.1-8b-instruct": "A", "gpt-4o-2024-05-13": "B"}
+        with pytest.raises(ConfigurationError, match="unknown feedback column"):
+            store.labelled_rows(["b001"], columns=("nope",))
