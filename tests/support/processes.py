@@ -215,6 +215,12 @@ class Sidecar(_Process):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 120.0) -> Sidecar:
+        # a sidecar without a registered router serves the bundled one, whose embedder artefact
+        # is built on first use: build it here, once, not inside a start-up deadline
+        from router.embedders.build import ensure_static
+        from router.settings import RouterSettings
+
+        ensure_static(self.env.get("CASCADE_CACHE_DIR") or RouterSettings().cache_dir)
         self._start()
         self._wait(f"{self.url}/healthz", timeout_s)
         return self
