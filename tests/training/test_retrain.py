@@ -383,13 +383,18 @@ def test_retrain_on_postgres_against_a_tracking_server(
     promote_version(settings.registered_model, weak, client=reg(settings))
     with FeedbackStore.from_settings(settings) as store:
         write_feedback(store, split_tables[0].subset(np.arange(200)))
-        result = retrain(config(base_file), settings, store, log=print)
+        # 160 distinct training inputs after the held-out 40: the cap keeps 120 of them
+        result = retrain(config(base_file, max_feedback_rows=120), settings, store, log=print)
     assert result.promoted, result.decision.report()
     assert aliases(settings) == {
         "champion": result.version,
         "previous": weak,
         "challenger": result.version,
     }
+    counts = result.lineage["feedback_counts"]
+    assert counts["labelled"] == 160 and counts["capped"] == 40
+    assert counts["completed_from_lookup"] == 120
+    assert result.timings["read_s"] > 0 and result.timings["embed_s"] > 0
     run = reg(settings).get_run(result.run_id)
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")
     assert run.data.params["parent_version"] == weak
