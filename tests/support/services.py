@@ -673,12 +673,7 @@ class LoadBalancer(_Service):
 
     def server_states(self) -> dict[str, str]:
         """Each server's check status (``UP``, ``DOWN``, ``MAINT``, ...) from the stats socket."""
-        rows = csv.DictReader(io.StringIO(self.command("show stat").lstrip("# ")))
-        return {
-            row["svname"]: row["status"]
-            for row in rows
-            if row.get("pxname") == "replicas" and row["svname"] not in ("FRONTEND", "BACKEND")
-        }
+        return parse_server_states(self.command("show stat"))
 
     def wait_states(self, expected: dict[str, str], timeout_s: float = 10.0) -> float:
         """Wait until the servers in ``expected`` have those states; the seconds it took."""
@@ -695,14 +690,7 @@ class LoadBalancer(_Service):
         """One command on HAProxy's runtime API (the admin stats socket)."""
         if self.base is None:
             raise ServiceError("haproxy is not started")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5.0)
-            sock.connect(str(self.base / "admin.sock"))
-            sock.sendall(line.encode() + b"\n")
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
+        return haproxy_command(self.base / "admin.sock", line)
 
     def _states_or_empty(self) -> dict[str, str]:
         try:
@@ -746,6 +734,28 @@ class LoadBalancer(_Service):
         tmp = self.base / "haproxy.cfg.tmp"
         tmp.write_text(text)
         tmp.replace(self.base / "haproxy.cfg")
+
+
+def haproxy_command(socket_path: Path | str, line: str) -> str:
+    """One command on an HAProxy runtime API socket (``show stat``, ``disable server``, ...)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5.0)
+        sock.connect(str(socket_path))
+        sock.sendall(line.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def parse_server_states(show_stat: str, backend: str = "replicas") -> dict[str, str]:
+    """Each server of ``backend`` and its check status, from ``show stat`` output."""
+    rows = csv.DictReader(io.StringIO(show_stat.lstrip("# ")))
+    return {
+        row["svname"]: row["status"]
+        for row in rows
+        if row.get("pxname") == backend and row["svname"] not in ("FRONTEND", "BACKEND")
+    }
 
 
 # -------------------------------------------------------------------------------------- Spark
