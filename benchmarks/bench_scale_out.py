@@ -17,10 +17,12 @@ tests' ``tests/support/services.py``); both replicas serve the router that ships
   without the balancer.  Load generator, HAProxy and replicas share this machine's cores.
 * kill: mixed traffic (chat completions, decisions, streamed chat completions, feedback
   labels) from ``--clients`` threads through the balancer, the first replica SIGKILLed after
-  ``--kill-after`` seconds; failures as clients saw them (and whether a response had begun),
-  model calls made twice (the upstream is an OpenAI-protocol stand-in that records calls),
-  feedback labels acknowledged and found in PostgreSQL.  Run with chat completions retried
-  (the profile's default) and, on a fresh profile, with ``CASCADE_LB_NO_CHAT_RETRY=1``.
+  ``--kill-after`` seconds; failures as clients saw them (and whether a replica's response had
+  begun), model calls made twice (the upstream is an OpenAI-protocol stand-in that records
+  calls and answers after ``--upstream-delay`` seconds, a model's latency), feedback labels
+  acknowledged and found in PostgreSQL.  ``--kills`` times (each on a fresh profile) with chat
+  completions retried (the profile's default), and as often with
+  ``CASCADE_LB_NO_CHAT_RETRY=1``.
 * promotion: the seconds from moving ``@champion`` until each replica serves the new version
   (replicas check every ``reload_interval_s``, 5 s in ``replica.toml``), ``--promotions`` times.
 
@@ -165,8 +167,9 @@ def kill(profile: ScaleOutProfile, upstream: OpenAIStubServer, feedback_url: str
         "by_kind": dict(Counter(o.kind for o in outcomes)),
         "in_flight_at_kill": dict(Counter(o.kind for o in in_flight)),
         "failed": dict(Counter(o.kind for o in failed)),
+        "failed_status": dict(Counter(str(o.status) for o in failed)),
         "failed_after_response_began": sum(o.response_started for o in failed),
-        "failed_without_response": sum(not o.response_started for o in failed),
+        "failed_other": sum(not o.response_started for o in failed),
         "errors": sorted({str(o.error)[:100] for o in failed}),
         "model_calls": sum(calls.values()),
         "model_calls_repeated": sum(n - 1 for n in calls.values() if n > 1),
@@ -174,6 +177,19 @@ def kill(profile: ScaleOutProfile, upstream: OpenAIStubServer, feedback_url: str
         "labels_lost": lost,
         "lb_states_after": profile.server_states(),
     }
+
+
+def _totals(runs: list[dict[str, Any]]) -> dict[str, int]:
+    """Sums over the kill runs of what is counted."""
+    keys = ("requests", "failed_after_response_began", "failed_other", "model_calls")
+    keys += ("model_calls_repeated", "labels_acknowledged", "labels_lost")
+    totals = {k: sum(int(r[k]) for r in runs) for k in keys}
+    totals["chat_in_flight_at_kill"] = sum(
+        int(r["in_flight_at_kill"].get("chat", 0)) + int(r["in_flight_at_kill"].get("stream", 0))
+        for r in runs
+    )
+    totals["failed"] = sum(sum(r["failed"].values()) for r in runs)
+    return totals
 
 
 def promotion(profile: ScaleOutProfile, settings: Any, versions: list[str], times: int) -> dict:
@@ -215,6 +231,8 @@ def main() -> int:
     parser.add_argument("--route-clients", type=int, default=32)
     parser.add_argument("--clients", type=int, default=8, help="kill: client threads")
     parser.add_argument("--kill-after", type=float, default=5.0)
+    parser.add_argument("--kills", type=int, default=3, help="kills per retry setting")
+    parser.add_argument("--upstream-delay", type=float, default=0.5, help="model latency (s)")
     parser.add_argument("--promotions", type=int, default=4)
     args = parser.parse_args()
     from router.settings import RouterSettings
@@ -231,7 +249,9 @@ def main() -> int:
         PostgresServer() as postgres,
         MlflowServer() as mlflow_server,
         OpenAIStubServer(
-            responder=lambda messages: "The answer is (B).", models=[SMALL, FRONTIER], delay_s=0.1
+            responder=lambda messages: "The answer is (B).",
+            models=[SMALL, FRONTIER],
+            delay_s=args.upstream_delay,
         ) as upstream,
     ):
         work = Path(tmp)
@@ -245,7 +265,9 @@ def main() -> int:
         promote_version(NAME, versions[0], client=registry_client(settings.tracking_uri))
         if args.only in (None, "throughput", "promotion"):
             url = postgres.create_database("bench_main")
-            env = profile_env(mlflow_server.url, url, None)
+            # upstream model servers as in production (a router without them would load the
+            # bundled replay data with every version it swaps in)
+            env = profile_env(mlflow_server.url, url, upstream)
             with ScaleOutProfile(work / "main", env, replicas=2) as profile:
                 if args.only in (None, "throughput"):
                     results["throughput"] = throughput(
@@ -256,17 +278,22 @@ def main() -> int:
                         profile, settings, versions, args.promotions
                     ) | {"command": command}
         if args.only in (None, "kill"):
-            results["kill"] = {"command": command}
+            results["kill"] = {"command": command, "upstream_delay_s": args.upstream_delay}
+            n = 0
             for label, extra in (
                 ("chat retried (default)", {}),
                 ("chat not retried", {"CASCADE_LB_NO_CHAT_RETRY": "1"}),
             ):
-                url = postgres.create_database(f"bench_kill_{len(results['kill'])}")
-                env = profile_env(mlflow_server.url, url, upstream, **extra)
-                with ScaleOutProfile(work / f"kill-{len(results['kill'])}", env) as profile:
-                    row = kill(profile, upstream, url, args)
-                results["kill"][label] = row
-                print(f"kill, {label}: {json.dumps(row)}", flush=True)
+                runs = []
+                for _ in range(args.kills):
+                    n += 1
+                    url = postgres.create_database(f"bench_kill_{n}")
+                    env = profile_env(mlflow_server.url, url, upstream, **extra)
+                    with ScaleOutProfile(work / f"kill-{n}", env) as profile:
+                        row = kill(profile, upstream, url, args)
+                    runs.append(row)
+                    print(f"kill, {label}: {json.dumps(row)}", flush=True)
+                results["kill"][label] = {"runs": runs, "total": _totals(runs)}
     RESULTS.write_text(json.dumps(results, indent=2))
     print(f"wrote {RESULTS}")
     return 0

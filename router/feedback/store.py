@@ -299,7 +299,7 @@ class FeedbackStore:
             UnknownRequestError: a label names a request that was never recorded (nothing of
                 the batch is stored).
         """
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "request_id": str(label.request_id),
                 "accepted": bool(label.accepted),
@@ -433,13 +433,15 @@ class FeedbackStore:
         unknown = [c for c in columns if c not in LABELLED_COLUMNS]
         if unknown:
             raise ConfigurationError(f"unknown feedback column(s) {unknown}; see LABELLED_COLUMNS")
-        label_columns = {
+        label_columns: dict[str, Any] = {
             "accepted": _feedback.c.accepted,
             "score": _feedback.c.score,
             "source": _feedback.c.source,
             "labelled_at": _feedback.c.created_at.label("labelled_at"),
         }
-        selected = [label_columns.get(name, _requests.c.get(name)) for name in columns]
+        selected = [
+            label_columns[name] if name in label_columns else _requests.c[name] for name in columns
+        ]
         return sa.select(*selected).join_from(
             _requests, _feedback, _requests.c.request_id == _feedback.c.request_id
         )

@@ -186,7 +186,7 @@ def test_a_replica_killed_under_load_loses_nothing(deployment: Deployment, promp
             "states_after": states,
         },
     )
-    assert len(outcomes) > 40 and in_flight, "the kill must happen under load"
+    assert len(outcomes) > 20 and in_flight, "the kill must happen under load"
     assert failed == unretryable, [o for o in failed if o not in unretryable]
     assert all(o.kind == "stream" for o in unretryable)  # JSON answers are sent in one piece
     assert not missing_labels and not missing_requests

@@ -159,8 +159,9 @@ class Outcome:
 
     @property
     def response_started(self) -> bool:
-        """A response (status line and headers) reached the client before it broke."""
-        return self.status is not None
+        """A replica's answer (200 and headers) reached the client before it broke: what no
+        balancer can re-send.  An error status made by the balancer itself does not count."""
+        return self.status == 200
 
     def in_flight_at(self, moment: float) -> bool:
         return self.started_at <= moment <= self.ended_at
