@@ -214,7 +214,13 @@ def bench_route(workdir: Path, seconds: float, kind: str | None) -> dict[str, An
     data = inputs()
     settings = {"feedback_url": f"sqlite:///{workdir / 'fb.db'}", **embedder_settings(kind)}
     sidecar = Sidecar(workdir, settings).start()
-    out: dict[str, Any] = {"embedder": kind or "minilm (bundled router)"}
+    if kind is None:  # the router that ships in the package, with whatever embedder it has
+        from router.registry import bundled_router_path
+
+        meta = json.loads((bundled_router_path() / "router.json").read_text())
+        out: dict[str, Any] = {"embedder": f"{meta['embedder']['kind']} (bundled router)"}
+    else:
+        out = {"embedder": kind}
     out |= {"closed_loop": {}, "open_loop": {}}
     offset = 0
     try:

@@ -147,7 +147,24 @@ def open_router_folder(target: str, settings: RouterSettings) -> Iterator[tuple[
     )
 
 
-def _download_router(uri: str, tracking_uri: str, dst: Path) -> tuple[Path, str | None]:
+@contextlib.contextmanager
+def open_model_folder(target: str, tracking_uri: str) -> Iterator[tuple[Path, str | None]]:
+    """The MLflow model folder (``MLmodel`` at its root) and registry version of a ``models:/``
+    or ``runs:/`` URI, downloaded from the registry at ``tracking_uri`` into a temporary folder
+    removed on leaving the block; a local folder is given back as it is.
+
+    Nothing here reads MLflow's process-wide tracking URI: the alias is resolved and the files
+    are fetched through ``tracking_uri`` (over HTTP for a tracking server), so a process may
+    talk to several registries, and ``mlflow.pyfunc.spark_udf`` can be handed a local folder.
+    """
+    if Path(target).is_dir():
+        yield Path(target), None
+        return
+    with tempfile.TemporaryDirectory(prefix="cascade-router-") as dst:
+        yield _download_model(target, tracking_uri, Path(dst))
+
+
+def _download_model(uri: str, tracking_uri: str, dst: Path) -> tuple[Path, str | None]:
     client = registry_client(tracking_uri)
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -165,7 +182,10 @@ def _download_router(uri: str, tracking_uri: str, dst: Path) -> tuple[Path, str 
             source = client.get_model_version_download_uri(ref.name, mv.version)
         local = Path(
             mlflow.artifacts.download_artifacts(
-                artifact_uri=source, dst_path=str(dst), tracking_uri=tracking_uri
+                artifact_uri=source,
+                dst_path=str(dst),
+                tracking_uri=tracking_uri,
+                registry_uri=tracking_uri,
             )
         )
     except MlflowException as exc:
@@ -173,6 +193,11 @@ def _download_router(uri: str, tracking_uri: str, dst: Path) -> tuple[Path, str 
             f"cannot load {uri} from {tracking_uri}: {exc.message.splitlines()[0]}. "
             "Train and register one with `cascade-router train`."
         ) from exc
+    return local, version
+
+
+def _download_router(uri: str, tracking_uri: str, dst: Path) -> tuple[Path, str | None]:
+    local, version = _download_model(uri, tracking_uri, dst)
     # the logged model stores the folder as artifacts/router; other loggers keep its own name
     candidates = [local / "artifacts" / "router", local / "router", local]
     candidates += [p.parent for p in sorted(local.glob("artifacts/*/router.json"))]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,7 +18,11 @@ class RouterSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CASCADE_", extra="ignore")
 
-    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking store")
+    tracking_uri: str = Field(
+        "sqlite:///mlflow.db",
+        description="MLflow tracking store: a database URL, or a tracking server's http(s) URL "
+        "(credentials from MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN)",
+    )
     artifact_location: str = Field("./mlruns", description="MLflow artifact root for experiments")
     experiment: str = Field("cascade-router", description="MLflow experiment name")
     registered_model: str = Field("cascade-router", description="Model Registry name")
@@ -52,3 +57,15 @@ class RouterSettings(BaseSettings):
     drift_window: int = Field(500, ge=10, description="latest labels per step that drift reads")
     drift_threshold: float = Field(0.1, gt=0.0, lt=1.0, description="|predicted-observed| flag")
     drift_min_labels: int = Field(50, ge=1, description="labels a step needs to be flagged")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials_in_tracking_uri(cls, value: str) -> str:
+        # a URL with a password ends up in logs, config files and process listings
+        if value.startswith(("http://", "https://")) and urlsplit(value).password is not None:
+            raise ValueError(
+                "the tracking URI must not carry credentials: give the server's URL alone and "
+                "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+                "MLFLOW_TRACKING_TOKEN) in the environment"
+            )
+        return value

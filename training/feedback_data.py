@@ -31,6 +31,7 @@ labelled several times keeps its latest label.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -241,41 +242,53 @@ def replay_as_feedback(
     start: int = 0,
     prefix: str = "replay",
     source: str = "replay",
+    vary: bool = False,
+    batch_size: int = 500,
+    skip: int = 0,
 ) -> int:
     """Write recorded outcomes into ``store`` as answered, labelled production requests (for
     tests, benchmarks and demos of the feedback loop); returns how many were written.
 
     Request ``k`` (of ``rows``, default one per prompt) answers prompt ``i = k mod n`` on tier
     ``(start + i + k // n) mod 2`` with that tier's recorded answer, and is labelled accepted
-    where its recorded score is at least 0.5.
+    where its recorded score is at least 0.5.  ``vary`` makes every request's input distinct,
+    as repeated production traffic is (the prompt, then a line ``(ticket k)``).  Written
+    ``batch_size`` requests per transaction; ``skip`` leaves out the first requests (a fill
+    resumed where it stopped).
     """
+    from router.feedback import FeedbackRecord
+
     n = len(table)
     total = n if rows is None else int(rows)
-    for k in range(total):
-        i, lap = k % n, k // n
-        tier_index = (start + i + lap) % 2
-        tier = table.tiers[tier_index]
-        answer = table.responses[tier_index][i] or ""
-        request_id = f"{prefix}-{table.prompt_ids[i]}" + (f"-{lap}" if lap else "")
-        store.record_request(
-            RequestRecord(
-                request_id=request_id,
-                step=str(table.steps[i]),
-                input_text=table.prompts[i],
-                messages=[{"role": "user", "content": table.prompts[i]}],
-                target="quality_ratio=0.95",
-                router_version="1",
-                tier=tier,
-                path="verified" if tier_index == 0 else "escalated",
-                p_accept=0.5,
-                probabilities={t: 0.5 for t in table.tiers},
-                answers={tier: answer},
-                answer=answer,
-                cost_usd=float(table.costs[i, tier_index]),
-                latency_s=0.1,
+    for first in range(skip, total, batch_size):
+        records, labels = [], []
+        for k in range(first, min(first + batch_size, total)):
+            i, lap = k % n, k // n
+            tier_index = (start + i + lap) % 2
+            tier = table.tiers[tier_index]
+            answer = table.responses[tier_index][i] or ""
+            request_id = f"{prefix}-{table.prompt_ids[i]}" + (f"-{lap}" if lap else "")
+            text = f"{table.prompts[i]}\n\n(ticket {k:07d})" if vary else table.prompts[i]
+            records.append(
+                RequestRecord(
+                    request_id=request_id,
+                    step=str(table.steps[i]),
+                    input_text=text,
+                    messages=[{"role": "user", "content": text}],
+                    target="quality_ratio=0.95",
+                    router_version="1",
+                    tier=tier,
+                    path="verified" if tier_index == 0 else "escalated",
+                    p_accept=0.5,
+                    probabilities={t: 0.5 for t in table.tiers},
+                    answers={tier: answer},
+                    answer=answer,
+                    cost_usd=float(table.costs[i, tier_index]),
+                    latency_s=0.1,
+                )
             )
-        )
-        store.add_feedback(
-            request_id, accepted=bool(table.scores[i, tier_index] >= 0.5), source=source
-        )
-    return total
+            accepted = bool(table.scores[i, tier_index] >= 0.5)
+            labels.append(FeedbackRecord(request_id, accepted, None, source, time.time()))
+        store.record_requests(records)
+        store.add_feedback_batch(labels)
+    return total - skip

@@ -1,9 +1,10 @@
 """MLflow tracking and Model Registry plumbing: log a router as a pyfunc, register, alias it.
 
 MLflow 3: the tracking store is a database (``sqlite:///mlflow.db``, relative to the current
-directory as MLflow reads it); artifacts go under the experiment's artifact location
-(``./mlruns`` by default); registry stages are deprecated, so production is the alias
-``@champion``.
+directory as MLflow reads it) or a tracking server (``http(s)://…``); artifacts go under the
+experiment's artifact location (``./mlruns`` by default for a database store; a server's own
+artifact store, ``mlflow-artifacts:/``, for a server); registry stages are deprecated, so
+production is the alias ``@champion``.
 """
 
 from __future__ import annotations
@@ -38,27 +39,53 @@ logger = logging.getLogger(__name__)
 MODEL_NAME = "router"  # the logged model's name inside its run ("runs:/<id>/router")
 
 
+def _has_scheme(location: str) -> bool:
+    return "://" in location or location.startswith(("file:", "mlflow-artifacts:"))
+
+
 def artifact_uri(location: str | Path) -> str:
     """An artifact location as a URI: local paths become absolute ``file://`` URIs."""
     text = str(location)
-    if "://" in text or text.startswith(("file:", "mlflow-artifacts:")):
+    if _has_scheme(text):
         return text  # s3://..., file:///..., mlflow-artifacts:/...
     return Path(text).expanduser().resolve().as_uri()
+
+
+def is_tracking_server(tracking_uri: str) -> bool:
+    """Whether ``tracking_uri`` names an MLflow tracking server (HTTP) rather than a database."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def experiment_artifact_location(settings: RouterSettings) -> str | None:
+    """The artifact root a new experiment gets; None: the tracking server's own store.
+
+    Against a tracking server, a local folder (the ``./mlruns`` default) would put every logged
+    router on the disk of the process that trained it, where no replica on another host can
+    read it: the server's artifact store (``mlflow-artifacts:/``, proxied by the server) is used
+    instead.  A location with a scheme (``s3://…``, ``gs://…``) is always honoured.
+    """
+    location = str(settings.artifact_location)
+    if is_tracking_server(settings.tracking_uri) and not _has_scheme(location):
+        return None
+    return artifact_uri(location)
 
 
 def open_tracking(settings: RouterSettings | None = None) -> MlflowClient:
     """Point MLflow at ``settings.tracking_uri`` and make ``settings.experiment`` the active one.
 
-    The experiment is created with ``settings.artifact_location`` (made absolute) as its
-    artifact root, so logged routers land under ``./mlruns`` whatever the tracking store is.
-    An existing experiment keeps the artifact root it was created with.
+    The experiment is created with :func:`experiment_artifact_location` as its artifact root:
+    ``settings.artifact_location`` made absolute for a database store (``./mlruns``), the
+    server's own artifact store for a tracking server.  An existing experiment keeps the
+    artifact root it was created with.  Credentials for a server come from MLflow's own
+    environment variables (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` or
+    ``MLFLOW_TRACKING_TOKEN``), never from the settings.
     """
     settings = settings or RouterSettings()
     # the fluent API (start_run, log_model) reads the global tracking URI; everything else
     # goes through the client made for this URI
     mlflow.set_tracking_uri(settings.tracking_uri)
     client = registry_client(settings.tracking_uri)
-    location = artifact_uri(settings.artifact_location)
+    location = experiment_artifact_location(settings)
     try:
         experiment = client.get_experiment_by_name(settings.experiment)
         if experiment is None:
@@ -76,7 +103,15 @@ def open_tracking(settings: RouterSettings | None = None) -> MlflowClient:
             experiment_id = experiment.experiment_id
             if experiment.lifecycle_stage == "deleted":
                 client.restore_experiment(experiment_id)
-            if experiment.artifact_location.rstrip("/") != location.rstrip("/"):
+            kept = experiment.artifact_location
+            if is_tracking_server(settings.tracking_uri) and kept.startswith("file:"):
+                logger.warning(
+                    "experiment %r stores artifacts at %s, on one machine's disk: replicas "
+                    "elsewhere cannot load its routers; use a new experiment (CASCADE_EXPERIMENT)",
+                    settings.experiment,
+                    kept,
+                )
+            elif location is not None and kept.rstrip("/") != location.rstrip("/"):
                 logger.info(
                     "experiment %r keeps its artifact location %s (settings: %s)",
                     settings.experiment,

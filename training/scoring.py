@@ -8,6 +8,10 @@ The router is one MLflow pyfunc model, so the same ``predict`` runs everywhere:
   ``decision`` struct column to a Spark DataFrame with ``step`` and ``input`` columns
   (``answer`` optional), so a log of millions of requests is scored in parallel by the cluster.
 
+Both resolve a ``models:/`` or ``runs:/`` URI through the registry named by ``tracking_uri``
+(default: the settings' ``CASCADE_TRACKING_URI``), never MLflow's process-wide URI; Spark gets
+the downloaded model folder and ships it to its executors itself.
+
 A feedback log from :meth:`router.feedback.FeedbackStore.labelled` becomes the model's input
 with :func:`log_to_model_input` (``input_text`` → ``input``).
 """
@@ -19,6 +23,8 @@ from typing import Any
 import pandas as pd
 
 from router.pyfunc import _STRING_OUTPUTS, DECISION_COLUMNS
+from router.registry import open_model_folder
+from router.settings import RouterSettings
 
 __all__ = ["decision_struct_type", "log_to_model_input", "score_frame", "spark_score"]
 
@@ -41,17 +47,20 @@ def score_frame(
     model_uri: str,
     batch_size: int = 4096,
     params: dict[str, Any] | None = None,
+    tracking_uri: str | None = None,
 ) -> pd.DataFrame:
     """Decisions for every row of ``frame``, ``batch_size`` rows per ``predict`` call."""
     import mlflow
 
-    model = mlflow.pyfunc.load_model(model_uri)
-    parts = [
-        model.predict(frame.iloc[i : i + batch_size], params=params)
-        for i in range(0, len(frame), batch_size)
-    ]
-    if not parts:
-        return model.predict(frame, params=params)
+    tracking_uri = tracking_uri or RouterSettings().tracking_uri
+    with open_model_folder(model_uri, tracking_uri) as (folder, _):
+        model = mlflow.pyfunc.load_model(str(folder))
+        parts = [
+            model.predict(frame.iloc[i : i + batch_size], params=params)
+            for i in range(0, len(frame), batch_size)
+        ]
+        if not parts:
+            return model.predict(frame, params=params)
     return pd.concat(parts)
 
 
@@ -61,17 +70,26 @@ def decision_struct_type() -> str:
     return f"struct<{', '.join(fields)}>"
 
 
-def spark_score(spark: Any, frame: Any, model_uri: str, column: str = "decision") -> Any:
+def spark_score(
+    spark: Any,
+    frame: Any,
+    model_uri: str,
+    column: str = "decision",
+    tracking_uri: str | None = None,
+) -> Any:
     """``frame`` (a Spark DataFrame with ``step``, ``input``) plus a ``decision`` struct column.
 
     ``env_manager="local"``: executors use their own Python, which must have cascade-router
-    installed (as the driver's does).
+    installed (as the driver's does).  The model is fetched once, on the driver; Spark copies
+    it to the executors when the UDF is made, so the download can go right after.
     """
     import mlflow
     from pyspark.sql.functions import struct
 
-    udf = mlflow.pyfunc.spark_udf(
-        spark, model_uri, result_type=decision_struct_type(), env_manager="local"
-    )
+    tracking_uri = tracking_uri or RouterSettings().tracking_uri
+    with open_model_folder(model_uri, tracking_uri) as (folder, _):
+        udf = mlflow.pyfunc.spark_udf(
+            spark, str(folder), result_type=decision_struct_type(), env_manager="local"
+        )
     inputs = [c for c in ("step", "input", "answer") if c in frame.columns]
     return frame.withColumn(column, udf(struct(*inputs)))

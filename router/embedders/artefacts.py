@@ -9,7 +9,12 @@ from typing import Any
 
 from router.errors import ConfigurationError
 
-STATIC_ARTEFACT = "static-minilm"
+#: The static table of the current recipe (float64 distillation, quantised table): a router
+#: that names it gets it built on first use.  ``static-minilm`` was the float32 recipe, whose
+#: bytes depended on the CPU's vector instructions; routers trained with it keep working where
+#: that folder exists (it can no longer be built).
+STATIC_ARTEFACT = "static-minilm-v2"
+LEGACY_STATIC_ARTEFACTS = ("static-minilm",)
 ONNX_ARTEFACT = "onnx-minilm"
 ONNX_INT8_ARTEFACT = "onnx-minilm-int8"
 ARTEFACT_META = "artefact.json"
@@ -36,6 +41,13 @@ def read_artefact(folder: Path, expected_sha256: str | None = None) -> dict[str,
     """The metadata of a built artefact, checked against its files (and a recorded hash)."""
     meta_path = folder / ARTEFACT_META
     if not meta_path.exists():
+        if folder.name in LEGACY_STATIC_ARTEFACTS:
+            raise ConfigurationError(
+                f"no embedder artefact at {folder}: this router was trained with "
+                f"{folder.name}, which this version no longer builds; retrain it with the "
+                f"current static embedder ({STATIC_ARTEFACT}: `cascade-router embedders build "
+                "static`) or copy that folder from where it was built"
+            )
         command = "onnx" if "onnx" in folder.name else "static"
         command += " --int8" if folder.name == ONNX_INT8_ARTEFACT else ""
         raise ConfigurationError(

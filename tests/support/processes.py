@@ -210,7 +210,12 @@ class Sidecar(_Process):
 
     def __init__(self, workdir: Path, settings: dict[str, Any], port: int | None = None) -> None:
         self.port = port or free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CASCADE_")}
+        # only the embedder artefacts' folder passes through: built once per test session
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("CASCADE_") or k == "CASCADE_CACHE_DIR"
+        }
         env["PYTHONPATH"] = str(ROOT)
         for key, value in {**settings, "port": self.port}.items():
             text = json.dumps(value) if isinstance(value, list | dict) else str(value)
@@ -223,6 +228,12 @@ class Sidecar(_Process):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 120.0) -> Sidecar:
+        # a sidecar without a registered router serves the bundled one, whose embedder artefact
+        # is built on first use: build it here, once, not inside a start-up deadline
+        from router.embedders.build import ensure_static
+        from router.settings import RouterSettings
+
+        ensure_static(self.env.get("CASCADE_CACHE_DIR") or RouterSettings().cache_dir)
         self._start()
         self._wait(f"{self.url}/healthz", timeout_s)
         return self

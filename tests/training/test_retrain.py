@@ -364,3 +364,39 @@ def test_a_champion_that_buys_second_opinions_is_retrained_without_them(
     scored = result.decision.champion
     assert scored is not None and scored.frozen["apgr"] is not None
     assert result.decision.challenger.frozen["apgr"] is not None
+
+
+def test_retrain_on_postgres_against_a_tracking_server(
+    shuffled_model, split_tables, base_file, cache_dir, tracking_server, postgres_database, tmp_path
+) -> None:
+    """The scaled-out set-up: labels in PostgreSQL, versions and aliases on an MLflow server
+    over HTTP (artifacts in its own store); retrain registers and promotes there."""
+    settings = RouterSettings(
+        tracking_uri=tracking_server.url,
+        experiment="retrain-on-server",
+        registered_model="retrain-on-server",
+        cache_dir=cache_dir,
+        feedback_url=postgres_database(),
+        progress=False,
+    )
+    weak = register(shuffled_model, settings, tmp_path)
+    promote_version(settings.registered_model, weak, client=reg(settings))
+    with FeedbackStore.from_settings(settings) as store:
+        write_feedback(store, split_tables[0].subset(np.arange(200)))
+        # 160 distinct training inputs after the held-out 40: the cap keeps 120 of them
+        result = retrain(config(base_file, max_feedback_rows=120), settings, store, log=print)
+    assert result.promoted, result.decision.report()
+    assert aliases(settings) == {
+        "champion": result.version,
+        "previous": weak,
+        "challenger": result.version,
+    }
+    counts = result.lineage["feedback_counts"]
+    assert counts["labelled"] == 160 and counts["capped"] == 40
+    assert counts["completed_from_lookup"] == 120
+    assert result.timings["read_s"] > 0 and result.timings["embed_s"] > 0
+    run = reg(settings).get_run(result.run_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+    assert run.data.params["parent_version"] == weak
+    assert result.lineage["feedback_labelled"] == 200
+    assert not (tmp_path / "mlruns").exists()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -69,9 +67,9 @@ def feedback_log(split_tables, registered) -> pd.DataFrame:
 
 
 def test_score_frame_matches_the_router(registered, feedback_log, fitted_model, embedder) -> None:
-    uri, _ = registered
+    uri, settings = registered
     frame = log_to_model_input(feedback_log)
-    scored = score_frame(frame, uri, batch_size=25)  # 3 batches
+    scored = score_frame(frame, uri, batch_size=25, tracking_uri=settings.tracking_uri)
     expected = predict_frame(Router(fitted_model, embedder=embedder), frame)
     assert list(scored.columns) == list(DECISION_COLUMNS) and len(scored) == 60
     assert scored["tier"].tolist() == expected["tier"].tolist()
@@ -79,42 +77,21 @@ def test_score_frame_matches_the_router(registered, feedback_log, fitted_model, 
         scored["p_accept"].astype(float), expected["p_accept"].astype(float), atol=1e-9
     )
     with_answers = log_to_model_input(feedback_log, with_answers=True)
-    post = score_frame(with_answers, uri)
+    post = score_frame(with_answers, uri, tracking_uri=settings.tracking_uri)
     assert set(post["action"]) <= {"accept", "escalate"}
 
 
-def _spark_available() -> bool:
-    try:
-        import pyspark  # noqa: F401
-    except ImportError:
-        return False
-    return shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _spark_available(), reason="pyspark or a Java runtime is not installed")
-def test_spark_udf_scores_the_log(registered, feedback_log, fitted_model, embedder, monkeypatch):
-    from pyspark.sql import SparkSession
-
+def test_spark_udf_scores_the_log(registered, feedback_log, fitted_model, embedder, spark) -> None:
+    """mlflow's spark_udf on a local[2] session: the same decisions as the router in process
+    (the model resolved through the test's registry, not a process-wide tracking URI)."""
     uri, settings = registered
-    # executors are fresh Python processes: they import this checkout and read the registry
-    monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
-    monkeypatch.setenv("PYSPARK_PYTHON", os.sys.executable)
-    spark = (
-        SparkSession.builder.master("local[1]")
-        .appName("cascade-router-test")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .getOrCreate()
-    )
-    try:
-        frame = log_to_model_input(feedback_log)
-        scored = spark_score(spark, spark.createDataFrame(frame), uri)
-        rows = scored.select("step", "input", "decision.*").toPandas()
-    finally:
-        spark.stop()
+    frame = log_to_model_input(feedback_log)
+    data = spark.session.createDataFrame(frame.assign(row=range(len(frame)))).repartition(2)
+    scored = spark_score(spark.session, data, uri, tracking_uri=settings.tracking_uri)
+    rows = scored.select("row", "decision.*").toPandas().sort_values("row")  # Spark reorders
     expected = predict_frame(Router(fitted_model, embedder=embedder), frame)
     assert len(rows) == 60
     assert rows["tier"].tolist() == expected["tier"].tolist()
+    assert rows["action"].tolist() == expected["action"].tolist()
     np.testing.assert_allclose(rows["p_accept"], expected["p_accept"].astype(float), atol=1e-9)

@@ -14,6 +14,7 @@ from router.errors import ConfigurationError
 from router.settings import RouterSettings
 from training.cli.common import console, handle_errors, load_settings, out
 from training.cli.reports import drift_table
+from training.feedback_window import read_index
 
 if TYPE_CHECKING:
     from router.feedback import FeedbackStore
@@ -90,6 +91,16 @@ def retrain(
     holdout: Annotated[
         float, typer.Option(help="latest share of the window's labels kept for the gate")
     ] = 0.2,
+    max_feedback_rows: Annotated[
+        int,
+        typer.Option(
+            help="train on at most N feedback rows, a sample stratified by step, tier and "
+            "label (0: all)"
+        ),
+    ] = 100_000,
+    max_holdout_rows: Annotated[
+        int, typer.Option(help="score at most N held-out labels, stratified (0: all)")
+    ] = 20_000,
     metric: Annotated[str | None, typer.Option(help="gate metric (default: settings)")] = None,
     margin: Annotated[float | None, typer.Option(help="gate margin (default: settings)")] = None,
     n_estimators: Annotated[int, typer.Option(help="boosting rounds at most")] = 1500,
@@ -117,7 +128,7 @@ def retrain(
     try:
         if if_drifted:
             drift = calibration_drift(
-                store.labelled(),
+                read_index(store),
                 settings.drift_window,
                 settings.drift_threshold,
                 settings.drift_min_labels,
@@ -136,6 +147,8 @@ def retrain(
             eval_data=eval_data or ("mmlu_pro",),
             eval_sample=eval_sample,
             holdout_fraction=holdout,
+            max_feedback_rows=max_feedback_rows or None,
+            max_holdout_rows=max_holdout_rows or None,
             n_estimators=n_estimators,
             gate=GateConfig(
                 metric=metric or settings.gate_metric,
@@ -224,7 +237,7 @@ def versions_cmd(
     if store is not None:
         try:
             drift = calibration_drift(
-                store.labelled(),
+                read_index(store),
                 settings.drift_window,
                 settings.drift_threshold,
                 settings.drift_min_labels,
@@ -275,7 +288,7 @@ def drift_cmd(
     store = _open_store(settings)
     try:
         drift = calibration_drift(
-            store.labelled(),
+            read_index(store),
             window or settings.drift_window,
             threshold or settings.drift_threshold,
             settings.drift_min_labels,

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,7 @@ from router.embedders import (
     artefact_sha256,
     build_embedder,
 )
-from router.embedders.build import build_onnx, build_static
+from router.embedders.build import _build_lock, build_onnx, build_static, ensure_static
 from router.errors import ConfigurationError
 from router.model import CascadeModel
 from router.sdk import Router
@@ -56,7 +59,7 @@ def _built(cache_dir: Path, kind: str) -> Path:
     )
     if not (folder / ARTEFACT_META).exists():
         if kind == "static":
-            build_static(cache_dir)
+            ensure_static(cache_dir)  # the first-use path: what loading the bundled router does
         else:
             build_onnx(cache_dir, int8=kind == "onnx-int8")
     return folder
@@ -245,9 +248,47 @@ def test_router_refuses_a_different_artefact(
     (copy / ARTEFACT_META).write_text(json.dumps(meta))
     with pytest.raises(ConfigurationError, match=r"trained with embedder artefact static-minilm"):
         Router.load(folder, settings=RouterSettings(cache_dir=other_cache))
-    # and a cache without the artefact says how to build it
-    with pytest.raises(ConfigurationError, match="embedders build static"):
+    # a router of the float32 recipe, where its artefact is missing: that recipe no longer builds
+    meta = json.loads((folder / "router.json").read_text())
+    meta["embedder"]["artefact"] = "static-minilm"
+    (folder / "router.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigurationError, match="no longer builds"):
         Router.load(folder, settings=RouterSettings(cache_dir=tmp_path / "empty"))
+
+
+def test_a_replica_waits_for_the_artefact_another_one_builds(
+    static: StaticEmbedder, tmp_path: Path
+) -> None:
+    """Two processes load a static router from a cache without its artefact: the one that
+    holds the build lock builds it (here: this test, which then puts the session's copy in
+    place), the other waits, finds it built and loads without building again."""
+    from router.registry import bundled_router_path
+
+    cache = tmp_path / "cache"
+    script = (
+        "import sys\n"
+        "from router.sdk import Router\n"
+        "from router.settings import RouterSettings\n"
+        "from router.registry import bundled_router_path\n"
+        "settings = RouterSettings(cache_dir=sys.argv[1])\n"
+        "router = Router.load(bundled_router_path(), settings=settings)\n"
+        "print('decided', router.decide('math', 'What is 2 + 2?').tier)\n"
+    )
+    with _build_lock(cache, STATIC_ARTEFACT):
+        waiting = subprocess.Popen(
+            [sys.executable, "-c", script, str(cache)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(5.0)
+        assert waiting.poll() is None, waiting.communicate()[0]  # blocked on the lock
+        shutil.copytree(static.folder, artefact_root(cache) / STATIC_ARTEFACT)
+    output, _ = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, output
+    assert "decided" in output and "building the static embedder artefact" not in output
+    recorded = json.loads((bundled_router_path() / "router.json").read_text())["embedder"]
+    assert recorded["sha256"] == static.sha256  # what this machine builds is what ships
 
 
 def test_router_lru_is_per_instance(static_model: CascadeModel, static: StaticEmbedder) -> None:
