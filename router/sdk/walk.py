@@ -30,7 +30,7 @@ class CascadeWalk:
             raise ConfigurationError("step must be a non-empty string (e.g. 'intent')")
         started = time.perf_counter()
         self.router, self.step = router, step
-        self.target = Target.parse(target) or router.model.target
+        self.target = Target.parse(target) or router.model.target_
         self.messages: Messages = as_messages(input)
         self.text = input_text(self.messages)
         self.X = router._input_matrix([step], [self.text])
@@ -152,7 +152,7 @@ class CascadeWalk:
                 agrees = (
                     agreement
                     if len(opinions) == 1
-                    else router.model._scorer().features(self.step, completion.text, [o.text])[1]
+                    else router.model.scorer_.features(self.step, completion.text, [o.text])[1]
                 )
                 peer_steps.append(
                     TierStep(
