@@ -151,7 +151,7 @@ def load_outcomes(
             pid = frame["prompt_id"].iat[position]
             have = set(frame.loc[frame["prompt_id"] == pid, "model"])
             missing = [m for m in models if m not in have]
-            n_prompts = int(frame.loc[incomplete, "prompt_id"].nunique())
+            n_prompts = int(frame.loc[lacking, "prompt_id"].nunique())
             file, row = _where(frame, position)
             raise DataValidationError(
                 f"prompt_id {pid!r} has no row for model(s) {', '.join(map(repr, missing))} "

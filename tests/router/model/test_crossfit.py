@@ -3,7 +3,6 @@ the estimator that is right by construction (synthetic data, real LightGBM and k
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,6 +12,7 @@ from router.data import OutcomeTable
 from router.metrics import roc_auc
 from router.model import AcceptanceModel, CascadeModel, Folds
 from router.model.members import NeighbourAcceptance, neighbour_oof
+from tests.support.synthetic import LookupEmbedder, synthetic_table
 
 #: a booster deep and loose enough to memorise its training rows
 MEMORISER: dict[str, Any] = {
@@ -26,45 +26,6 @@ MEMORISER: dict[str, Any] = {
     "bagging_fraction": 1.0,
     "categorical_features": (),
 }
-
-
-class LookupEmbedder:
-    """Gives each text the vector it was given: synthetic embeddings through the real API."""
-
-    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
-        self.vectors = vectors
-
-    @property
-    def name(self) -> str:
-        return "lookup:test"
-
-    @property
-    def dim(self) -> int:
-        return len(next(iter(self.vectors.values())))
-
-    def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        return np.vstack([self.vectors[t] for t in texts]).astype(np.float32)
-
-    def reference(self) -> dict[str, Any]:
-        return {"kind": "lookup"}
-
-
-def synthetic_table(emb: np.ndarray, scores: np.ndarray) -> tuple[OutcomeTable, LookupEmbedder]:
-    """A two-tier table whose prompt j embeds to ``emb[j]`` (no recorded answers)."""
-    n = len(emb)
-    prompts = [f"prompt {j}" for j in range(n)]
-    table = OutcomeTable(
-        tiers=("small", "large"),
-        prompt_ids=np.array([f"p{j:05d}" for j in range(n)], dtype=object),
-        prompts=prompts,
-        steps=np.full(n, "qa", dtype=object),
-        splits=np.full(n, None, dtype=object),
-        scores=scores.astype(np.float64),
-        costs=np.tile([0.001, 0.01], (n, 1)),
-        responses=[[None] * n, [None] * n],
-        output_tokens=np.ones((n, 2), dtype=np.int64),
-    )
-    return table, LookupEmbedder(dict(zip(prompts, emb, strict=True)))
 
 
 @pytest.mark.slow
