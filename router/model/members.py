@@ -88,6 +88,7 @@ class NeighbourAcceptance:
         self.k = k
 
     def fit(self, X: FloatArray, Y: FloatArray) -> NeighbourAcceptance:
+        self._keys_f32: FloatArray | None = None  # the old keys' float32 copy is stale
         self.keys_ = _unit(X).astype(np.float16)
         self.labels_ = np.asarray(Y, dtype=np.float32).reshape(len(self.keys_), -1)
         return self
@@ -109,8 +110,8 @@ class NeighbourAcceptance:
     def _keys32(self) -> FloatArray:
         """The keys as float32, converted once (a per-call conversion would dominate a single
         request)."""
-        cached: FloatArray | None = getattr(self, "_keys_f32", None)
-        if cached is None or len(cached) != len(self.keys_):
+        cached = self._keys_f32
+        if cached is None:
             cached = self._keys_f32 = self.keys_.astype(np.float32)
         return cached
 
@@ -120,6 +121,7 @@ class NeighbourAcceptance:
     @classmethod
     def from_arrays(cls, k: int, arrays: Mapping[str, FloatArray]) -> NeighbourAcceptance:
         model = cls(k=k)
+        model._keys_f32 = None
         model.keys_ = np.asarray(arrays["keys"], dtype=np.float16)
         model.labels_ = np.asarray(arrays["labels"], dtype=np.float32)
         if model.labels_.ndim != 2 or len(model.labels_) != len(model.keys_):
