@@ -313,6 +313,10 @@ def evaluate(
     return report, curves
 
 
+def _random_apgr(idx: np.ndarray) -> float:
+    return 0.5
+
+
 #: the baselines a router must beat (the oracle peeks at the outcomes; random is 0.5)
 COMPARED_BASELINES = ("knn", "logreg", "small_fail_logreg", "random")
 
@@ -331,11 +335,9 @@ def margin_over_baselines(
     values = {name: baselines[name]["apgr"] for name in COMPARED_BASELINES if name in baselines}
     best = max(values, key=lambda name: -math.inf if values[name] is None else values[name])
     everyone = np.arange(len(s))
+    best_apgr: Callable[[np.ndarray], float]
     if best == "random":
-
-        def best_apgr(idx: np.ndarray) -> float:
-            return 0.5  # uniform random escalation: exactly 0.5 in expectation
-
+        best_apgr = _random_apgr  # uniform random escalation: exactly 0.5 in expectation
     else:
         build = _deferral_builder(scores[best], s, f, np.zeros_like(s), np.zeros_like(f), False)
         best_apgr = _curve_stat(build, s, f, "apgr")

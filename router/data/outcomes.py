@@ -137,8 +137,8 @@ def load_outcomes(
         lacking = (counts < len(models)).to_numpy()
         if lacking.any() and incomplete == "drop":
             dropped = int(frame.loc[lacking, "prompt_id"].nunique())
-            have = frame.loc[lacking].groupby("prompt_id")["model"].agg(set)
-            short = sorted({m for s in have for m in models if m not in s})
+            by_prompt = frame.loc[lacking].groupby("prompt_id")["model"].agg(set)
+            short = sorted({m for got in by_prompt for m in models if m not in got})
             logger.warning(
                 "dropped %d of %d prompts that lack a row for %s",
                 dropped,

@@ -237,9 +237,9 @@ class AcceptanceModel:
                 continue
             booster = lgb.train(
                 params,
-                data.subset(fit_rows),
+                data.subset(fit_rows.tolist()),
                 num_boost_round=self.n_estimators,
-                valid_sets=[data.subset(val)],
+                valid_sets=[data.subset(val.tolist())],
                 callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
             )
             best = int(booster.best_iteration or booster.current_iteration())

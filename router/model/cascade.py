@@ -49,6 +49,7 @@ from router.features import (
     input_features,
     input_window,
 )
+from router.model.acceptance import AcceptanceModel
 from router.model.crossfit import (
     CAPACITY_GRID,
     CrossFit,
@@ -91,6 +92,24 @@ class CascadeModel(EstimatorParams):
     fold), ``embedder_ref_``, ``embedder_name_`` and, after ``fit`` only (not saved),
     ``oof_``: the out-of-fold outcomes the policy was fitted on (:class:`OutOfFold`).
     """
+
+    # learned state (set by fit or load)
+    tiers_: tuple[str, ...]
+    target_: Target
+    steps_: StepVocabulary
+    embedder_ref_: dict[str, Any]
+    embedder_name_: str
+    pre_models_: list[AcceptanceModel]
+    post_models_: dict[int, tuple[AcceptanceModel, AcceptanceModel]]
+    opinion_models_: dict[str, tuple[AcceptanceModel, AcceptanceModel]]
+    scorer_: AgreementScorer
+    pre_members_: PreAnswerMembers
+    post_blend_: float
+    tier_weights_: np.ndarray
+    mean_output_tokens_: list[float]
+    policy_: CascadePolicy
+    cv_results_: dict[str, Any]
+    oof_: OutOfFold
 
     def __init__(
         self,

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from router.answers.normalise import NormaliserRegistry
 from router.errors import RouterLoadError
 from router.features import StepVocabulary
 from router.model.acceptance import AcceptanceModel
@@ -46,8 +45,8 @@ _OLDER_DEFAULTS = ((5, "answer_option_text", False),)
 _ENCODE: dict[str, Callable[[CascadeModel], Any]] = {
     "target": lambda m: str(m.target_),
     "peers": lambda m: {"0": list(m.peer_models)} if m.peer_models else {},
-    "answer_kinds": lambda m: NormaliserRegistry(dict(m.answer_kinds or {})).to_dict()["steps"],
-    "acceptance_params": lambda m: dict(m.acceptance_params or {}),
+    "answer_kinds": lambda m: m.normaliser_registry().to_dict()["steps"],
+    "acceptance_params": lambda m: dict(m.get_params()["acceptance_params"] or {}),
 }
 _DECODE: dict[str, Callable[[Any], Any]] = {
     "target": Target.parse,
