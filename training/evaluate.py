@@ -138,7 +138,7 @@ def evaluate(
     baselines: bool = True,
 ) -> tuple[dict[str, Any], CurveSet]:
     """Every number of docs/metrics.md for ``model`` on ``test``; baselines fit on ``train``."""
-    target = target or model.target
+    target = target or model.target_
     scores, costs = test.scores, test.costs
     n_tiers = len(model.tiers)
     s, f = scores[:, 0], scores[:, -1]
@@ -286,11 +286,24 @@ def evaluate(
             )
 
     baseline_section: dict[str, Any] = {}
+    margin_section: dict[str, Any] | None = None
     if baselines:
+        base_scores = baseline_scores(train, test, train_features, test_features, seed)
         baseline_section, base_curves = evaluate_baselines(
-            train, test, train_features, test_features, seed
+            train, test, train_features, test_features, seed, base_scores
         )
         curves.curves.update(base_curves)
+        if n_tiers == 2:
+            main_build = post_build if post_curve is not None else pre_build
+            margin_section = margin_over_baselines(
+                _curve_stat(main_build, s, f, "apgr"),
+                base_scores,
+                baseline_section,
+                s,
+                f,
+                seed,
+                bootstrap_resamples,
+            )
 
     opinion_section: dict[str, Any] | None = None
     if opinion_curves and opinion_costs is not None and signals.op_self is not None:
@@ -310,7 +323,7 @@ def evaluate(
             # the first source's figures at the top level (as before several sources existed)
             "peers": list(model.peer_models),
             "cost_per_opinion": first["cost_per_request"],
-            "agreement_threshold": _f(model._scorer().threshold),
+            "agreement_threshold": _f(model.scorer_.threshold),
             "roc_auc": first["roc_auc"],
             "ece": first["ece"],
             "always": first["always"],
@@ -346,8 +359,49 @@ def evaluate(
         "policy": policy_section,
         "intervals": intervals,
         "baselines": baseline_section,
+        "margin_over_best_baseline": margin_section,
     }
     return report, curves
+
+
+def _random_apgr(idx: np.ndarray) -> float:
+    return 0.5
+
+
+#: the baselines a router must beat (the oracle peeks at the outcomes; random is 0.5)
+COMPARED_BASELINES = ("knn", "logreg", "small_fail_logreg", "random")
+
+
+def margin_over_baselines(
+    main_apgr: Callable[[np.ndarray], float],
+    scores: dict[str, np.ndarray],
+    baselines: dict[str, Any],
+    s: np.ndarray,
+    f: np.ndarray,
+    seed: int,
+    resamples: int,
+) -> dict[str, Any]:
+    """The router's APGR minus the best non-oracle baseline's (chosen on the whole test split),
+    with a paired bootstrap interval (the same resampled prompts for both)."""
+    values = {name: baselines[name]["apgr"] for name in COMPARED_BASELINES if name in baselines}
+    best = max(values, key=lambda name: -math.inf if values[name] is None else values[name])
+    everyone = np.arange(len(s))
+    best_apgr: Callable[[np.ndarray], float]
+    if best == "random":
+        best_apgr = _random_apgr  # uniform random escalation: exactly 0.5 in expectation
+    else:
+        build = _deferral_builder(scores[best], s, f, np.zeros_like(s), np.zeros_like(f), False)
+        best_apgr = _curve_stat(build, s, f, "apgr")
+    out: dict[str, Any] = {
+        "baseline": best,
+        "baseline_apgr": _f(best_apgr(everyone)),
+        "margin": _f(main_apgr(everyone) - best_apgr(everyone)),
+    }
+    if resamples > 0:
+        out["margin_ci95"] = _bootstrap(
+            lambda idx: main_apgr(idx) - best_apgr(idx), len(s), seed, resamples
+        )
+    return out
 
 
 FITTED_OPINION_CURVE = "cascade + second opinion (fitted band)"
@@ -500,38 +554,61 @@ def _policy_without_opinions(
     }
 
 
-def evaluate_baselines(
+def baseline_scores(
     train: OutcomeTable,
     test: OutcomeTable,
     train_features: TableFeatures,
     test_features: TableFeatures,
     seed: int = 0,
-) -> tuple[dict[str, Any], dict[str, M.Curve]]:
-    """Random, always-small/frontier, kNN and logistic regression on the same embeddings, oracle."""
-    from training.baselines import KNNScorer, LogRegScorer, SmallFailScorer, endpoint_points
+) -> dict[str, np.ndarray]:
+    """Escalation scores of the test prompts by kNN, logistic regression and small-fail, each
+    fitted on the training prompts' input embeddings (first tier → top tier); ``knn_k``: the
+    k kNN chose (a 1-element array)."""
+    from training.baselines import KNNScorer, LogRegScorer, SmallFailScorer
 
-    s, f = test.scores[:, 0], test.scores[:, -1]
-    cs, cf = test.costs[:, 0], test.costs[:, -1]
-    q_s, q_f = float(s.mean()), float(f.mean())
     X_train = train_features.inputs[:, N_INPUT_EXTRA:]
     X_test = test_features.inputs[:, N_INPUT_EXTRA:]
     train_scores = np.column_stack([train.scores[:, 0], train.scores[:, -1]])
-    out: dict[str, Any] = {}
-    curves: dict[str, M.Curve] = {}
-    rand = M.random_curve(s, f, cs, cf)
-    out["random"] = curve_metrics(rand, q_s, q_f)
-    curves["random"] = rand
+    out: dict[str, np.ndarray] = {}
     for name, scorer in (
         ("knn", KNNScorer(seed=seed)),
         ("logreg", LogRegScorer(seed=seed)),
         ("small_fail_logreg", SmallFailScorer(seed=seed)),
     ):
         scorer.fit(X_train, train_scores)
-        c = M.deferral_curve(scorer.escalation_score(X_test), s, f, cs, cf, cascade=False)
-        out[name] = curve_metrics(c, q_s, q_f)
+        out[name] = scorer.escalation_score(X_test)
         if isinstance(scorer, KNNScorer):
-            out[name]["k"] = int(scorer.k_)
+            out["knn_k"] = np.array([scorer.k_])
+    return out
+
+
+def evaluate_baselines(
+    train: OutcomeTable,
+    test: OutcomeTable,
+    train_features: TableFeatures,
+    test_features: TableFeatures,
+    seed: int = 0,
+    scores: dict[str, np.ndarray] | None = None,
+) -> tuple[dict[str, Any], dict[str, M.Curve]]:
+    """Random, always-small/frontier, kNN and logistic regression on the same embeddings, oracle
+    (``scores``: the baselines' escalation scores, if :func:`baseline_scores` already made them)."""
+    from training.baselines import endpoint_points
+
+    s, f = test.scores[:, 0], test.scores[:, -1]
+    cs, cf = test.costs[:, 0], test.costs[:, -1]
+    q_s, q_f = float(s.mean()), float(f.mean())
+    if scores is None:
+        scores = baseline_scores(train, test, train_features, test_features, seed)
+    out: dict[str, Any] = {}
+    curves: dict[str, M.Curve] = {}
+    rand = M.random_curve(s, f, cs, cf)
+    out["random"] = curve_metrics(rand, q_s, q_f)
+    curves["random"] = rand
+    for name in ("knn", "logreg", "small_fail_logreg"):
+        c = M.deferral_curve(scores[name], s, f, cs, cf, cascade=False)
+        out[name] = curve_metrics(c, q_s, q_f)
         curves[name] = c
+    out["knn"]["k"] = int(scores["knn_k"][0])
     oracle = M.deferral_curve(M.oracle_escalation_score(s, f), s, f, cs, cf, cascade=False)
     out["oracle"] = curve_metrics(oracle, q_s, q_f) | {
         "quality_max": _f(float(oracle.quality.max()))

@@ -117,6 +117,11 @@ def train_and_evaluate(
         f"train {len(train)}, test {len(test)}; tiers {' → '.join(config.tiers)}"
         + (f"; peers {', '.join(config.peers)}" if config.peers else "")
         + (f"; {config.samples} extra samples of the first tier" if config.samples else "")
+        + (
+            f"; left out {table.dropped_prompts} prompt(s) without a row for every model"
+            if table.dropped_prompts
+            else ""
+        )
     )
 
     embedder = make_embedder(settings)
@@ -136,7 +141,10 @@ def train_and_evaluate(
     train_feats = model.featurize(train, embedder, progress=settings.progress)
     timings["embed_train_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    log("fitting acceptance models (LightGBM, early stopping, isotonic calibration) and policy")
+    log(
+        "fitting acceptance models (cross-fitted LightGBM, out-of-fold choices and "
+        "calibration) and the policy"
+    )
     model.fit(train, embedder, features=train_feats, progress=settings.progress)
     timings["fit_s"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -158,12 +166,8 @@ def train_and_evaluate(
     timings["evaluate_s"] = time.perf_counter() - t
     report["dataset"] = [p.name for p in paths]
     report["dataset_digest"] = table.digest()
-    report["model_choices"] = {  # made on the calibration split, recorded for the reader
-        "pre_answer_members": list(model.pre_members_.members),
-        "pre_answer_members_calibration_apgr": model.pre_member_scores_,
-        "post_blend": model.post_blend_,
-        "post_blend_calibration_apgr": model.post_blend_scores_,
-    }
+    # every choice the model made out of fold, with what each candidate scored
+    report["model_choices"] = model.cv_results_
     report["timings"] = timings
     if isinstance(embedder, CachedEmbedder):
         report["embedding_cache"] = {"hits": embedder.hits, "misses": embedder.misses}

@@ -228,7 +228,7 @@ def retrain(
     else:
         log(f"no @{settings.champion_alias} yet: the challenger faces a random router")
     tiers = list(config.tiers or (parent.tiers if parent else DEFAULT_TIERS))
-    target = config.target or (parent.target if parent else Target(quality_ratio=0.95))
+    target = config.target or (parent.target_ if parent else Target(quality_ratio=0.95))
     if parent is not None and list(parent.tiers) != tiers:
         raise ConfigurationError(f"tiers {tiers} differ from the champion's {list(parent.tiers)}")
     since = _resolve_since(config.since, parent_params, client)

@@ -260,7 +260,7 @@ def simulate(config: SimulateConfig, settings: RouterSettings, log: Log = print)
         log(f"offline reference: a router trained on all {len(pool)} pool labels")
         t = time.perf_counter()
         reference = fresh().fit(pool, embedder, progress=settings.progress)
-        offline = score_model(reference, embedder, frozen, reference.target).frozen
+        offline = score_model(reference, embedder, frozen, reference.target_).frozen
         offline["train_s"] = time.perf_counter() - t
         log(f"offline APGR {offline['apgr']}, cost saved {offline['cost_saved']}")
 
@@ -275,7 +275,7 @@ def simulate(config: SimulateConfig, settings: RouterSettings, log: Log = print)
         previous_alias=settings.previous_alias,
         client=registry,
     )
-    s0 = score_model(seed_model, embedder, frozen, seed_model.target).frozen
+    s0 = score_model(seed_model, embedder, frozen, seed_model.target_).frozen
     points = [CurvePoint(0, seed_version, s0["apgr"], s0["cost_saved"], s0["ece"])]
     log(f"seed router: version {seed_version}, APGR {s0['apgr']}")
 

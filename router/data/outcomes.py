@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -12,6 +14,10 @@ from router.data.schema import FILE_COL, OUTPUT_COLUMNS, ROW_COL, SCHEMA_COLUMNS
 from router.data.validation import first_index, normalise_file
 from router.errors import ConfigurationError, DataValidationError
 from router.opinions import SAMPLE_SEPARATOR
+
+logger = logging.getLogger(__name__)
+#: where :func:`load_outcomes` leaves the number of prompts it dropped (``frame.attrs``)
+DROPPED_PROMPTS = "dropped_prompts"
 
 
 def _as_paths(paths: str | Path | Sequence[str | Path]) -> list[str | Path]:
@@ -47,6 +53,7 @@ def load_outcomes(
     paths: str | Path | Sequence[str | Path],
     models: Sequence[str] | None = None,
     prices: Mapping[str, tuple[float, float]] | None = None,
+    incomplete: Literal["error", "drop"] = "error",
 ) -> pd.DataFrame:
     """Load and validate routing outcome data in the long schema.
 
@@ -57,6 +64,9 @@ def load_outcomes(
             for each of them.  Rows of other models are dropped; rows of these never are.
         prices: model -> (input, output) USD per million tokens, used to estimate ``cost_usd``
             where a file has none.  Without it, missing costs are 0.0.
+        incomplete: what to do with prompts that lack a row for one of ``models``: ``"error"``
+            (raise) or ``"drop"`` (leave them out, log how many, and record the count in
+            ``frame.attrs["dropped_prompts"]``).
 
     Returns:
         A frame with the columns of :data:`SCHEMA_COLUMNS` plus ``step`` (the agent step kind,
@@ -124,15 +134,27 @@ def load_outcomes(
             column="prompt_id",
         )
 
+    dropped = 0
     if models is not None:
         counts = frame["prompt_id"].map(frame["prompt_id"].value_counts())
-        incomplete = (counts < len(models)).to_numpy()
-        if incomplete.any():
-            position = first_index(incomplete)
+        lacking = (counts < len(models)).to_numpy()
+        if lacking.any() and incomplete == "drop":
+            dropped = int(frame.loc[lacking, "prompt_id"].nunique())
+            by_prompt = frame.loc[lacking].groupby("prompt_id")["model"].agg(set)
+            short = sorted({m for got in by_prompt for m in models if m not in got})
+            logger.warning(
+                "dropped %d of %d prompts that lack a row for %s",
+                dropped,
+                int(frame["prompt_id"].nunique()),
+                ", ".join(short),
+            )
+            frame = frame.loc[~lacking]
+        elif lacking.any():
+            position = first_index(lacking)
             pid = frame["prompt_id"].iat[position]
             have = set(frame.loc[frame["prompt_id"] == pid, "model"])
             missing = [m for m in models if m not in have]
-            n_prompts = int(frame.loc[incomplete, "prompt_id"].nunique())
+            n_prompts = int(frame.loc[lacking, "prompt_id"].nunique())
             file, row = _where(frame, position)
             raise DataValidationError(
                 f"prompt_id {pid!r} has no row for model(s) {', '.join(map(repr, missing))} "
@@ -143,4 +165,6 @@ def load_outcomes(
                 column="prompt_id",
             )
 
-    return frame.drop(columns=[FILE_COL, ROW_COL]).reset_index(drop=True)[list(OUTPUT_COLUMNS)]
+    out = frame.drop(columns=[FILE_COL, ROW_COL]).reset_index(drop=True)[list(OUTPUT_COLUMNS)]
+    out.attrs[DROPPED_PROMPTS] = dropped
+    return out

@@ -6,12 +6,13 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from router.backends.request import answer_text
-from router.data.outcomes import load_outcomes
+from router.data.outcomes import DROPPED_PROMPTS, load_outcomes
 from router.data.schema import REQUIRED_COLUMNS, VALID_COLUMN
 from router.data.validation import first_index
 from router.errors import ConfigurationError, DataValidationError
@@ -61,6 +62,8 @@ class OutcomeTable:
     output_tokens: np.ndarray
     peers: OpinionOutcomes | None = None
     validity: np.ndarray | None = None
+    #: prompts of the source data left out because a tier (or peer) had no row for them
+    dropped_prompts: int = 0
 
     def __post_init__(self) -> None:
         n, n_tiers = len(self.prompt_ids), len(self.tiers)
@@ -104,6 +107,7 @@ class OutcomeTable:
             return cls.from_long(frame, (*tier_list, *(str(p) for p in peers)))._split_peers(
                 len(tier_list)
             )
+        dropped = int(frame.attrs.get(DROPPED_PROMPTS, 0))
         if len(set(tier_list)) != len(tier_list):
             repeated = sorted({t for t in tier_list if tier_list.count(t) > 1})
             raise ConfigurationError(f"tier(s) listed more than once: {', '.join(repeated)}")
@@ -193,6 +197,7 @@ class OutcomeTable:
             responses=responses,
             output_tokens=out_tokens,
             validity=validity,
+            dropped_prompts=dropped,
         )
 
     def _split_peers(self, n_tiers: int) -> OutcomeTable:
@@ -214,6 +219,7 @@ class OutcomeTable:
                 self.costs[:, n_tiers:],
                 self.responses[n_tiers:],
             ),
+            dropped_prompts=self.dropped_prompts,
         )
 
     def __len__(self) -> int:
@@ -240,6 +246,7 @@ class OutcomeTable:
             output_tokens=self.output_tokens[idx],
             peers=None if self.peers is None else self.peers.subset(idx),
             validity=None if self.validity is None else self.validity[idx],
+            dropped_prompts=self.dropped_prompts,
         )
 
     def _shuffled_positions(self, seed: int) -> np.ndarray:
@@ -309,11 +316,14 @@ def load_table(
     tiers: Sequence[str],
     prices: Mapping[str, tuple[float, float]] | None = None,
     peers: Sequence[str] = (),
+    incomplete: Literal["error", "drop"] = "drop",
 ) -> OutcomeTable:
     """Load, validate and pivot outcome data for ``tiers`` (cheapest first) in one call.
 
     ``peers`` names cheap models whose recorded answers serve as second opinions
-    (:attr:`OutcomeTable.peers`); every prompt needs a row for each of them too.
+    (:attr:`OutcomeTable.peers`).  A prompt without a row for every tier and peer is left out
+    (``incomplete="drop"``: sources often lack a few prompts for one model; the count is logged
+    and kept in :attr:`OutcomeTable.dropped_prompts`) or refused (``"error"``).
     """
     tier_list = [str(t) for t in tiers]
     if len(tier_list) < 2:
@@ -324,5 +334,5 @@ def load_table(
     overlap = sorted(set(peer_list) & set(tier_list))
     if overlap:
         raise ConfigurationError(f"peer model(s) {', '.join(overlap)} are also tiers")
-    frame = load_outcomes(paths, models=tier_list + peer_list, prices=prices)
+    frame = load_outcomes(paths, models=tier_list + peer_list, prices=prices, incomplete=incomplete)
     return OutcomeTable.from_long(frame, tier_list, peer_list)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from router.errors import NotFittedError
+from router.errors import ConfigurationError, NotFittedError
 from router.model.calibration import ProbabilityCalibrator
 from router.model.single_row import SingleRowPredictor
+
+if TYPE_CHECKING:
+    from router.model.folds import Folds
 
 
 class LinearScore:
@@ -73,10 +76,17 @@ class LinearScore:
 
 
 class AcceptanceModel:
-    """LightGBM classifier with early stopping, then calibration on a split it never saw.
+    """LightGBM classifier with early stopping, then calibration on scores it never fitted.
 
-    ``fit(X, y, eval_set=(X_val, y_val), calibration_set=(X_cal, y_cal))``: the booster learns on
-    ``X``, stops early on ``eval_set`` and the calibrator is fitted on ``calibration_set``.
+    Two ways to fit it:
+
+    * ``fit_folds(X, y, folds)`` (what :class:`~router.model.CascadeModel` does): one booster per
+      fold, early-stopped inside the fold's training part, scores the held-out fold; the
+      calibrator is fitted on those out-of-fold scores; the final booster is refit on every row
+      for the folds' mean number of rounds (scaled to the larger data).  Returns the out-of-fold
+      probabilities: no row is scored by a booster that saw it.
+    * ``fit(X, y, eval_set=(X_val, y_val), calibration_set=(X_cal, y_cal))``: the booster learns
+      on ``X``, stops early on ``eval_set`` and the calibrator is fitted on ``calibration_set``.
     """
 
     def __init__(
@@ -95,6 +105,7 @@ class AcceptanceModel:
         linear_C: float = 0.05,
         seed: int = 0,
         num_threads: int = 1,
+        max_bin: int = 63,
     ) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -110,6 +121,7 @@ class AcceptanceModel:
         self.linear_C = linear_C
         self.seed = seed
         self.num_threads = num_threads
+        self.max_bin = max_bin
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -125,6 +137,7 @@ class AcceptanceModel:
             "deterministic": True,
             "force_row_wise": True,
             "num_threads": self.num_threads,
+            "max_bin": self.max_bin,
             "verbosity": -1,
         }
 
@@ -177,6 +190,68 @@ class AcceptanceModel:
             self.decision_function(X_cal), np.asarray(y_cal)
         )
         return self
+
+    def fit_folds(
+        self, X: np.ndarray, y: np.ndarray, folds: Folds, inner_val: float = 0.15
+    ) -> np.ndarray:
+        """Cross-fit: out-of-fold calibrated probabilities of every row; the final booster is
+        refit on all rows and calibrated on the out-of-fold scores."""
+        import lightgbm as lgb
+
+        if self.linear_stack:
+            raise ConfigurationError("linear_stack is only available with fit(), not fit_folds()")
+        y = np.asarray(y, dtype=np.float64)
+        if len(y) != len(X) or len(y) != len(folds):
+            raise ValueError("X, y and folds differ in length")
+        self._fast = False
+        self.linear_ = None
+        self.base_rate_ = float(np.mean(y)) if len(y) else 0.5
+        self.n_features_in_ = int(X.shape[1])
+        if len(np.unique(y)) < 2:
+            self.booster_ = None
+            self.best_iteration_ = 0
+            self.calibrator_ = None
+            self.fold_iterations_: list[int] = []
+            return np.full(len(y), self.base_rate_)
+        categorical = [i for i in self.categorical_features if i < X.shape[1]]
+        params = self._params()
+        data = lgb.Dataset(
+            X,
+            label=y,
+            categorical_feature=categorical,
+            params=params | {"feature_pre_filter": False},
+            free_raw_data=False,
+        ).construct()
+        raw = np.zeros(len(y))
+        rounds: list[int] = []
+        rng = np.random.default_rng(self.seed)
+        for k in range(folds.k):
+            train, held = folds.train(k), folds.held(k)
+            perm = rng.permutation(train)
+            n_val = max(1, round(inner_val * len(perm)))
+            val, fit_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+            if len(np.unique(y[fit_rows])) < 2:
+                # a fold whose training part has one class: its base rate, as a margin
+                rate = float(np.clip(y[fit_rows].mean(), 1e-6, 1 - 1e-6))
+                raw[held] = np.log(rate / (1 - rate))
+                continue
+            booster = lgb.train(
+                params,
+                data.subset(fit_rows.tolist()),
+                num_boost_round=self.n_estimators,
+                valid_sets=[data.subset(val.tolist())],
+                callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+            )
+            best = int(booster.best_iteration or booster.current_iteration())
+            rounds.append(best)
+            raw[held] = booster.predict(X[held], num_iteration=best, raw_score=True)
+        self.fold_iterations_ = rounds
+        # the refit sees k/(k-1) times the rows of a fold's booster: as many more rounds
+        scale = folds.k / max(folds.k - 1, 1)
+        self.best_iteration_ = max(1, round(float(np.mean(rounds or [1])) * scale))
+        self.booster_ = lgb.train(params, data, num_boost_round=self.best_iteration_)
+        self.calibrator_ = ProbabilityCalibrator(self.calibration).fit(raw, y)
+        return self.calibrator_.transform(raw)
 
     def _dense_columns(self, n_columns: int) -> np.ndarray:
         return np.array([i for i in range(n_columns) if i not in self.categorical_features])
@@ -258,6 +333,7 @@ class AcceptanceModel:
                     "linear_stack",
                     "linear_C",
                     "seed",
+                    "max_bin",
                 )
             }
             | {"categorical_features": list(self.categorical_features)},

@@ -3,36 +3,43 @@
 ``fit(table, embedder)`` learns from recorded outcomes (an :class:`~router.data.OutcomeTable`):
 
 * for every tier ``t``, a pre-answer model ``P(t accepted | input)``;
-* for every tier ``i`` below the top whose answers are recorded, two answer-aware models
-  ``P(i accepted | input, i's answer)`` and ``P(i+1 accepted | input, i's answer)``, whose
-  difference is the expected gain of escalating;
+* for every tier ``i`` below the top whose answers are recorded (and not all empty), two
+  answer-aware models ``P(i accepted | input, i's answer)`` and ``P(i+1 accepted | input, i's
+  answer)``, whose difference is the expected gain of escalating;
 * per opinion source (``peers``: cheap models asked for a second opinion at the first tier;
   ``samples``: extra samples of the first tier's own model, :mod:`router.opinions`), two more
   answer-aware models that also see how the first answer agrees with the opinions
   (:mod:`router.answers.normalise`), trained on the opinions recorded for the same prompts;
 * with ``pre_ensemble`` (the default), a logistic regression and a nearest-neighbour vote on
-  the input embeddings beside the pre-answer boosters; the calibration split picks which of
-  them to average with the boosters (:mod:`router.model.members`);
+  the input embeddings beside the pre-answer boosters; which of them to average (kNN alone
+  included), kNN's k and the regression's C are chosen out of fold (:mod:`router.model.members`);
 * the weight of the pre-answer probabilities in the answer-aware ones (``post_blend_``: 0
-  trusts the answer-aware models alone), chosen on the calibration split by the
-  one-standard-error rule;
-* the :class:`~router.policy.CascadePolicy` fitted for a target on a calibration split that
-  neither the boosters nor their early stopping saw.
+  trusts the answer-aware models alone, 1 ignores them), chosen out of fold;
+* the :class:`~router.policy.CascadePolicy` fitted for a target on the out-of-fold outcomes of
+  every training row (``oof_``).
+
+Every acceptance model is cross-fitted (:meth:`AcceptanceModel.fit_folds`): ``folds`` boosters,
+each early-stopped inside its fold's training part, score the rows they did not see; the
+calibrator is fitted on those out-of-fold scores and the final booster is refit on every row.
+With fewer than ``capacity_cv_below`` training prompts each booster's capacity is chosen by the
+same cross-validation (:data:`~router.model.crossfit.CAPACITY_GRID`).
+
+The estimator follows scikit-learn's contract: ``__init__`` stores its arguments as given,
+``fit`` validates them and sets the learned state (names ending in ``_``), ``get_params`` /
+``set_params`` / ``sklearn.base.clone`` work.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from router import metrics as M
 from router.answers.normalise import NormaliserRegistry
 from router.embedders import Embedder
-from router.errors import ConfigurationError, NotFittedError, RouterLoadError
+from router.errors import ConfigurationError, NotFittedError
 from router.features import (
     N_INPUT_EXTRA,
     StepVocabulary,
@@ -43,9 +50,18 @@ from router.features import (
     input_window,
 )
 from router.model.acceptance import AcceptanceModel
+from router.model.crossfit import (
+    CAPACITY_GRID,
+    CrossFit,
+    choose_post_blend,
+    cross_fit,
+    router_score,
+)
+from router.model.folds import Folds
 from router.model.members import PreAnswerMembers, fit_members
-from router.model.splits import FitSplits
-from router.model.table_features import OpinionInputs, TableFeatures, subset_features
+from router.model.oof import OutOfFold
+from router.model.params import EstimatorParams
+from router.model.table_features import OpinionInputs, TableFeatures
 from router.opinions import OpinionSource, check_samples, sample_model_names
 from router.opinions.agreement import N_AGREEMENT, AgreementScorer
 from router.policy import CascadePolicy, CascadeSignals, Target
@@ -53,45 +69,59 @@ from router.policy import CascadePolicy, CascadeSignals, Target
 if TYPE_CHECKING:
     from router.data import OutcomeTable
 
-#: 2 adds second opinions (peers, answer kinds, opinion models); 3 adds pre-answer members
-#: beside the boosters (``neighbours.npz`` holds a neighbour index); 4 adds self-samples as an
-#: opinion source; 5 reads a multiple-choice answer with its picked option's text (every
-#: answer-aware model trained since); 6 reads the validator's verdict on the answer (models
-#: trained on data that records it). A model is written in the oldest format that holds what
-#: it uses, and every older format still loads.
-FORMAT_VERSION = 6  # the newest
-READABLE_FORMATS = tuple(range(1, FORMAT_VERSION + 1))
-#: what each format added to ``router.json``: (top-level keys, keys of "params")
-_KEYS_SINCE: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    2: (("opinion_models", "agreement_threshold"), ("peers", "answer_kinds")),
-    3: (("pre_members", "post_blend"), ("pre_ensemble",)),
-    4: ((), ("samples", "sample_temperature")),
-    5: ((), ("answer_option_text",)),
-    6: (("answer_validity",), ()),
-}
-NEIGHBOURS_FILE = "neighbours.npz"
-#: Candidate weights of the pre-answer probabilities in the answer-aware ones.
-POST_BLEND_GRID = (0.0, 0.25, 0.5, 0.75)
+#: Models are cross-fitted with at least this many training prompts.
+MIN_TRAINING_PROMPTS = 50
 
 
-class CascadeModel:
+class CascadeModel(EstimatorParams):
     """Acceptance models for an ordered tier list (cheapest first) and the fitted policy.
 
-    With ``answer_option_text`` (the default) the answer embedding reads a multiple-choice
-    answer followed by the text of the option it picks, found in the step input's last option
-    list; routers saved by versions before it (formats 1-4) read the bare answer.
+    Parameters (stored as given; checked by :meth:`fit`):
+
+    * ``tiers``: model names, cheapest first; ``target``: a :class:`Target` or its text
+      (``"quality=0.95"``; None: 95% of the top tier's quality);
+    * ``folds``: K of the K-fold cross-fitting; ``capacity_cv_below``: below this many training
+      prompts the boosters' capacity is chosen by the same cross-validation;
+    * ``answer_option_text`` (the default): the answer embedding reads a multiple-choice answer
+      followed by the text of the option it picks, found in the step input's last option list;
+      routers saved by versions before it (formats 1-4) read the bare answer.
+
+    Learned state: ``tiers_``, ``target_``, ``steps_``, ``pre_models_``, ``post_models_``,
+    ``opinion_models_``, ``scorer_``, ``pre_members_``, ``post_blend_``, ``tier_weights_``,
+    ``mean_output_tokens_``, ``policy_``, ``cv_results_`` (what each choice scored out of
+    fold), ``answer_validity_``, ``embedder_ref_``, ``embedder_name_`` and, after ``fit`` only
+    (not saved), ``oof_``: the out-of-fold outcomes the policy was fitted on (:class:`OutOfFold`).
     """
+
+    # learned state (set by fit or load)
+    tiers_: tuple[str, ...]
+    target_: Target
+    steps_: StepVocabulary
+    embedder_ref_: dict[str, Any]
+    embedder_name_: str
+    pre_models_: list[AcceptanceModel]
+    post_models_: dict[int, tuple[AcceptanceModel, AcceptanceModel]]
+    opinion_models_: dict[str, tuple[AcceptanceModel, AcceptanceModel]]
+    scorer_: AgreementScorer
+    pre_members_: PreAnswerMembers
+    post_blend_: float
+    tier_weights_: np.ndarray
+    mean_output_tokens_: list[float]
+    policy_: CascadePolicy
+    cv_results_: dict[str, Any]
+    oof_: OutOfFold
+    #: whether the answer-aware models read the validator's verdict (trained on data recording it)
+    answer_validity_: bool
 
     def __init__(
         self,
         tiers: Sequence[str],
-        target: Target | None = None,
+        target: Target | str | None = None,
         answer_aware: bool = True,
-        val_fraction: float = 0.15,
-        cal_fraction: float = 0.25,
+        folds: int = 5,
         skip_tolerance: float | None = 0.1,
         min_step_samples: int = 200,
-        acceptance_params: dict[str, Any] | None = None,
+        acceptance_params: Mapping[str, Any] | None = None,
         input_window_chars: int = 480,
         seed: int = 0,
         peers: Mapping[int, str | Sequence[str]] | None = None,
@@ -100,36 +130,50 @@ class CascadeModel:
         samples: int = 0,
         sample_temperature: float = 0.7,
         answer_option_text: bool = True,
+        capacity_cv_below: int = 5000,
     ) -> None:
+        self.tiers = tiers
+        self.target = target
+        self.answer_aware = answer_aware
+        self.folds = folds
+        self.skip_tolerance = skip_tolerance
+        self.min_step_samples = min_step_samples
+        self.acceptance_params = acceptance_params
+        self.input_window_chars = input_window_chars
+        self.seed = seed
+        self.peers = peers
+        self.answer_kinds = answer_kinds
+        self.pre_ensemble = pre_ensemble
+        self.samples = samples
+        self.sample_temperature = sample_temperature
+        self.answer_option_text = answer_option_text
+        self.capacity_cv_below = capacity_cv_below
+
+    # ------------------------------------------------------------------ parameters
+    def validate_params(self) -> None:
+        """Check the parameters and set what ``fit`` derives from them."""
+        tiers = tuple(str(t) for t in self.tiers)
         if len(tiers) < 2 or len(set(tiers)) != len(tiers):
             raise ConfigurationError("a cascade needs two or more distinct tiers, cheapest first")
-        self.peers = _check_peers(peers, tuple(tiers), answer_aware)
-        check_samples(samples, sample_temperature)
-        if samples and not answer_aware:
+        check_samples(self.samples, self.sample_temperature)
+        if self.samples and not self.answer_aware:
             raise ConfigurationError(
                 "second opinions need an answer-aware model (answer_aware=True)"
             )
-        self.samples = samples
-        self.sample_temperature = sample_temperature
-        self.answer_kinds = dict(answer_kinds or {})
-        NormaliserRegistry(self.answer_kinds)  # fail early on an unknown kind
-        self.tiers = tuple(tiers)
-        self.target = target or Target(quality_ratio=0.95)
-        self.answer_aware = answer_aware
-        self.val_fraction = val_fraction
-        self.cal_fraction = cal_fraction
-        self.skip_tolerance = skip_tolerance
-        self.min_step_samples = min_step_samples
-        self.acceptance_params = dict(acceptance_params or {})
-        self.input_window_chars = input_window_chars
-        self.seed = seed
-        self.pre_ensemble = pre_ensemble
-        self.answer_option_text = answer_option_text
+        _check_peers(self.peers, tiers, self.answer_aware)
+        NormaliserRegistry(dict(self.answer_kinds or {}))  # an unknown kind fails here
+        if not isinstance(self.folds, int) or self.folds < 2:
+            raise ConfigurationError(f"folds must be an integer >= 2, got {self.folds!r}")
+        if self.input_window_chars < 0:
+            raise ConfigurationError("input_window_chars must be >= 0")
+        self.tiers_ = tiers
+        self.target_ = Target.parse(self.target) or Target(quality_ratio=0.95)
 
     @property
     def peer_models(self) -> tuple[str, ...]:
         """The peers asked for second opinions at the first tier (empty: none)."""
-        return tuple(self.peers.get(0, ()))
+        peers = _check_peers(self.peers, tuple(self.tiers), self.answer_aware)
+        return tuple(peers.get(0, ()))
 
     @property
     def opinion_sources(self) -> tuple[OpinionSource, ...]:
@@ -138,7 +182,7 @@ class CascadeModel:
         if self.peer_models:
             out.append(OpinionSource("peers", self.peer_models))
         if self.samples:
-            names = sample_model_names(self.tiers[0], self.samples)
+            names = sample_model_names(str(self.tiers[0]), self.samples)
             out.append(OpinionSource("samples", names, float(self.sample_temperature)))
         return tuple(out)
 
@@ -149,6 +193,9 @@ class CascadeModel:
                 return source
         have = ", ".join(s.name for s in self.opinion_sources) or "none"
         raise ConfigurationError(f"this router has no opinion source {name!r} (it has: {have})")
+
+    def normaliser_registry(self) -> NormaliserRegistry:
+        return NormaliserRegistry(dict(self.answer_kinds or {}))
 
     # ------------------------------------------------------------------ features
     def embed_inputs(
@@ -175,18 +222,23 @@ class CascadeModel:
     ) -> TableFeatures:
         """Input features for every prompt and answer features for tiers with recorded answers
         (and, with ``opinions``, the opinion inputs of every source: their recorded answers
-        must be in the table)."""
-        vocab = getattr(self, "steps_", None) or StepVocabulary.fit(table.steps)
+        must be in the table).
+
+        The step column is encoded with the fitted step vocabulary; before ``fit`` it is left
+        unknown (NaN) and ``fit`` encodes it (:meth:`TableFeatures.encoded`): featurizing never
+        fits anything.
+        """
+        steps = np.asarray(table.steps, dtype=object).astype(str)
         emb = self.embed_inputs(embedder, table.prompts, progress=progress)
-        inputs = input_features(emb, table.prompts, vocab.encode(table.steps))
+        codes = self.steps_.encode(steps) if self._fitted() else np.full(len(steps), np.nan)
+        inputs = input_features(emb, table.prompts, codes)
         per_tier: dict[int, np.ndarray] = {}
         if answers and self.answer_aware:
-            reads_validity = getattr(self, "answer_validity_", None)
-            if reads_validity is None:
-                reads_validity = records_validity(table)
+            # a fitted model reads what it was trained with; before fit, what the data records
+            reads_validity = self.answer_validity_ if self._fitted() else records_validity(table)
             for i in range(len(self.tiers) - 1):
                 responses = table.responses[i]
-                if all(r is None for r in responses):
+                if not has_answers(responses):
                     continue
                 windows = self.answer_windows(responses, table.prompts)
                 a_emb = embedder.encode(windows, progress=progress)
@@ -201,7 +253,7 @@ class CascadeModel:
         if answers and opinions and self.answer_aware:
             for source in self.opinion_sources:
                 by_source[source.name] = self._opinion_inputs(table, source, embedder, progress)
-        return TableFeatures(inputs, per_tier, by_source)
+        return TableFeatures(inputs, per_tier, by_source, steps)
 
     def _opinion_inputs(
         self, table: OutcomeTable, source: OpinionSource, embedder: Embedder, progress: bool
@@ -218,7 +270,8 @@ class CascadeModel:
         first = list(table.responses[0])
         steps = [str(s) for s in table.steps]
         opinions = [[c[j] for c in columns] for j in range(len(first))]
-        scorer = self._scorer()
+        # which rows compare as free text depends on the answer kinds only, not on fitting
+        scorer = AgreementScorer(self.normaliser_registry())
         rows = [
             j
             for j in range(len(first))
@@ -236,16 +289,12 @@ class CascadeModel:
             embeddings = {j: emb[k * width : (k + 1) * width] for k, j in enumerate(rows)}
         return OpinionInputs(steps, first, opinions, embeddings)
 
-    def _scorer(self) -> AgreementScorer:
-        scorer = getattr(self, "scorer_", None)
-        return scorer or AgreementScorer(NormaliserRegistry(self.answer_kinds))
-
     def opinion_matrix(self, answer_matrix: np.ndarray, inputs: OpinionInputs) -> np.ndarray:
         """Opinion-aware features: the first tier's answer features, then the agreement ones."""
-        scorer = self._scorer()
+        self._check_fitted_scorer()
         agreement = np.vstack(
             [
-                scorer.features(
+                self.scorer_.features(
                     inputs.steps[j], inputs.first[j], inputs.opinions[j], inputs.embeddings.get(j)
                 )
                 for j in range(len(inputs.first))
@@ -254,9 +303,6 @@ class CascadeModel:
         return np.hstack([answer_matrix, agreement])
 
     # ------------------------------------------------------------------ fitting
-    def _new_model(self) -> AcceptanceModel:
-        return AcceptanceModel(seed=self.seed, **self.acceptance_params)
-
     def fit(
         self,
         table: OutcomeTable,
@@ -264,151 +310,144 @@ class CascadeModel:
         progress: bool = False,
         features: TableFeatures | None = None,
     ) -> CascadeModel:
-        """Learn every acceptance model and fit the policy for ``self.target``."""
-        if tuple(table.tiers) != self.tiers:
-            raise ConfigurationError(f"table tiers {table.tiers} differ from {self.tiers}")
-        if len(table) < 50:
-            raise ConfigurationError(f"too few prompts to train a router: {len(table)} (< 50)")
+        """Cross-fit every acceptance model, make every choice out of fold and fit the policy
+        for the target on the out-of-fold outcomes of every training row."""
+        self.validate_params()
+        if tuple(table.tiers) != self.tiers_:
+            raise ConfigurationError(f"table tiers {table.tiers} differ from {self.tiers_}")
+        if len(table) < MIN_TRAINING_PROMPTS:
+            raise ConfigurationError(
+                f"too few prompts to train a router: {len(table)} (< {MIN_TRAINING_PROMPTS})"
+            )
         self.embedder_ref_ = embedder.reference()
         self.embedder_name_ = embedder.name
         self.steps_ = StepVocabulary.fit(table.steps)
         self.answer_validity_ = self.answer_aware and records_validity(table)
-        feats = features or self.featurize(table, embedder, progress=progress)
-        splits = FitSplits.make(table.prompt_ids, self.val_fraction, self.cal_fraction, self.seed)
-        self.splits_ = splits
-        labels = [table.labels(t) for t in range(len(self.tiers))]
-        from tqdm.auto import tqdm
+        feats = features if features is not None else self.featurize(table, embedder, progress)
+        if len(feats.inputs) != len(table):
+            raise ConfigurationError("features and table differ in their number of prompts")
+        feats = feats.encoded(self.steps_)
+        n_tiers = len(self.tiers_)
+        labels = [table.labels(t) for t in range(n_tiers)]
+        folds = Folds.make(table.prompt_ids, 2 * labels[0] + labels[-1], self.folds, self.seed)
+        params = {"seed": self.seed, **dict(self.acceptance_params or {})}
+        grid = CAPACITY_GRID if len(table) < self.capacity_cv_below else ({},)
+        record: dict[str, Any] = {"folds": self.folds, "capacity_grid": list(grid)}
 
+        self.scorer_ = AgreementScorer(self.normaliser_registry())
         opinion_X: dict[str, np.ndarray] = {}
         if feats.opinions and 0 in feats.answers:
             first_source = next(iter(feats.opinions.values()))
-            self.scorer_ = self._fit_scorer(first_source, labels[0], splits.fit)
+            self.scorer_ = self._fit_scorer(first_source, labels[0])
             opinion_X = {
                 name: self.opinion_matrix(feats.answers[0], inputs)
                 for name, inputs in feats.opinions.items()
             }
-        n_models = len(self.tiers) + 2 * len(feats.answers) + 2 * len(opinion_X)
-        n_models += int(self.pre_ensemble)
+        from tqdm.auto import tqdm
+
+        n_models = n_tiers + 2 * len(feats.answers) + 2 * len(opinion_X)
         with tqdm(total=n_models, desc="acceptance models", disable=not progress) as bar:
 
-            def fit_one(X: np.ndarray, y: np.ndarray) -> AcceptanceModel:
-                model = self._fit_one(X, y, splits)
+            def fit_one(X: np.ndarray, y: np.ndarray) -> CrossFit:
+                result = cross_fit(params, X, y, folds, grid)
                 bar.update(1)
-                return model
+                return result
 
-            self.pre_models_ = [fit_one(feats.inputs, labels[t]) for t in range(len(self.tiers))]
-            self.pre_members_ = PreAnswerMembers()
-            self.pre_member_scores_: dict[str, float] = {}
-            if self.pre_ensemble:
-                self.pre_members_, self.pre_member_scores_ = self._fit_members(
-                    feats.inputs, labels, table, splits
-                )
-                bar.update(1)
-            self.post_models_: dict[int, tuple[AcceptanceModel, AcceptanceModel]] = {}
-            for i, X in feats.answers.items():
-                self.post_models_[i] = (fit_one(X, labels[i]), fit_one(X, labels[i + 1]))
-            self.opinion_models_: dict[str, tuple[AcceptanceModel, AcceptanceModel]] = {
+            pre = [fit_one(feats.inputs, labels[t]) for t in range(n_tiers)]
+            post = {
+                i: (fit_one(X, labels[i]), fit_one(X, labels[i + 1]))
+                for i, X in sorted(feats.answers.items())
+            }
+            opinion = {
                 name: (fit_one(X, labels[0]), fit_one(X, labels[1]))
                 for name, X in opinion_X.items()
             }
-        mean_cost = table.costs[splits.fit].mean(axis=0)
+        self.pre_models_ = [r.model for r in pre]
+        self.post_models_ = {i: (a.model, b.model) for i, (a, b) in post.items()}
+        self.opinion_models_ = {name: (a.model, b.model) for name, (a, b) in opinion.items()}
+        record["models"] = {
+            "pre": [r.record() for r in pre],
+            "post": {str(i): [a.record(), b.record()] for i, (a, b) in post.items()},
+            "opinion": {n: [a.record(), b.record()] for n, (a, b) in opinion.items()},
+        }
+
+        pre_oof = np.column_stack([r.oof for r in pre])
+        self.pre_members_ = PreAnswerMembers()
+        if self.pre_ensemble:
+            Y = np.column_stack(labels)
+            choice = fit_members(
+                feats.inputs[:, N_INPUT_EXTRA:],
+                Y,
+                folds,
+                pre_oof,
+                router_score(table.scores),
+                seed=self.seed,
+            )
+            self.pre_members_, pre_oof = choice.members, choice.oof
+            record["pre_members"] = {
+                "chosen": list(choice.members.members),
+                "oof_apgr": choice.scores,
+                "knn_k": choice.knn_k,
+                "knn_oof_apgr": {str(k): v for k, v in choice.knn_scores.items()},
+                "linear_C": choice.linear_C,
+                "linear_oof_apgr": {f"{c:g}": v for c, v in choice.linear_scores.items()},
+            }
+
+        mean_cost = table.costs.mean(axis=0)
         self.tier_weights_ = np.array(
             [
                 mean_cost[i + 1] / mean_cost[-1] if mean_cost[-1] > 0 else 1.0
-                for i in range(len(self.tiers) - 1)
+                for i in range(n_tiers - 1)
             ]
         )
-        cal = table.subset(splits.cal)
+        post_self = {i: a.oof for i, (a, _) in post.items()}
+        post_next = {i: b.oof for i, (_, b) in post.items()}
         self.post_blend_ = 0.0
-        self.post_blend_scores_: dict[str, float] = {}
-        cal_signals = self.signals_from_features(subset_features(feats, splits.cal))
-        if self.post_models_:
-            self.post_blend_, self.post_blend_scores_ = self._choose_post_blend(cal_signals, cal)
-            cal_signals = self.signals_from_features(subset_features(feats, splits.cal))
-        self.policy_ = CascadePolicy(
-            tiers=self.tiers,
+        if post:
+            self.post_blend_, record["post_blend_oof_apgr"] = choose_post_blend(
+                pre_oof, post_self, post_next, table.scores, table.costs
+            )
+        record["post_blend"] = self.post_blend_
+        self.cv_results_ = record
+
+        n = len(table)
+        oof_self = np.full((n, n_tiers - 1), np.nan)
+        oof_next = np.full((n, n_tiers - 1), np.nan)
+        for i in post:
+            oof_self[:, i] = _blend(post_self[i], pre_oof[:, i], self.post_blend_)
+            oof_next[:, i] = _blend(post_next[i], pre_oof[:, i + 1], self.post_blend_)
+        op_self = op_next = None
+        names = [s.name for s in self.opinion_sources]
+        if names and all(name in opinion for name in names):
+            op_self = np.column_stack([opinion[name][0].oof for name in names])
+            op_next = np.column_stack([opinion[name][1].oof for name in names])
+        self.oof_ = OutOfFold(
+            CascadeSignals(pre_oof, oof_self, oof_next, op_self, op_next),
+            np.asarray(table.scores, dtype=np.float64),
+            np.asarray(table.costs, dtype=np.float64),
+            np.asarray(table.steps, dtype=object).astype(str),
+            self.opinion_costs(table),
+            np.asarray(table.prompt_ids),
+            folds.fold,
+        )
+        self.policy_ = self._fit_policy(self.oof_)
+        self.mean_output_tokens_ = table.output_tokens.mean(axis=0).tolist()
+        return self
+
+    def _fit_policy(self, oof: OutOfFold) -> CascadePolicy:
+        """The policy for ``target_``, fitted on the out-of-fold outcomes of every training row."""
+        return CascadePolicy(
+            tiers=self.tiers_,
             tier_weights=self.tier_weights_,
             skip_tolerance=self.skip_tolerance,
             min_step_samples=self.min_step_samples,
-            target=self.target,
-        ).fit(cal_signals, cal.scores, cal.costs, cal.steps, self.opinion_costs(cal))
-        self.mean_output_tokens_ = table.output_tokens[splits.fit].mean(axis=0).tolist()
-        return self
+            target=self.target_,
+        ).fit(*oof.fit_args())
 
-    def _fit_members(
-        self,
-        X_inputs: np.ndarray,
-        labels: list[np.ndarray],
-        table: OutcomeTable,
-        splits: FitSplits,
-    ) -> tuple[PreAnswerMembers, dict[str, float]]:
-        """Pre-answer members fitted on the fit and validation rows, chosen on the calibration
-        rows by the APGR of ranking escalation (first tier → top tier) by their gain."""
-        rows = np.concatenate([splits.fit, splits.val])
-        emb = X_inputs[:, N_INPUT_EXTRA:]
-        cal = splits.cal
-        s, f = table.scores[cal, 0], table.scores[cal, -1]
-        cs, cf = table.costs[cal, 0], table.costs[cal, -1]
-
-        def calibration_apgr(p: np.ndarray) -> float:
-            curve = M.deferral_curve(p[:, -1] - p[:, 0], s, f, cs, cf, cascade=False)
-            return M.apgr(curve, float(s.mean()), float(f.mean()))
-
-        cal_lgbm = np.column_stack([m.predict_accept(X_inputs[cal]) for m in self.pre_models_])
-        Y = np.column_stack([y[rows] for y in labels])
-        return fit_members(emb[rows], Y, emb[cal], cal_lgbm, calibration_apgr, seed=self.seed)
-
-    def _choose_post_blend(
-        self, signals: CascadeSignals, cal: OutcomeTable, resamples: int = 100
-    ) -> tuple[float, dict[str, float]]:
-        """The weight in :data:`POST_BLEND_GRID` for the answer-aware probabilities, chosen on
-        the calibration rows by the one-standard-error rule: the most shrinkage whose APGR (of
-        ranking escalation by the blended gain, averaged over the tiers with answer models) is
-        within one bootstrap standard error of the best weight's.
-
-        Where the answers say little (free-form 5-shot tasks, a few hundred prompts), the
-        answer-aware boosters are noisier than the pre-answer estimate, and a calibration split
-        of a few hundred prompts cannot tell close weights apart: among those it cannot, the
-        rule takes the one that leans most on the pre-answer estimate."""
-        gains = {
-            w: {
-                i: _blend(signals.post_next[:, i], signals.pre[:, i + 1], w)
-                - _blend(signals.post_self[:, i], signals.pre[:, i], w)
-                for i in self.post_models_
-            }
-            for w in POST_BLEND_GRID
-        }
-
-        def score(w: float, rows: np.ndarray | slice) -> float:
-            values = []
-            for i, gain in gains[w].items():
-                s, f = cal.scores[rows, i], cal.scores[rows, i + 1]
-                curve = M.deferral_curve(
-                    gain[rows], s, f, cal.costs[rows, i], cal.costs[rows, i + 1], cascade=True
-                )
-                values.append(M.apgr(curve, float(s.mean()), float(f.mean())))
-            return float(np.mean(values))
-
-        full = {w: score(w, slice(None)) for w in POST_BLEND_GRID}
-        best = max(POST_BLEND_GRID, key=lambda w: (full[w], -w))
-        rng = np.random.default_rng(self.seed)
-        draws = [rng.integers(0, len(cal), len(cal)) for _ in range(resamples)]
-        chosen = best
-        for w in sorted(POST_BLEND_GRID, reverse=True):  # most shrinkage first
-            if w <= best:
-                break
-            diffs = [score(best, rows) - score(w, rows) for rows in draws]
-            if full[best] - full[w] <= float(np.std(diffs, ddof=1)):
-                chosen = w
-                break
-        return chosen, {f"{w:g}": v for w, v in full.items()} | {"best": best}
-
-    def _fit_scorer(
-        self, inputs: OpinionInputs, first_correct: np.ndarray, fit_rows: np.ndarray
-    ) -> AgreementScorer:
-        """The agreement scorer, its free-text threshold learned on the fit split."""
-        scorer = AgreementScorer(NormaliserRegistry(self.answer_kinds))
-        rows = [int(j) for j in fit_rows if int(j) in inputs.embeddings]
+    def _fit_scorer(self, inputs: OpinionInputs, first_correct: np.ndarray) -> AgreementScorer:
+        """The agreement scorer, its free-text threshold (one number) learned on every row."""
+        scorer = AgreementScorer(self.normaliser_registry())
+        rows = sorted(inputs.embeddings)
         if rows:
             first = np.vstack([inputs.embeddings[j][0] for j in rows])
             other = np.vstack([inputs.embeddings[j][1] for j in rows])
@@ -427,40 +466,43 @@ class CascadeModel:
             columns.append(np.asarray(table.peers.costs[:, cols].sum(axis=1), dtype=np.float64))
         return np.column_stack(columns)
 
-    def _fit_one(self, X: np.ndarray, y: np.ndarray, s: FitSplits) -> AcceptanceModel:
-        return self._new_model().fit(
-            X[s.fit], y[s.fit], eval_set=(X[s.val], y[s.val]), calibration_set=(X[s.cal], y[s.cal])
-        )
-
     # ------------------------------------------------------------------ prediction
+    def _fitted(self) -> bool:
+        return hasattr(self, "policy_")
+
     def _check_fitted(self) -> None:
-        if not hasattr(self, "policy_"):
+        if not self._fitted():
+            raise NotFittedError("CascadeModel is not fitted: call fit() or load() first")
+
+    def _check_fitted_scorer(self) -> None:
+        if not hasattr(self, "scorer_"):
             raise NotFittedError("CascadeModel is not fitted: call fit() or load() first")
 
     def signals_from_features(self, feats: TableFeatures) -> CascadeSignals:
         """Probabilities of every model for every row (NaN post columns where no answer model)."""
+        self._check_fitted()
+        feats = feats.encoded(self.steps_)
         n = len(feats.inputs)
         pre = self._pre(feats.inputs)
         post_self = np.full((n, len(self.tiers) - 1), np.nan)
         post_next = np.full((n, len(self.tiers) - 1), np.nan)
-        w = getattr(self, "post_blend_", 0.0)
+        w = self.post_blend_
         for i, (m_self, m_next) in self.post_models_.items():
             if i in feats.answers:
                 post_self[:, i] = _blend(m_self.predict_accept(feats.answers[i]), pre[:, i], w)
                 post_next[:, i] = _blend(m_next.predict_accept(feats.answers[i]), pre[:, i + 1], w)
         op_self = op_next = None
-        opinion_models = getattr(self, "opinion_models_", {})
         names = [s.name for s in self.opinion_sources]
         if (
             names
-            and all(n in opinion_models and n in feats.opinions for n in names)
+            and all(n in self.opinion_models_ and n in feats.opinions for n in names)
             and 0 in feats.answers
         ):
             selfs, nexts = [], []
             for name in names:
                 X = self.opinion_matrix(feats.answers[0], feats.opinions[name])
-                selfs.append(opinion_models[name][0].predict_accept(X))
-                nexts.append(opinion_models[name][1].predict_accept(X))
+                selfs.append(self.opinion_models_[name][0].predict_accept(X))
+                nexts.append(self.opinion_models_[name][1].predict_accept(X))
             op_self, op_next = np.column_stack(selfs), np.column_stack(nexts)
         return CascadeSignals(pre, post_self, post_next, op_self, op_next)
 
@@ -483,13 +525,16 @@ class CascadeModel:
         return self._pre(X_inputs)
 
     def _pre(self, X_inputs: np.ndarray) -> np.ndarray:
-        lgbm = np.column_stack([m.predict_accept(X_inputs) for m in self.pre_models_])
-        members: PreAnswerMembers = getattr(self, "pre_members_", None) or PreAnswerMembers()
+        members = self.pre_members_
+        if members.uses_boosters:
+            lgbm = np.column_stack([m.predict_accept(X_inputs) for m in self.pre_models_])
+        else:  # the boosters are not averaged in: no need to run them
+            lgbm = np.zeros((len(X_inputs), len(self.pre_models_)))
         return members.average(lgbm, X_inputs[:, N_INPUT_EXTRA:])
 
     def _validity(self, n: int, validity: Sequence[float] | None) -> np.ndarray | None:
         """The validity feature for ``n`` answers, for a model trained with it (else None)."""
-        if not getattr(self, "answer_validity_", False):
+        if not self.answer_validity_:
             return None
         return np.full(n, np.nan) if validity is None else np.asarray(validity, dtype=float)
 
@@ -509,11 +554,14 @@ class CascadeModel:
         self._check_fitted()
         if tier not in self.post_models_:
             return None
+        w = self.post_blend_
+        if w >= 1.0:  # the answer-aware models are not used
+            pre = self._pre(X_inputs)
+            return pre[:, tier].copy(), pre[:, tier + 1].copy()
         extra = answer_extra_features(answers, logprobs, self._validity(len(answers), validity))
         X = answer_features(X_inputs, answer_embeddings, extra)
         m_self, m_next = self.post_models_[tier]
         p_self, p_next = m_self.predict_accept(X), m_next.predict_accept(X)
-        w = getattr(self, "post_blend_", 0.0)
         if w > 0:
             pre = self._pre(X_inputs)
             p_self, p_next = _blend(p_self, pre[:, tier], w), _blend(p_next, pre[:, tier + 1], w)
@@ -540,7 +588,7 @@ class CascadeModel:
         """
         self._check_fitted()
         sources = self.opinion_sources
-        if not sources or not getattr(self, "opinion_models_", {}):
+        if not sources or not self.opinion_models_:
             return None
         chosen = self.opinion_source(source) if source is not None else sources[0]
         if len(opinions) != len(answers) or any(len(o) != chosen.size for o in opinions):
@@ -550,10 +598,9 @@ class CascadeModel:
                 else f"one answer per peer ({', '.join(chosen.models)})"
             )
             raise ConfigurationError(f"give {what} for every request")
-        scorer = self._scorer()
         embeddings: dict[int, np.ndarray] = {}
         for j, (first, others) in enumerate(zip(answers, opinions, strict=True)):
-            if scorer.needs_embeddings(steps[j], [first, *others]):
+            if self.scorer_.needs_embeddings(steps[j], [first, *others]):
                 peer_emb = embedder.encode([answer_window(o) for o in others])
                 embeddings[j] = np.vstack([answer_embeddings[j : j + 1], peer_emb])
         inputs = OpinionInputs(
@@ -567,151 +614,29 @@ class CascadeModel:
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
-        """Write the model as JSON + LightGBM text + an npz of calibration outcomes (no pickle)."""
-        self._check_fitted()
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        meta = {
-            # the oldest format that holds what this model uses (older readers read it)
-            "format_version": self._format_version(),
-            "tiers": list(self.tiers),
-            "params": {
-                "target": str(self.target),
-                "answer_aware": self.answer_aware,
-                "val_fraction": self.val_fraction,
-                "cal_fraction": self.cal_fraction,
-                "skip_tolerance": self.skip_tolerance,
-                "min_step_samples": self.min_step_samples,
-                "acceptance_params": self.acceptance_params,
-                "input_window_chars": self.input_window_chars,
-                "seed": self.seed,
-                "peers": {str(i): list(p) for i, p in self.peers.items()},
-                "answer_kinds": NormaliserRegistry(self.answer_kinds).to_dict()["steps"],
-                "pre_ensemble": self.pre_ensemble,
-                "samples": self.samples,
-                "sample_temperature": self.sample_temperature,
-                "answer_option_text": self.answer_option_text,
-            },
-            "embedder": self.embedder_ref_,
-            "embedder_name": self.embedder_name_,
-            "steps": list(self.steps_.steps),
-            "tier_weights": self.tier_weights_.tolist(),
-            "mean_output_tokens": self.mean_output_tokens_,
-            "policy": self.policy_.to_dict(),
-            "pre_models": [m.to_dict() for m in self.pre_models_],
-            "post_models": {
-                str(i): [a.to_dict(), b.to_dict()] for i, (a, b) in self.post_models_.items()
-            },
-            "opinion_models": {
-                # formats 2-3 key the peers' models by tier ("0"): kept for older readers
-                ("0" if name == "peers" else name): [a.to_dict(), b.to_dict()]
-                for name, (a, b) in getattr(self, "opinion_models_", {}).items()
-            },
-            "agreement_threshold": self._scorer().threshold,
-            "pre_members": self.pre_members_.to_dict(),
-            "post_blend": self.post_blend_,
-            "answer_validity": bool(getattr(self, "answer_validity_", False)),
-        }
-        for since, (top, params) in _KEYS_SINCE.items():
-            if since > meta["format_version"]:
-                for key in top:
-                    meta.pop(key)
-                for key in params:
-                    meta["params"].pop(key)
-        (path / NEIGHBOURS_FILE).unlink(missing_ok=True)
-        if self.pre_members_.arrays():
-            np.savez_compressed(path / NEIGHBOURS_FILE, **self.pre_members_.arrays())  # type: ignore[arg-type]
-        (path / "router.json").write_text(json.dumps(meta))
-        np.savez_compressed(path / "calibration.npz", **self.policy_.calibration_arrays())  # type: ignore[arg-type]
-        return path
+        """Write the model as JSON + LightGBM text + npz arrays (no pickle)."""
+        from router.model.persistence import save_model
 
-    def _format_version(self) -> int:
-        """The oldest format that holds what this model uses."""
-        if getattr(self, "answer_validity_", False):
-            return 6  # answers read with the validator's verdict
-        if self.answer_aware and self.answer_option_text:
-            return 5  # answers read with their picked option
-        if self.samples:
-            return 4
-        if self.pre_members_.extra or self.post_blend_ != 0.0:
-            return 3
-        if self.peers or self.answer_kinds:
-            return 2
-        return 1
+        self._check_fitted()
+        return save_model(self, Path(directory))
 
     @classmethod
     def load(cls, directory: str | Path, num_threads: int = 1) -> CascadeModel:
-        """Read a model written by :meth:`save`."""
-        path = Path(directory)
-        meta_path = path / "router.json"
-        if not meta_path.exists():
-            raise RouterLoadError(f"no saved router at {path} (router.json missing)")
-        try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("format_version") not in READABLE_FORMATS:
-                raise RouterLoadError(
-                    f"router at {path} has format {meta.get('format_version')}; this version "
-                    f"reads formats {', '.join(map(str, READABLE_FORMATS))}: retrain it or "
-                    "upgrade cascade-router"
-                )
-            params = dict(meta["params"])
-            params["target"] = Target.parse(params["target"])
-            params["peers"] = {int(i): p for i, p in params.get("peers", {}).items()}
-            # formats 1-4 read a bare answer (no picked option)
-            params.setdefault("answer_option_text", False)
-            model = cls(tiers=meta["tiers"], **params)
-            model.embedder_ref_ = meta["embedder"]
-            model.embedder_name_ = meta["embedder_name"]
-            model.steps_ = StepVocabulary(tuple(meta["steps"]))
-            model.tier_weights_ = np.asarray(meta["tier_weights"], dtype=np.float64)
-            model.mean_output_tokens_ = list(meta["mean_output_tokens"])
-            model.pre_models_ = [
-                AcceptanceModel.from_dict(d, num_threads) for d in meta["pre_models"]
-            ]
-            model.post_models_ = {
-                int(i): (
-                    AcceptanceModel.from_dict(a, num_threads),
-                    AcceptanceModel.from_dict(b, num_threads),
-                )
-                for i, (a, b) in meta["post_models"].items()
-            }
-            model.opinion_models_ = {
-                ("peers" if key == "0" else key): (
-                    AcceptanceModel.from_dict(a, num_threads),
-                    AcceptanceModel.from_dict(b, num_threads),
-                )
-                for key, (a, b) in meta.get("opinion_models", {}).items()
-            }
-            model.scorer_ = AgreementScorer(
-                NormaliserRegistry(model.answer_kinds),
-                float(meta.get("agreement_threshold", AgreementScorer.threshold)),
-            )
-            with np.load(path / "calibration.npz", allow_pickle=False) as arrays:
-                model.policy_ = CascadePolicy.from_dict(meta["policy"], dict(arrays))
-            model.pre_members_ = PreAnswerMembers()
-            model.pre_member_scores_ = {}
-            model.post_blend_ = float(meta.get("post_blend", 0.0))
-            model.answer_validity_ = bool(meta.get("answer_validity", False))  # formats 1-5: no
-            model.post_blend_scores_ = {}
-            if not 0.0 <= model.post_blend_ <= 1.0:
-                raise ValueError(f"post_blend {model.post_blend_} is outside [0, 1]")
-            if "pre_members" in meta:
-                neighbours = None
-                if (path / NEIGHBOURS_FILE).exists():
-                    with np.load(path / NEIGHBOURS_FILE, allow_pickle=False) as arrays:
-                        neighbours = dict(arrays)
-                model.pre_members_ = PreAnswerMembers.from_dict(meta["pre_members"], neighbours)
-        except RouterLoadError:
-            raise
-        except (KeyError, ValueError, OSError, TypeError) as exc:
-            raise RouterLoadError(f"router at {path} is damaged or incompatible: {exc}") from exc
-        return model
+        """Read a model written by :meth:`save` (any readable format)."""
+        from router.model.persistence import load_model
+
+        return load_model(cls, Path(directory), num_threads)
 
 
 def records_validity(table: OutcomeTable) -> bool:
     """Whether recorded outcomes hold the validator's verdict on some answer below the top."""
     validity = table.validity
     return validity is not None and bool(np.isfinite(validity[:, :-1]).any())
+
+
+def has_answers(responses: Sequence[str | None]) -> bool:
+    """Whether any recorded answer says something (all None or all blank: none recorded)."""
+    return any(r is not None and str(r).strip() for r in responses)
 
 
 def _blend(post: np.ndarray, pre: np.ndarray, weight: float) -> np.ndarray:

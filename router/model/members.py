@@ -2,20 +2,25 @@
 
 LightGBM on 384 embedding dimensions is strong with many labelled prompts and noisy with few;
 a linear model and a nearest-neighbour vote are strong where it is weak.  The router averages
-the probabilities of a subset of {LightGBM, logistic regression, kNN}, and the subset is
-chosen on the calibration split (never the test split) by the APGR of the escalation ranking
-it gives.  Both extra members are plain arrays at prediction time: no sklearn object per
-request, nothing pickled.
+the probabilities of a non-empty subset of {LightGBM, logistic regression, kNN} (kNN alone
+included), and the subset, kNN's k and the regression's C are chosen from out-of-fold
+predictions over the whole training split (never the test split) by the APGR of the escalation
+ranking they give.  Both extra members are plain arrays at prediction time: no sklearn object
+per request, nothing pickled.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from router.errors import NotFittedError
+
+if TYPE_CHECKING:
+    from router.model.folds import Folds
 
 FloatArray = np.ndarray
 
@@ -32,8 +37,10 @@ class LinearAcceptance:
     Learned: ``coef_``, ``intercept_``.
     """
 
-    def __init__(self, C: float = 0.1, max_iter: int = 2000, seed: int = 0) -> None:
-        self.C, self.max_iter, self.seed = C, max_iter, seed
+    def __init__(
+        self, C: float = 0.1, max_iter: int = 2000, seed: int = 0, tol: float = 1e-4
+    ) -> None:
+        self.C, self.max_iter, self.seed, self.tol = C, max_iter, seed, tol
 
     def fit(self, X: FloatArray, y: FloatArray) -> LinearAcceptance:
         from sklearn.linear_model import LogisticRegression
@@ -45,7 +52,9 @@ class LinearAcceptance:
             rate = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
             self.intercept_ = float(np.log(rate / (1 - rate)))
             return self
-        model = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+        model = LogisticRegression(
+            C=self.C, max_iter=self.max_iter, tol=self.tol, random_state=self.seed
+        )
         model.fit(X, y)
         self.coef_ = model.coef_[0].astype(np.float64)
         self.intercept_ = float(model.intercept_[0])
@@ -79,6 +88,7 @@ class NeighbourAcceptance:
         self.k = k
 
     def fit(self, X: FloatArray, Y: FloatArray) -> NeighbourAcceptance:
+        self._keys_f32: FloatArray | None = None  # the old keys' float32 copy is stale
         self.keys_ = _unit(X).astype(np.float16)
         self.labels_ = np.asarray(Y, dtype=np.float32).reshape(len(self.keys_), -1)
         return self
@@ -100,8 +110,8 @@ class NeighbourAcceptance:
     def _keys32(self) -> FloatArray:
         """The keys as float32, converted once (a per-call conversion would dominate a single
         request)."""
-        cached: FloatArray | None = getattr(self, "_keys_f32", None)
-        if cached is None or len(cached) != len(self.keys_):
+        cached = self._keys_f32
+        if cached is None:
             cached = self._keys_f32 = self.keys_.astype(np.float32)
         return cached
 
@@ -111,6 +121,7 @@ class NeighbourAcceptance:
     @classmethod
     def from_arrays(cls, k: int, arrays: Mapping[str, FloatArray]) -> NeighbourAcceptance:
         model = cls(k=k)
+        model._keys_f32 = None
         model.keys_ = np.asarray(arrays["keys"], dtype=np.float16)
         model.labels_ = np.asarray(arrays["labels"], dtype=np.float32)
         if model.labels_.ndim != 2 or len(model.labels_) != len(model.keys_):
@@ -118,17 +129,19 @@ class NeighbourAcceptance:
         return model
 
 
-#: The candidate member subsets, LightGBM always in.
+#: The candidate member subsets, simplest first (a tie keeps the earlier one).
 CANDIDATES: tuple[tuple[str, ...], ...] = (
     ("lgbm",),
     ("lgbm", "linear"),
-    ("lgbm", "linear_c1"),
     ("lgbm", "knn"),
     ("lgbm", "linear", "knn"),
+    ("knn",),
+    ("linear",),
+    ("linear", "knn"),
 )
-
-#: The inverse regularisation of each linear member.
-LINEAR_MEMBERS: dict[str, float] = {"linear": 0.1, "linear_c1": 1.0}
+#: Candidate numbers of neighbours and inverse regularisations, chosen out of fold.
+NEIGHBOUR_KS: tuple[int, ...] = (5, 10, 20, 50, 100, 200)
+LINEAR_CS: tuple[float, ...] = (0.1, 1.0)
 
 
 def choose_members(
@@ -156,9 +169,10 @@ def choose_members(
 class PreAnswerMembers:
     """The estimators whose probabilities a model averages into P(tier accepted | input).
 
-    ``members`` names them: ``lgbm`` (the model's calibrated boosters, always in), ``linear`` /
-    ``linear_c1`` (one :class:`LinearAcceptance` per tier) and ``knn`` (one
-    :class:`NeighbourAcceptance` for all tiers).  Only the chosen members are kept.
+    ``members`` names them: ``lgbm`` (the model's calibrated boosters), ``linear`` /
+    ``linear_c1`` (one :class:`LinearAcceptance` per tier; routers before cross-fitting had
+    both, with C = 0.1 and 1) and ``knn`` (one :class:`NeighbourAcceptance` for all tiers).
+    Only the chosen members are kept.
     """
 
     def __init__(
@@ -175,7 +189,7 @@ class PreAnswerMembers:
             for n in self.members
             if n != "lgbm" and n not in self.linear and not (n == "knn" and neighbours)
         ]
-        if "lgbm" not in self.members or missing:
+        if not self.members or missing:
             raise ValueError(f"pre-answer members {self.members} lack their estimators {missing}")
 
     @property
@@ -183,11 +197,20 @@ class PreAnswerMembers:
         """Whether anything but the boosters takes part."""
         return self.members != ("lgbm",)
 
+    @property
+    def boosters_only(self) -> bool:
+        """Whether the boosters alone make the estimate."""
+        return not self.extra
+
+    @property
+    def uses_boosters(self) -> bool:
+        return "lgbm" in self.members
+
     def average(self, lgbm: FloatArray, embeddings: FloatArray) -> FloatArray:
         """The members' mean probability, n × tiers, given the boosters' ``lgbm`` (n × tiers)."""
         if not self.extra:
             return lgbm
-        parts = [np.asarray(lgbm, dtype=np.float64)]
+        parts = [np.asarray(lgbm, dtype=np.float64)] if self.uses_boosters else []
         for name in self.members:
             if name in self.linear:
                 parts.append(
@@ -227,35 +250,108 @@ class PreAnswerMembers:
         return cls(data["members"], linear, neighbours)
 
 
+def neighbour_oof(
+    embeddings: FloatArray, labels: FloatArray, folds: Folds, ks: Sequence[int], chunk: int = 2048
+) -> dict[int, FloatArray]:
+    """Out-of-fold acceptance rates (n × tiers) among the k nearest rows of the other folds, for
+    every k in ``ks`` (one neighbour search per fold serves them all)."""
+    keys_all = _unit(embeddings).astype(np.float16).astype(np.float32)  # as stored
+    queries_all = _unit(embeddings)
+    Y = np.asarray(labels, dtype=np.float32).reshape(len(keys_all), -1)
+    out = {int(k): np.zeros(Y.shape, dtype=np.float64) for k in ks}
+    for f in range(folds.k):
+        train, held = folds.train(f), folds.held(f)
+        keys, train_labels = keys_all[train], Y[train]
+        k_max = min(max(out), len(train))
+        for start in range(0, len(held), chunk):
+            rows = held[start : start + chunk]
+            sims = queries_all[rows] @ keys.T
+            nearest = np.argpartition(-sims, k_max - 1, axis=1)[:, :k_max]
+            order = np.argsort(-np.take_along_axis(sims, nearest, axis=1), axis=1, kind="stable")
+            nearest = np.take_along_axis(nearest, order, axis=1)
+            cumulative = np.cumsum(train_labels[nearest], axis=1)  # rows × k_max × tiers
+            for k in out:
+                kk = min(k, k_max)
+                out[k][rows] = cumulative[:, kk - 1] / kk
+    return out
+
+
+def linear_oof(
+    embeddings: FloatArray,
+    labels: FloatArray,
+    folds: Folds,
+    Cs: Sequence[float],
+    seed: int = 0,
+    tol: float = 1e-3,
+) -> dict[float, FloatArray]:
+    """Out-of-fold P(accepted) (n × tiers) of one logistic regression per tier and C."""
+    X = np.asarray(embeddings, dtype=np.float64)
+    Y = np.asarray(labels, dtype=np.float32).reshape(len(X), -1)
+    out = {float(C): np.zeros(Y.shape, dtype=np.float64) for C in Cs}
+    for C in out:
+        for f in range(folds.k):
+            train, held = folds.train(f), folds.held(f)
+            for t in range(Y.shape[1]):
+                model = LinearAcceptance(C=C, seed=seed, tol=tol).fit(X[train], Y[train, t])
+                out[C][held, t] = model.predict_accept(X[held])
+    return out
+
+
+@dataclass
+class MemberChoice:
+    """The chosen pre-answer members, refit on every row, with their out-of-fold estimate.
+
+    ``oof``: the averaged out-of-fold probabilities of the chosen members (n × tiers);
+    ``scores``: each candidate subset's out-of-fold score; ``knn_scores`` /
+    ``linear_scores``: each k's / C's out-of-fold score of the member alone.
+    """
+
+    members: PreAnswerMembers
+    oof: FloatArray
+    scores: dict[str, float]
+    knn_k: int
+    linear_C: float
+    knn_scores: dict[int, float] = field(default_factory=dict)
+    linear_scores: dict[float, float] = field(default_factory=dict)
+
+
 def fit_members(
     embeddings: FloatArray,
     labels: FloatArray,
-    cal_embeddings: FloatArray,
-    cal_lgbm: FloatArray,
+    folds: Folds,
+    lgbm_oof: FloatArray,
     score: Callable[[FloatArray], float],
-    k: int = 100,
     seed: int = 0,
-) -> tuple[PreAnswerMembers, dict[str, float]]:
-    """Fit every candidate member on (``embeddings``, ``labels`` n × tiers), choose the subset
-    whose average with the boosters' calibration-split probabilities ``cal_lgbm`` scores best
-    on the calibration split, and keep only its members."""
-    labels = np.asarray(labels, dtype=np.float32).reshape(len(embeddings), -1)
-    linear = {
-        name: [
-            LinearAcceptance(C=C, seed=seed).fit(embeddings, labels[:, t])
-            for t in range(labels.shape[1])
+    ks: Sequence[int] = NEIGHBOUR_KS,
+    Cs: Sequence[float] = LINEAR_CS,
+    candidates: Sequence[tuple[str, ...]] = CANDIDATES,
+) -> MemberChoice:
+    """Cross-fit the extra members, choose kNN's k, the regression's C and the subset to
+    average with the boosters (whose out-of-fold probabilities are ``lgbm_oof``) by ``score``
+    of the out-of-fold probabilities; refit the chosen members on every row."""
+    Y = np.asarray(labels, dtype=np.float32).reshape(len(embeddings), -1)
+    knn = neighbour_oof(embeddings, Y, folds, ks)
+    knn_scores = {k: float(score(p)) for k, p in knn.items()}
+    best_k = max(knn_scores, key=lambda k: (knn_scores[k], k))
+    lin = linear_oof(embeddings, Y, folds, Cs, seed)
+    linear_scores = {C: float(score(p)) for C, p in lin.items()}
+    best_C = max(linear_scores, key=lambda C: (linear_scores[C], -C))
+    oof = {"lgbm": np.asarray(lgbm_oof, dtype=np.float64), "linear": lin[best_C]}
+    oof["knn"] = knn[best_k]
+    choice, scores = choose_members(oof, score, candidates)
+    linear = {}
+    if "linear" in choice:
+        linear["linear"] = [
+            LinearAcceptance(C=best_C, seed=seed, tol=1e-3).fit(embeddings, Y[:, t])
+            for t in range(Y.shape[1])
         ]
-        for name, C in LINEAR_MEMBERS.items()
-    }
-    neighbours = NeighbourAcceptance(k=k).fit(embeddings, labels)
-    on_cal: dict[str, FloatArray] = {"lgbm": np.asarray(cal_lgbm, dtype=np.float64)}
-    for name, models in linear.items():
-        on_cal[name] = np.column_stack([m.predict_accept(cal_embeddings) for m in models])
-    on_cal["knn"] = neighbours.predict_accept(cal_embeddings)
-    choice, scores = choose_members(on_cal, score)
-    chosen = PreAnswerMembers(
-        choice,
-        {n: ms for n, ms in linear.items() if n in choice},
-        neighbours if "knn" in choice else None,
+    neighbours = NeighbourAcceptance(k=best_k).fit(embeddings, Y) if "knn" in choice else None
+    return MemberChoice(
+        PreAnswerMembers(choice, linear, neighbours),
+        np.mean([oof[n] for n in choice], axis=0),
+        scores,
+        best_k,
+        best_C,
+        knn_scores,
+        linear_scores,
     )
-    return chosen, scores

@@ -71,7 +71,7 @@ class Router:
                 f"this router was trained with embedder {model.embedder_name_!r}; "
                 f"it cannot run with {self.embedder.name!r}"
             )
-        self.tiers = model.tiers
+        self.tiers = model.tiers_
         self.roles = tier_roles(len(self.tiers))
         self.backends = self._tier_backends(backends)
         self.peer_backends = self._peer_backends(peers)

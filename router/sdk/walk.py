@@ -80,7 +80,7 @@ class CascadeWalk:
         started = time.perf_counter()
         self.router, self.step, self.request = router, step, request
         self.retries, self.retry_backoff_s = retries, retry_backoff_s
-        self.target = Target.parse(target) or router.model.target
+        self.target = Target.parse(target) or router.model.target_
         self.text = step_text(request)
         if not self.text.strip():
             raise ConfigurationError("the request holds no text for the router to read")

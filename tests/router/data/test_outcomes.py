@@ -279,6 +279,19 @@ def test_prompt_missing_for_requested_model(tmp_path: Path) -> None:
     assert "'p2'" in str(err) and "'big'" in str(err)
 
 
+def test_a_table_leaves_out_prompts_a_model_lacks_and_says_so(tmp_path: Path, caplog) -> None:
+    rows = _rows()
+    del rows[5]  # p2 / big
+    path = _write(tmp_path / "d.csv", rows)
+    with caplog.at_level("WARNING"):
+        table = load_table(path, TIERS)
+    assert "p2" not in set(table.prompt_ids) and table.dropped_prompts == 1
+    assert "dropped 1 of" in caplog.text and "big" in caplog.text
+    assert table.subset([0]).dropped_prompts == 1  # the count travels with the rows
+    with pytest.raises(DataValidationError, match="'p2'"):
+        load_table(path, TIERS, incomplete="error")
+
+
 def test_unknown_model(tmp_path: Path) -> None:
     path = _write(tmp_path / "d.csv", _rows())
     err = _error(path, models=["small", "huge"])

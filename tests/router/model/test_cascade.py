@@ -7,26 +7,33 @@ import pytest
 
 from router.errors import ConfigurationError, NotFittedError, RouterLoadError
 from router.metrics import roc_auc
-from router.model import CascadeModel, FitSplits
+from router.model import FORMAT_VERSION, CascadeModel, Folds
 from tests.conftest import TIERS
 
 
-def test_splits_are_disjoint_and_seeded() -> None:
+def test_folds_are_seeded_stratified_and_independent_of_row_order() -> None:
     ids = np.array([f"p{i}" for i in range(1000)], dtype=object)
-    a = FitSplits.make(ids, 0.15, 0.25, seed=3)
-    b = FitSplits.make(ids[::-1], 0.15, 0.25, seed=3)
-    assert set(ids[a.fit]) == set(ids[::-1][b.fit])  # same prompts whatever the row order
-    assert (
-        not set(a.fit) & set(a.val) and not set(a.fit) & set(a.cal) and not set(a.val) & set(a.cal)
-    )
-    assert len(a.fit) + len(a.val) + len(a.cal) == 1000
+    strata = np.arange(1000) % 4
+    a = Folds.make(ids, strata, 5, seed=3)
+    b = Folds.make(ids[::-1], strata[::-1], 5, seed=3)
+    assert all(set(ids[a.held(k)]) == set(ids[::-1][b.held(k)]) for k in range(5))
+    assert np.bincount(a.fold).tolist() == [200] * 5
+    for k in range(5):  # every fold holds every stratum in the same proportion
+        assert np.bincount(strata[a.held(k)]).tolist() == [50] * 4
+        assert not set(a.held(k)) & set(a.train(k))
+    assert not np.array_equal(a.fold, Folds.make(ids, strata, 5, seed=4).fold)
 
 
-def test_fitted_model_has_every_component(fitted_model: CascadeModel) -> None:
+def test_fitted_model_has_every_component(fitted_model: CascadeModel, split_tables) -> None:
+    train, _ = split_tables
     assert len(fitted_model.pre_models_) == 2
     assert set(fitted_model.post_models_) == {0}
     assert fitted_model.policy_.global_.lam is not None
     assert fitted_model.embedder_name_.startswith("minilm:")
+    oof = fitted_model.oof_  # the policy was fitted on every training row, out of fold
+    assert len(oof) == len(train) and set(oof.fold) == set(range(fitted_model.folds))
+    np.testing.assert_array_equal(oof.scores, train.scores)
+    np.testing.assert_array_equal(fitted_model.policy_.cal_scores_, train.scores)
 
 
 def test_answer_aware_model_beats_chance(fitted_model, split_tables, embedder) -> None:
@@ -50,13 +57,13 @@ def test_save_load_gives_identical_probabilities(
     assert loaded.policy_.per_step_ == fitted_model.policy_.per_step_
 
 
-def test_pre_answer_members_are_chosen_on_the_calibration_split(fitted_model) -> None:
+def test_pre_answer_members_are_chosen_out_of_fold(fitted_model) -> None:
     members = fitted_model.pre_members_.members
-    assert members[0] == "lgbm"
-    # every candidate was scored, and the chosen one scored best
-    scores = fitted_model.pre_member_scores_
-    assert set(scores) >= {"lgbm", "lgbm+linear", "lgbm+knn", "lgbm+linear+knn"}
-    assert scores["+".join(members)] == max(scores.values())
+    record = fitted_model.cv_results_["pre_members"]
+    # every candidate (kNN alone included) was scored, and the chosen one scored best
+    assert set(record["oof_apgr"]) >= {"lgbm", "lgbm+linear", "lgbm+knn", "knn", "linear"}
+    assert record["oof_apgr"]["+".join(members)] == max(record["oof_apgr"].values())
+    assert record["knn_oof_apgr"][str(record["knn_k"])] == max(record["knn_oof_apgr"].values())
 
 
 def test_every_member_survives_save_and_load(fitted_model, tmp_path, split_tables, embedder):
@@ -76,7 +83,7 @@ def test_every_member_survives_save_and_load(fitted_model, tmp_path, split_table
     )
     folder = model.save(tmp_path / "all-members")
     meta = json.loads((folder / "router.json").read_text())
-    assert meta["format_version"] == 5 and (folder / "neighbours.npz").exists()
+    assert meta["format_version"] == FORMAT_VERSION and (folder / "neighbours.npz").exists()
     loaded = CascadeModel.load(folder)
     a, b = model.signals(test, embedder).pre, loaded.signals(test, embedder).pre
     np.testing.assert_allclose(a, b, atol=1e-6)  # keys are stored as float16
@@ -88,18 +95,15 @@ def test_every_member_survives_save_and_load(fitted_model, tmp_path, split_table
         CascadeModel.load(folder)
 
 
-def test_post_blend_is_chosen_on_calibration_and_used_live(fitted_model, split_tables, embedder):
+def test_post_blend_is_chosen_out_of_fold_and_used_live(fitted_model, split_tables, embedder):
     import copy
 
     from router.model import POST_BLEND_GRID
 
     assert fitted_model.post_blend_ in POST_BLEND_GRID
-    scores = dict(fitted_model.post_blend_scores_)
-    best = scores.pop("best")
+    scores = fitted_model.cv_results_["post_blend_oof_apgr"]
     assert set(scores) == {f"{w:g}" for w in POST_BLEND_GRID}
-    assert scores[f"{best:g}"] == max(scores.values())
-    # the one-standard-error rule only ever trades towards more shrinkage
-    assert fitted_model.post_blend_ >= best
+    assert scores[f"{fitted_model.post_blend_:g}"] == max(scores.values())
 
     _, test = split_tables
     test = test.subset(np.arange(40))
@@ -121,7 +125,7 @@ def test_post_blend_is_chosen_on_calibration_and_used_live(fitted_model, split_t
     np.testing.assert_allclose(live_next, offline.post_next[:, 0], atol=1e-9)
 
 
-def test_without_the_ensemble_the_model_stays_format_1(split_tables, embedder, tmp_path):
+def test_without_the_ensemble_the_boosters_alone_estimate(split_tables, embedder, tmp_path):
     import json
 
     train, _ = split_tables
@@ -130,11 +134,12 @@ def test_without_the_ensemble_the_model_stays_format_1(split_tables, embedder, t
         answer_aware=False,
         pre_ensemble=False,
         acceptance_params={"n_estimators": 50},
+        capacity_cv_below=0,
     ).fit(train, embedder)
-    assert model.pre_members_.members == ("lgbm",) and model.pre_member_scores_ == {}
+    assert model.pre_members_.members == ("lgbm",) and "pre_members" not in model.cv_results_
     folder = model.save(tmp_path / "plain")
     meta = json.loads((folder / "router.json").read_text())
-    assert meta["format_version"] == 1 and "pre_members" not in meta
+    assert meta["pre_members"]["members"] == ["lgbm"]
     assert not (folder / "neighbours.npz").exists()
 
 
@@ -149,15 +154,18 @@ def test_load_errors(tmp_path, saved_model_dir) -> None:
 
 
 def test_bad_configuration(split_tables, embedder) -> None:
+    train = split_tables[0]
     with pytest.raises(ConfigurationError):
-        CascadeModel(["only-one"])
+        CascadeModel(["only-one"]).fit(train, embedder)
     with pytest.raises(ConfigurationError):
-        CascadeModel(list(TIERS)[::-1]).fit(split_tables[0], embedder)
+        CascadeModel(list(TIERS)[::-1]).fit(train, embedder)
+    with pytest.raises(ConfigurationError, match="folds"):
+        CascadeModel(list(TIERS), folds=1).fit(train, embedder)
     with pytest.raises(NotFittedError):
         CascadeModel(list(TIERS)).pre_probabilities(np.zeros((1, 10)))
 
 
-def test_a_model_reading_bare_answers_keeps_an_older_format(fitted_model, tmp_path):
+def test_a_model_reading_bare_answers_saves_and_loads_so(fitted_model, tmp_path):
     import copy
     import json
 
@@ -165,7 +173,7 @@ def test_a_model_reading_bare_answers_keeps_an_older_format(fitted_model, tmp_pa
     model.answer_option_text = False
     folder = model.save(tmp_path / "bare")
     meta = json.loads((folder / "router.json").read_text())
-    assert meta["format_version"] in (1, 2, 3) and "answer_option_text" not in meta["params"]
+    assert meta["params"]["answer_option_text"] is False
     assert CascadeModel.load(folder).answer_option_text is False
     assert model.answer_windows(["C"], ["Q?\nA) yes\nC) no"]) == ["C"]
     assert fitted_model.answer_windows(["C"], ["Q?\nA) yes\nC) no"]) == ["C\nno"]

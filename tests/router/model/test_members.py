@@ -52,5 +52,48 @@ def test_choice_takes_the_best_average_and_reports_every_candidate() -> None:
         return -float(np.abs(p - truth).sum())
 
     best, scores = choose_members(members, score)
-    assert best == ("lgbm", "linear")
-    assert set(scores) == {"lgbm", "lgbm+linear", "lgbm+knn", "lgbm+linear+knn"}
+    assert best == ("linear",)  # a member alone is a candidate too
+    assert set(scores) == {
+        "lgbm",
+        "lgbm+linear",
+        "lgbm+knn",
+        "lgbm+linear+knn",
+        "knn",
+        "linear",
+        "linear+knn",
+    }
+    # ties keep the earlier (simpler) candidate
+    best, _ = choose_members({"lgbm": truth, "linear": truth, "knn": truth}, score)
+    assert best == ("lgbm",)
+
+
+def test_members_without_the_boosters_average_only_themselves() -> None:
+    from router.model.members import PreAnswerMembers
+
+    keys = np.array([[1.0, 0.0], [0.0, 1.0]])
+    knn = NeighbourAcceptance(k=1).fit(keys, np.array([[1.0, 0.0], [0.0, 1.0]]))
+    members = PreAnswerMembers(("knn",), neighbours=knn)
+    assert not members.uses_boosters
+    out = members.average(np.full((2, 2), 0.5), keys)  # the boosters' numbers are ignored
+    np.testing.assert_array_equal(out, [[1.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="lack"):
+        PreAnswerMembers(("linear",))
+
+
+def test_out_of_fold_members_never_see_the_row_they_score() -> None:
+    from router.model import Folds
+    from router.model.members import linear_oof, neighbour_oof
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5))
+    y = (X[:, 0] > 0).astype(float)
+    folds = Folds.make(np.arange(300).astype(str), y, 5, seed=0)
+    # a row's duplicate elsewhere would be its own nearest neighbour; alone, it never is
+    knn = neighbour_oof(X, y[:, None], folds, ks=(1,))[1][:, 0]
+    nearest_other = NeighbourAcceptance(k=1)
+    for k in range(5):
+        held, train = folds.held(k), folds.train(k)
+        expected = nearest_other.fit(X[train], y[train, None]).predict_accept(X[held])[:, 0]
+        np.testing.assert_array_equal(knn[held], expected)
+    lin = linear_oof(X, y[:, None], folds, Cs=(1.0,))[1.0][:, 0]
+    assert ((lin > 0.5) == y).mean() > 0.9

@@ -103,15 +103,17 @@ def test_samples_need_recorded_samples_and_sane_settings(frame, embedder) -> Non
         CascadeModel(list(TIERS), samples=3, acceptance_params=FAST).fit(no_samples, embedder)
     for bad in ({"samples": -1}, {"samples": 17}, {"samples": 2, "sample_temperature": 0.0}):
         with pytest.raises(ConfigurationError):
-            CascadeModel(list(TIERS), **bad)
+            CascadeModel(list(TIERS), **bad).fit(no_samples, embedder)
     with pytest.raises(ConfigurationError, match="answer-aware"):
-        CascadeModel(list(TIERS), samples=2, answer_aware=False)
+        CascadeModel(list(TIERS), samples=2, answer_aware=False).fit(no_samples, embedder)
 
 
-def test_saved_as_format_5_and_loaded_the_same(model, tables, embedder, signals, tmp_path) -> None:
+def test_saved_and_loaded_the_same(model, tables, embedder, signals, tmp_path) -> None:
+    from router.model import FORMAT_VERSION
+
     folder = model.save(tmp_path / "m")
     meta = json.loads((folder / "router.json").read_text())
-    assert meta["format_version"] == 5 and meta["params"]["samples"] == 3
+    assert meta["format_version"] == FORMAT_VERSION and meta["params"]["samples"] == 3
     loaded = CascadeModel.load(folder)
     assert [s.name for s in loaded.opinion_sources] == ["peers", "samples"]
     again = loaded.signals(tables[1], embedder)

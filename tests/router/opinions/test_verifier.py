@@ -16,7 +16,7 @@ from router.backends import ReplayBackend, as_messages
 from router.data import OutcomeTable, bundled_dataset, load_outcomes, load_table
 from router.errors import ConfigurationError, RouterLoadError
 from router.metrics import roc_auc
-from router.model import CascadeModel, subset_features
+from router.model import FORMAT_VERSION, CascadeModel, subset_features
 from router.policy import CascadeSignals, Operating, Target, walk_recorded
 from tests.conftest import TIERS
 
@@ -106,7 +106,7 @@ def test_policy_band_is_fitted_and_saved(peer_model, tmp_path, tables, embedder)
     assert isinstance(point, Operating)
     folder = peer_model.save(tmp_path / "router")
     meta = json.loads((folder / "router.json").read_text())
-    assert meta["format_version"] == 5  # answers read with their picked option
+    assert meta["format_version"] == FORMAT_VERSION
     assert meta["params"]["peers"] == {"0": [PEER]}
     loaded = CascadeModel.load(folder)
     assert loaded.peer_models == (PEER,)
@@ -124,16 +124,22 @@ def test_format_1_routers_still_load_and_unknown_formats_are_refused(
 ) -> None:
     import shutil
 
-    # an answer-aware model reading the picked option is written as format 5 with every key;
-    # files of formats 1-4 (written before) still load, reading bare answers
+    # a model is written in today's format with every key; files of formats 1-4 (written
+    # before) still load, reading bare answers (tests/router/model/test_legacy.py: all formats)
     meta = json.loads((saved_model_dir / "router.json").read_text())
-    assert meta["format_version"] == 5 and meta["params"]["answer_option_text"] is True
+    assert meta["format_version"] == FORMAT_VERSION and meta["params"]["answer_option_text"]
     assert meta["opinion_models"] == {} and meta["params"]["peers"] == {}
     model = CascadeModel.load(saved_model_dir)
     assert model.peer_models == () and model.opinion_models_ == {}
     old = tmp_path / "old"
     shutil.copytree(saved_model_dir, old)
-    format_3_keys = ("pre_members", "post_blend", "opinion_models", "agreement_threshold")
+    format_3_keys = (
+        "pre_members",
+        "post_blend",
+        "opinion_models",
+        "agreement_threshold",
+        "cv_results",
+    )
     format_1 = {k: v for k, v in meta.items() if k not in format_3_keys}
     format_1["format_version"] = 1
     format_1["params"] = {
@@ -147,6 +153,8 @@ def test_format_1_routers_still_load_and_unknown_formats_are_refused(
             "answer_option_text",
             "samples",
             "sample_temperature",
+            "folds",
+            "capacity_cv_below",
         )
     }
     (old / "router.json").write_text(json.dumps(format_1))
@@ -155,19 +163,20 @@ def test_format_1_routers_still_load_and_unknown_formats_are_refused(
     assert format_1_model.answer_option_text is False
     meta["format_version"] = 99
     (old / "router.json").write_text(json.dumps(meta))
-    with pytest.raises(RouterLoadError, match="reads formats 1, 2, 3, 4, 5"):
+    with pytest.raises(RouterLoadError, match="reads formats 1, 2, 3, 4, 5, 6"):
         CascadeModel.load(old)
 
 
 def test_bad_peer_configuration(tables, embedder) -> None:
+    train = tables[0]
     with pytest.raises(ConfigurationError, match="first tier"):
-        CascadeModel(list(TIERS), peers={1: PEER})
+        CascadeModel(list(TIERS), peers={1: PEER}).fit(train, embedder)
     with pytest.raises(ConfigurationError, match="are tiers"):
-        CascadeModel(list(TIERS), peers={0: TIERS[1]})
+        CascadeModel(list(TIERS), peers={0: TIERS[1]}).fit(train, embedder)
     with pytest.raises(ConfigurationError, match="answer-aware"):
-        CascadeModel(list(TIERS), peers={0: PEER}, answer_aware=False)
+        CascadeModel(list(TIERS), peers={0: PEER}, answer_aware=False).fit(train, embedder)
     with pytest.raises(ConfigurationError, match="unknown answer kind"):
-        CascadeModel(list(TIERS), answer_kinds={"math": "regex"})
+        CascadeModel(list(TIERS), answer_kinds={"math": "regex"}).fit(train, embedder)
     plain = tables[0].subset(np.arange(len(tables[0])))
     object.__setattr__(plain, "peers", None)
     with pytest.raises(ConfigurationError, match="recorded answers"):

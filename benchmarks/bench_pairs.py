@@ -1,0 +1,265 @@
+"""Routing quality on every model pair of the shared data (docs/metrics.md, "Pair sweep").
+
+    python benchmarks/bench_pairs.py --list                 # the pairs, nothing fitted
+    python benchmarks/bench_pairs.py                        # every pair (hours on 2 busy cores)
+    python benchmarks/bench_pairs.py --only gsm8k mmlu_pro:llama-3.1-8b-instruct
+    python benchmarks/bench_pairs.py --summary              # the README table from the results
+
+Pairs: every (cheaper, better) pair of MMLU-Pro and RouterBench models whose better model's mean
+score exceeds the cheaper one's by at least 0.05, plus GSM8K and MMLU (mixtral-8x7b → gpt-4).
+"Cheaper" by list prices (prices.json) at the dataset's mean input and output tokens; RouterBench
+publishes per-call costs, so there by the mean recorded cost.  Each pair: the prompts both models
+answered (the others are dropped and counted), a seeded 80/20 split by prompt id, a
+:class:`~router.model.CascadeModel` at its defaults fitted on the 80%, evaluated on the 20%
+beside every baseline (training/evaluate.py), with a paired bootstrap interval on the margin
+over the best non-oracle baseline.  Results go to benchmarks/results/pairs.json, one entry per
+pair as it finishes (a rerun skips the pairs already there unless ``--rerun``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "pairs.json"
+DATA = Path(os.environ.get("CASCADE_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+MIN_GAP = 0.05
+FIXED_PAIRS = {
+    "gsm8k": ("mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"),
+    "mmlu": ("mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"),
+}
+SWEPT = ("mmlu_pro", "routerbench")
+
+
+def pair_name(dataset: str, cheap: str, better: str) -> str:
+    return f"{dataset}:{cheap}->{better}"
+
+
+def model_costs(frame: pd.DataFrame, prices: dict[str, Any]) -> pd.Series:
+    """Mean cost per request of every model: list prices at the dataset's mean token counts
+    (answers with text only) where every model has a price, else the recorded mean cost."""
+    models = sorted(frame["model"].unique())
+    if not all(m in prices for m in models):
+        return frame.groupby("model")["cost_usd"].mean()
+    spoke = frame["response"].fillna("").astype(str).str.strip() != ""
+    tokens_in = float(frame["input_tokens"].mean())
+    tokens_out = float(frame.loc[spoke, "output_tokens"].mean())
+    return pd.Series(
+        {
+            m: (prices[m]["input_per_mtok"] * tokens_in + prices[m]["output_per_mtok"] * tokens_out)
+            / 1e6
+            for m in models
+        }
+    )
+
+
+def list_pairs(data: Path, datasets: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(dataset, cheaper, better) for every pair of the sweep, in a stable order."""
+    prices = json.loads((data / "prices.json").read_text())["models"]
+    pairs: list[tuple[str, str, str]] = []
+    for dataset in datasets:
+        if dataset in FIXED_PAIRS:
+            pairs.append((dataset, *FIXED_PAIRS[dataset]))
+            continue
+        columns = ["model", "score", "cost_usd", "input_tokens", "output_tokens", "response"]
+        frame = pd.read_parquet(data / f"{dataset}.parquet", columns=columns)
+        score = frame.groupby("model")["score"].mean()
+        cost = model_costs(frame, prices)
+        order = sorted(score.index, key=lambda m: (cost[m], m))
+        for i, cheap in enumerate(order):
+            for better in order[i + 1 :]:
+                if cost[cheap] < cost[better] and score[better] - score[cheap] >= MIN_GAP:
+                    pairs.append((dataset, cheap, better))
+    return pairs
+
+
+def run_pair(dataset: str, cheap: str, better: str, data: Path, seed: int, resamples: int) -> dict:
+    """Fit and evaluate one pair; the headline figures as a JSON-able dict."""
+    from router.data import load_prices, load_table
+    from router.model import CascadeModel
+    from router.settings import RouterSettings
+    from training.evaluate import evaluate
+    from training.pipeline import make_embedder
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    settings = RouterSettings(embedder="static")
+    prices = load_prices(data / "prices.json")
+    table = load_table([data / f"{dataset}.parquet"], [cheap, better], prices=prices)
+    train, test = table.split_by_prompt(0.2, seed)
+    embedder = make_embedder(settings)
+    model = CascadeModel([cheap, better], seed=seed)
+    train_f = model.featurize(train, embedder)
+    t_fit = time.perf_counter()
+    model.fit(train, embedder, features=train_f)
+    fit_s = time.perf_counter() - t_fit
+    test_f = model.featurize(test, embedder)
+    report, _ = evaluate(
+        model, train, test, train_f, test_f, seed=seed, bootstrap_resamples=resamples
+    )
+    base = report["baselines"]
+    cascade = report["cascade_answer_aware"]
+    main = cascade or report["router_pre_answer"]
+    intervals = report["intervals"]
+    choices = model.cv_results_
+    record = {
+        "pair": pair_name(dataset, cheap, better),
+        "dataset": dataset,
+        "cheap": cheap,
+        "better": better,
+        "n_train": len(train),
+        "n_test": len(test),
+        "dropped_prompts": table.dropped_prompts,
+        "q_small": report["q_small"],
+        "q_frontier": report["q_frontier"],
+        "router_apgr": report["router_pre_answer"]["apgr"],
+        "router_ci": intervals.get("router_pre_answer", {}).get("apgr_ci95"),
+        "cascade_apgr": None if cascade is None else cascade["apgr"],
+        "cascade_ci": intervals.get("cascade_answer_aware", {}).get("apgr_ci95"),
+        "cascade_minus_router_ci": intervals.get("apgr_gain_cascade_minus_router_ci95"),
+        "baselines": {k: v.get("apgr") for k, v in base.items() if "apgr" in v},
+        "knn_k": base["knn"].get("k"),
+        "margin": report["margin_over_best_baseline"],
+        "share_at_95pct_quality": main["share_at_95pct_quality"],
+        "policy": {
+            k: report["policy"][k]
+            for k in ("target", "quality_ratio", "frontier_share", "cost_saved", "skip_share")
+        },
+        "answer_aware_models": bool(model.post_models_),
+        "choices": {
+            "pre_members": choices.get("pre_members", {}).get("chosen"),
+            "knn_k": choices.get("pre_members", {}).get("knn_k"),
+            "linear_C": choices.get("pre_members", {}).get("linear_C"),
+            "post_blend": choices.get("post_blend"),
+            "capacities": [m.get("capacity") for m in choices["models"]["pre"]]
+            + [m.get("capacity") for ms in choices["models"]["post"].values() for m in ms],
+        },
+        "cv_results": choices,
+        "fit_s": round(fit_s, 1),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "cpu_s": round(time.process_time() - c0, 1),
+    }
+    return record
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {"pairs": {}}
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The bars of the sweep over every finished pair."""
+    margins = np.array([r["margin"]["margin"] for r in results["pairs"].values()], dtype=float)
+    if margins.size == 0:
+        return {"pairs": 0}
+    flagship = results["pairs"].get(
+        pair_name("mmlu_pro", "llama-3.1-8b-instruct", "gpt-4o-2024-05-13"), {}
+    )
+    return {
+        "pairs": int(margins.size),
+        "share_margin_at_least_0": round(float((margins >= 0).mean()), 3),
+        "share_margin_at_least_minus_0.01": round(float((margins >= -0.01).mean()), 3),
+        "mean_margin": round(float(margins.mean()), 4),
+        "worst_margin": round(float(margins.min()), 4),
+        "mmlu_pro_llama8b_gpt4o_cascade_apgr": flagship.get("cascade_apgr"),
+        "answer_aware_stage_unused": sorted(
+            r["pair"]
+            for r in results["pairs"].values()
+            if not r["answer_aware_models"] or r["choices"]["post_blend"] == 1.0
+        ),
+        "wall_s_total": round(sum(r["wall_s"] for r in results["pairs"].values()), 1),
+        "cpu_s_total": round(sum(r["cpu_s"] for r in results["pairs"].values()), 1),
+    }
+
+
+def _n(x: Any, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _short(model: str) -> str:
+    for cut in ("-instruct", "-2024", "-1106", "-chat", "-V1.2"):
+        model = model.split(cut)[0]
+    return model
+
+
+def table(results: dict[str, Any]) -> str:
+    """The Markdown table of benchmarks/README.md."""
+    rows = [
+        "| pair | test n | router | cascade | best baseline | margin [95% CI] | share @95% "
+        "| cost saved @95% | members, blend |",
+        "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | --- |",
+    ]
+    for r in results["pairs"].values():
+        m = r["margin"]
+        ci = m.get("margin_ci95") or [None, None]
+        blend = r["choices"]["post_blend"]
+        rows.append(
+            f"| {r['dataset']}: {_short(r['cheap'])} → {_short(r['better'])} | {r['n_test']} | "
+            f"{_n(r['router_apgr'])} | {_n(r['cascade_apgr'])} | "
+            f"{m['baseline'].replace('_logreg', '')} {_n(m['baseline_apgr'])} | "
+            f"{m['margin']:+.3f} [{_n(ci[0])}, {_n(ci[1])}] | "
+            f"{_n(r['share_at_95pct_quality'])} | {_n(r['policy']['cost_saved'])} | "
+            f"{'+'.join(r['choices']['pre_members'] or ['lgbm'])}"
+            f"{'' if blend is None else f', {blend:g}'} |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=DATA)
+    parser.add_argument("--datasets", nargs="*", default=[*SWEPT, *FIXED_PAIRS])
+    parser.add_argument("--only", nargs="*", default=None, help="pairs whose name contains one")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resamples", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--rerun", action="store_true", help="refit pairs already in --out")
+    parser.add_argument("--list", action="store_true", help="print the pairs and stop")
+    parser.add_argument("--summary", action="store_true", help="print the table and the bars")
+    args = parser.parse_args()
+    pairs = list_pairs(args.data_dir, args.datasets)
+    if args.only:
+        pairs = [p for p in pairs if any(o in pair_name(*p) for o in args.only)]
+    results = load_results(args.out)
+    if args.list:
+        for p in pairs:
+            done = "done" if pair_name(*p) in results["pairs"] else ""
+            print(pair_name(*p), done)
+        print(f"{len(pairs)} pairs")
+        return
+    if not args.summary:
+        for k, (dataset, cheap, better) in enumerate(pairs, 1):
+            name = pair_name(dataset, cheap, better)
+            if name in results["pairs"] and not args.rerun:
+                continue
+            print(f"[{k}/{len(pairs)}] {name}", flush=True)
+            record = run_pair(dataset, cheap, better, args.data_dir, args.seed, args.resamples)
+            results = load_results(args.out)  # another process may have added pairs
+            results["pairs"][name] = record
+            results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
+            results["embedder"] = "static"
+            results["seed"] = args.seed
+            results["summary"] = summary(results)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=1))
+            m = record["margin"]
+            print(
+                f"  router {record['router_apgr']} cascade {record['cascade_apgr']} "
+                f"best {m['baseline']} {m['baseline_apgr']} margin {m['margin']} "
+                f"{m.get('margin_ci95')} ({record['wall_s']} s wall, {record['cpu_s']} s cpu)",
+                flush=True,
+            )
+    print(table(results))
+    print(json.dumps(summary(results), indent=1))
+
+
+if __name__ == "__main__":
+    main()
