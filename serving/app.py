@@ -210,6 +210,7 @@ class Service:
         self._keys = [k.get_secret_value().encode() for k in settings.api_keys]
         self._watch: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
+        self._monitor: tuple[str, Any] | None = None  # (router version, CertificateMonitor)
 
     @property
     def store(self) -> Any:
@@ -218,6 +219,28 @@ class Service:
 
             self._store = FeedbackStore(self.settings.feedback_url)
         return self._store
+
+    def observe_label(self, request_id: str, accepted: bool, score: float | None) -> None:
+        """Feed a label to the check of the served router's certified targets (labels of
+        requests another version served are left to that version's check)."""
+        from router.feedback import CertificateMonitor
+
+        record = self.store.get_request(request_id)
+        served = self.holder.current
+        if record is None or record.router_version != served.version:
+            return
+        if self._monitor is None or self._monitor[0] != served.version:
+            monitor = CertificateMonitor(
+                served.router.model.policy_,
+                served.router.tiers[-1],
+                self.settings.certificate_alpha,
+                self.settings.drift_min_labels,
+            )
+            self._monitor = (served.version, monitor)
+        statuses = self._monitor[1].observe(
+            record.step, record.target, record.tier, record.cost_usd, accepted, score
+        )
+        self.metrics.set_certificates(statuses)
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -466,7 +489,7 @@ def create_app(settings: ServiceSettings | None = None, store: Any = None) -> Fa
                     announcement,
                 )
             except ConfigurationError as exc:
-                raise APIError(400, str(exc), code="invalid_value") from exc
+                raise APIError(400, str(exc), code=_error_code(exc)) from exc
             service.metrics.router_latency.labels("route").observe(time.perf_counter() - started)
             service.metrics.observe_decision(decision)
         path = _decision_path(decision, served.router.roles)
@@ -501,6 +524,9 @@ def create_app(settings: ServiceSettings | None = None, store: Any = None) -> Fa
                 ) from exc
             raise
         service.metrics.feedback.labels(str(bool(body.accepted)).lower()).inc()
+        await asyncio.to_thread(
+            service.observe_label, record.request_id, record.accepted, record.score
+        )
         return JSONResponse(
             {
                 "object": "cascade.feedback",
@@ -552,7 +578,7 @@ async def _run_cascade(
             502, f"The top tier failed: {exc}", "server_error", "upstream_error"
         ) from exc
     except ConfigurationError as exc:
-        raise APIError(400, str(exc), code="invalid_value") from exc
+        raise APIError(400, str(exc), code=_error_code(exc)) from exc
 
 
 def _record(
@@ -580,6 +606,11 @@ def _record(
     )
 
 
+def _error_code(exc: ConfigurationError) -> str:
+    """The error code of a refused request: a target the router cannot certify has its own."""
+    return str(getattr(exc, "api_code", "invalid_value"))
+
+
 def _cascade_summary(result: RouteResult, version: str) -> dict[str, Any]:
     return json_safe(
         {
@@ -587,6 +618,7 @@ def _cascade_summary(result: RouteResult, version: str) -> dict[str, Any]:
             "path": result.path,
             "step": result.step,
             "target": result.target,
+            "certificate": result.certificate,
             "router_version": version,
             "cost_usd": result.cost_usd,
             "router_latency_s": result.router_latency_s,

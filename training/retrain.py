@@ -34,6 +34,7 @@ from router.data import OutcomeTable, load_prices, load_table
 from router.embedders import CachedEmbedder, Embedder, EmbeddingCache, build_embedder
 from router.errors import ConfigurationError
 from router.feedback import FeedbackStore
+from router.feedback.certified import certificate_metrics, certificate_status
 from router.feedback.drift import calibration_drift, drift_metrics
 from router.model import CascadeModel
 from router.policy import Target
@@ -263,6 +264,15 @@ def retrain(
     drift = calibration_drift(
         labelled, settings.drift_window, settings.drift_threshold, settings.drift_min_labels
     )
+    # whether the parent's certified targets still held on the window's labels (its own)
+    certified = certificate_status(
+        labelled,
+        None if parent is None else parent.policy_,
+        tiers[-1],
+        version=parent_version,
+        alpha=settings.certificate_alpha,
+        min_labels=settings.drift_min_labels,
+    )
     lineage: dict[str, Any] = {
         "parent_version": parent_version,
         "feedback_since": since,
@@ -338,6 +348,7 @@ def retrain(
                 "lineage.frozen_eval_rows": len(frozen),
                 **{f"lineage.feedback.{k}": float(v) for k, v in fb_rows.counts.items()},
                 **drift_metrics(drift),
+                **certificate_metrics(certified),
             }
         )
         mlflow.log_dict(lineage, "lineage.json")

@@ -16,8 +16,9 @@
 * the weight of the pre-answer probabilities in the answer-aware ones (``post_blend_``: 0
   trusts the answer-aware models alone), chosen on the calibration split by the
   one-standard-error rule;
-* the :class:`~router.policy.CascadePolicy` fitted for a target on a calibration split that
-  neither the boosters nor their early stopping saw.
+* the :class:`~router.policy.CascadePolicy` certified for a target on a calibration split that
+  neither the boosters nor their early stopping saw (Learn-then-Test: a target it cannot
+  certify raises :class:`~router.errors.TargetNotCertifiableError`).
 """
 
 from __future__ import annotations
@@ -319,6 +320,7 @@ class CascadeModel:
             skip_tolerance=self.skip_tolerance,
             min_step_samples=self.min_step_samples,
             target=self.target,
+            seed=self.seed,
         ).fit(cal_signals, cal.scores, cal.costs, cal.steps, self.opinion_costs(cal))
         self.mean_output_tokens_ = table.output_tokens[splits.fit].mean(axis=0).tolist()
         return self

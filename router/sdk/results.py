@@ -37,6 +37,9 @@ class Decision:
     skip_threshold: float = 0.0
     ask_opinion: bool = False  # the policy buys second opinions here
     opinion_source: str | None = None  # from which source: "peers" or "samples"
+    #: the certificate of the operating point (target, delta, certified bound, point); None
+    #: for a router saved before certification
+    certificate: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +80,7 @@ class RouteResult:
     router_latency_s: float
     target: str
     router_version: str | None = None
+    certificate: dict[str, Any] | None = None  # see Decision.certificate
     score: float | None = None  # replay only: the recorded score of the answer
     input_tokens: int = 0  # tokens of the call that answered
     output_tokens: int = 0

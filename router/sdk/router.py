@@ -183,8 +183,11 @@ class Router:
                     )
                 post = with_opinions[0], with_opinions[1]
         decisions = []
+        policy = self.model.policy_
         for j, step in enumerate(steps):
-            point = self.model.policy_.operating(step, tgt)
+            cert = policy.certificate(step, tgt)
+            point = cert.point if cert is not None else policy.operating(step, tgt)
+            certificate = None if cert is None else cert.to_dict()
             p0, p1 = float(pre[j, 0]), float(pre[j, 1])
             if answers is None:
                 skip = bool(skips(p0, point.skip_thresholds[0]))
@@ -202,6 +205,7 @@ class Router:
                         point.skip_thresholds[0],
                         source is not None,
                         None if source is None else source.name,
+                        certificate,
                     )
                 )
             else:
@@ -224,6 +228,7 @@ class Router:
                         None
                         if opinions is None
                         else (opinion_source or self.model.opinion_sources[0].name),
+                        certificate,
                     )
                 )
         return decisions

@@ -35,7 +35,13 @@ class CascadeWalk:
         self.text = input_text(self.messages)
         self.X = router._input_matrix([step], [self.text])
         self.pre = router.model.pre_probabilities(self.X)[0]
-        self.point = router.model.policy_.operating(step, self.target)
+        policy = router.model.policy_
+        self.certificate = policy.certificate(step, self.target)
+        self.point = (
+            self.certificate.point
+            if self.certificate is not None
+            else policy.operating(step, self.target)
+        )
         self.source = router._opinion_source(self.point, float(self.pre[0]))
         self.tier = 0
         self.trail: list[TierStep] = []
@@ -225,6 +231,7 @@ class CascadeWalk:
             router_latency_s=self.router_s,
             target=str(self.target),
             router_version=router.version,
+            certificate=None if self.certificate is None else self.certificate.to_dict(),
             score=self.answer.score,
             input_tokens=self.answer.input_tokens,
             output_tokens=self.answer.output_tokens,

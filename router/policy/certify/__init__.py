@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from router.policy.certify.certificate import Certificate, target_phrase
 from router.policy.certify.certified import GLOBAL, CertifiedPoints, TestingRows, short
-from router.policy.certify.confidence import BettingConfidenceSequence
+from router.policy.certify.confidence import BettingConfidenceSequence, BettingTest
 from router.policy.certify.ltt import (
     CandidatePath,
     PathMeans,
@@ -25,6 +25,7 @@ __all__ = [
     "GLOBAL",
     "METHODS",
     "BettingConfidenceSequence",
+    "BettingTest",
     "CandidatePath",
     "Certificate",
     "CertificateTable",

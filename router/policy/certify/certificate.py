@@ -36,6 +36,20 @@ class Certificate:
     point: Operating
     estimate: dict[str, float] = field(default_factory=dict)  # on the tested outcomes
     trivial: bool = False  # holds by construction (always the top tier)
+    #: the top tier's mean score on the tested outcomes: a quality ratio ``r`` promises a mean
+    #: quality of ``r`` times it (what production monitoring checks labels against)
+    frontier_quality: float = float("nan")
+    #: B, the largest cost of one request the cost certificate allows
+    cost_bound: float = float("nan")
+
+    def promised(self) -> dict[str, float]:
+        """Per constraint, the mean the certificate promises on new traffic in the units a
+        label or a request record measures: quality of the returned answer (score), share of
+        requests calling the top tier, USD per request."""
+        out = {}
+        for kind, value in self.bound.items():
+            out[kind] = value * self.frontier_quality if kind == QUALITY else value
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (infinite cost weights as strings, as in a saved policy)."""
@@ -49,8 +63,10 @@ class Certificate:
             "scope": self.scope,
             "index": self.index,
             "point": self.point.to_dict(),
-            "estimate": {k: v if math.isfinite(v) else None for k, v in self.estimate.items()},
+            "estimate": {k: _finite(v) for k, v in self.estimate.items()},
             "trivial": self.trivial,
+            "frontier_quality": _finite(self.frontier_quality),
+            "cost_bound": _finite(self.cost_bound),
         }
 
     @classmethod
@@ -65,10 +81,10 @@ class Certificate:
             scope=str(data["scope"]),
             index=int(data["index"]),
             point=Operating.from_dict(data["point"]),
-            estimate={
-                k: float("nan") if v is None else float(v) for k, v in data["estimate"].items()
-            },
+            estimate={k: _nan(v) for k, v in data["estimate"].items()},
             trivial=bool(data.get("trivial", False)),
+            frontier_quality=_nan(data.get("frontier_quality")),
+            cost_bound=_nan(data.get("cost_bound")),
         )
 
     def describe(self) -> str:
@@ -77,6 +93,14 @@ class Certificate:
         how = f"{self.method.upper()}, {self.n} outcomes, {self.scope}"
         extra = "; always the top tier" if self.trivial else ""
         return f"{what} with probability ≥ {1 - self.delta:.0%} ({how}){extra}"
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def _phrase(kind: str, value: float) -> str:

@@ -298,6 +298,8 @@ class CertifiedPoints:
             point=self.path.points[index],
             estimate=means.at(index),
             trivial=self._trivial(index, bound_target, means),
+            frontier_quality=means.frontier,
+            cost_bound=self.cost_bound,
         )
 
     def _trivial(self, index: int, target: Target, means: PathMeans) -> bool:

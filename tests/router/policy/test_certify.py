@@ -9,6 +9,7 @@ from router.errors import TargetNotCertifiableError
 from router.policy import CascadePolicy, CascadeSignals, Target
 from router.policy.certify import (
     BettingConfidenceSequence,
+    BettingTest,
     CandidatePath,
     PathOutcomes,
     certify_outcomes,
@@ -281,3 +282,24 @@ def test_confidence_sequence_covers_the_mean_at_every_time() -> None:
     assert misses <= 10 + 3 * 3  # alpha = 0.1 over the whole sequence, Monte Carlo noise
     lo, hi = cs.interval
     assert hi - lo < 0.25 and lo <= cs.mean <= hi
+
+
+def test_betting_test_alarms_rarely_under_the_null_and_soon_after_a_shift() -> None:
+    rng = np.random.default_rng(9)
+    false_alarms = 0
+    for _ in range(200):
+        # the promise (mean >= 0.6) holds throughout, at its edge for the second half
+        values = np.concatenate([rng.random(300) < 0.8, rng.random(300) < 0.6]).astype(float)
+        false_alarms += BettingTest(0.6, "above", alpha=0.05).extend(values).alarm
+    assert false_alarms <= 10 + 3 * 3
+    # a long good stretch, then the traffic drops well below the promise: caught, and soon
+    detected = []
+    for _ in range(50):
+        test = BettingTest(0.6, "above", alpha=0.05).extend((rng.random(1000) < 0.8) * 1.0)
+        at = next((t for t, x in enumerate(rng.random(400) < 0.4) if test.extend([x]).alarm), None)
+        detected.append(at)
+    assert all(t is not None for t in detected)
+    assert np.median([t for t in detected if t is not None]) < 150
+    # the other side: a share promised to stay at or below 0.3
+    assert BettingTest(0.3, "below").extend((rng.random(400) < 0.5) * 1.0).alarm
+    assert not BettingTest(0.3, "below").extend((rng.random(400) < 0.2) * 1.0).alarm
