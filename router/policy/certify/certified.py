@@ -281,7 +281,9 @@ class CertifiedPoints:
             choice = certify_outcomes(outcomes, means, target, delta / self.splits, self.method)
             bound_target = target.with_delta(delta)
         n = len(self.groups[group])
-        global_ok = choice.feasible(bound_target) if group == GLOBAL else choice.index is not None
+        # judged on the target as asked: quality 0.999 rounded up to 1 is still a request for
+        # a saving, which always calling the top tier does not give
+        global_ok = choice.feasible(target) if group == GLOBAL else choice.index is not None
         if not global_ok:
             raise self._not_certifiable(group, target, delta, n)
         assert choice.index is not None
