@@ -32,7 +32,7 @@ import pandas as pd
 
 from router.data import OutcomeTable, load_prices, load_table
 from router.embedders import CachedEmbedder, Embedder, EmbeddingCache, build_embedder
-from router.errors import ConfigurationError
+from router.errors import ConfigurationError, TargetNotCertifiableError
 from router.feedback import FeedbackStore
 from router.feedback.certified import certificate_metrics, certificate_status
 from router.feedback.drift import calibration_drift, drift_metrics
@@ -363,7 +363,13 @@ def retrain(
             acceptance_params={"n_estimators": config.n_estimators},
             seed=settings.seed,
         )
-        challenger.fit(train, embedder, progress=settings.progress)
+        try:
+            challenger.fit(train, embedder, progress=settings.progress)
+        except TargetNotCertifiableError as exc:
+            # refused before the gate: nothing is registered, the champion stays
+            mlflow.set_tags({"gate_decision": "not_certifiable", "not_certifiable": str(exc)})
+            log(f"the challenger is refused: {exc}")
+            raise
         timings["fit_s"] = time.perf_counter() - t
         _pause("fit", log)
 

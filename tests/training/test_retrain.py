@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from router.data import OutcomeTable
-from router.errors import ConfigurationError
+from router.errors import ConfigurationError, TargetNotCertifiableError
 from router.feedback import FeedbackStore
 from router.model import CascadeModel
+from router.policy import Target
 from router.registry import registry_client
 from router.settings import RouterSettings
 from tests.conftest import SAMPLE, TIERS
@@ -135,7 +136,10 @@ def test_gate_refuses_shuffled_challenger(
     promote_version(settings.registered_model, champion, client=reg(settings))
     with FeedbackStore.from_settings(settings) as store:
         write_feedback(store, split_tables[0].subset(np.arange(200)))
-        result = retrain(config(base_file, shuffle_labels=True), settings, store, log=print)
+        # the shuffled challenger's ~220 calibration outcomes certify a quality ratio of 0.9
+        # (not 0.95: that refusal is the next test), so the gate is what refuses it here
+        shuffled_run = config(base_file, shuffle_labels=True, target=Target(quality_ratio=0.9))
+        result = retrain(shuffled_run, settings, store, log=print)
     assert not result.promoted and not result.decision.promote
     first = result.decision.checks[0]
     assert first.name == "frozen apgr" and not first.passed
@@ -155,6 +159,23 @@ def test_gate_refuses_shuffled_challenger(
     assert result.lineage["feedback_counts"]["completed_from_lookup"] == 160
     assert sum(result.lineage["feedback_by_step_label"].values()) == 160
     assert len(result.lineage["frozen_eval_digest"]) == 64
+
+
+def test_a_challenger_that_cannot_certify_the_target_is_refused(
+    fitted_model, split_tables, base_file, settings, tmp_path
+) -> None:
+    champion = register(fitted_model, settings, tmp_path)
+    promote_version(settings.registered_model, champion, client=reg(settings))
+    with FeedbackStore.from_settings(settings) as store:
+        write_feedback(store, split_tables[0].subset(np.arange(200)))
+        with pytest.raises(TargetNotCertifiableError, match="certifiable: quality="):
+            retrain(config(base_file, shuffle_labels=True), settings, store, log=print)
+    assert aliases(settings) == {"champion": champion, "previous": None, "challenger": None}
+    runs = mlflow.MlflowClient(settings.tracking_uri).search_runs(
+        [mlflow.get_experiment_by_name(settings.experiment).experiment_id],
+        filter_string="tags.gate_decision = 'not_certifiable'",
+    )
+    assert len(runs) == 1 and "cannot be certified" in runs[0].data.tags["not_certifiable"]
 
 
 def test_gate_promotes_better_challenger_then_rollback(
