@@ -372,6 +372,7 @@ def test_a_champion_that_buys_second_opinions_is_retrained_without_them(
     table = load_table([bundled_dataset("mmlu_pro")], TIERS, peers=[peer]).sample(600, seed=3)
     with_peer = CascadeModel(
         list(TIERS),
+        target=Target(quality_ratio=0.9),  # what ~110 calibration outcomes certify
         peers={0: peer},
         acceptance_params={"n_estimators": 100, "early_stopping_rounds": 20},
     ).fit(table, embedder)
