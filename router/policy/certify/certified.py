@@ -197,7 +197,18 @@ class CertifiedPoints:
                 method,
                 float(certified.means[GLOBAL].cost[0]),
             )
+            certified._outcomes = None  # tens of MB; rebuilt if an off-table target needs them
         return certified, select
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a copy (deepcopy, pickle to a worker) rebuilds its lock, cache and outcomes
+        state = dict(self.__dict__)
+        state.update(_lock=None, _cache={}, _outcomes=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def splits(self) -> int:

@@ -258,6 +258,16 @@ def test_certified_policy_round_trip(fitted) -> None:
     assert copy.certificate(None, tiny).level == pytest.approx(0.005 / 3)
 
 
+def test_a_certified_policy_copies(fitted) -> None:
+    import copy
+    import pickle
+
+    policy, _ = fitted
+    for twin in (copy.deepcopy(policy), pickle.loads(pickle.dumps(policy))):
+        target = Target(quality_ratio=0.93, delta=0.005)  # off the table: certified directly
+        assert twin.certificate("intent", target) == policy.certificate("intent", target)
+
+
 def test_uncertified_policy_of_older_routers(fitted) -> None:
     policy, _ = fitted
     old = policy.to_dict()
