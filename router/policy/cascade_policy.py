@@ -10,7 +10,7 @@ import numpy as np
 
 from router.errors import ConfigurationError, NotFittedError
 from router.policy.certify import Certificate, CertifiedPoints, TestingRows
-from router.policy.certify.certified import selection_mask
+from router.policy.certify.certified import selection_mask, testing_order
 from router.policy.fitting import choose_operating_point
 from router.policy.rules import Operating
 from router.policy.signals import CascadeSignals
@@ -300,7 +300,7 @@ class CascadePolicy:
         policy.per_step_ = {k: Operating.from_dict(v) for k, v in data["per_step"].items()}
         if certification is not None:
             policy.selection_ = np.asarray(arrays["selection"], dtype=bool)
-            test = np.flatnonzero(~policy.selection_)
+            test = testing_order(policy.selection_, policy.seed)
             rows = TestingRows(
                 policy.cal_signals_.subset(test),
                 policy.cal_scores_[test],

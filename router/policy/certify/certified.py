@@ -82,6 +82,17 @@ def selection_mask(n: int, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
+def testing_order(selection: np.ndarray, seed: int) -> np.ndarray:
+    """The testing rows (those not selecting), in a seeded random order.
+
+    The betting test reads its outcomes as a sequence, and its bets use the outcomes before
+    each one: it is valid when that order carries no information, which a table's own order
+    (sorted by prompt id, so often grouped by task) does not guarantee.
+    """
+    rows = np.flatnonzero(~np.asarray(selection, dtype=bool))
+    return np.random.default_rng([seed, 1]).permutation(rows)
+
+
 def step_groups(steps: np.ndarray, min_samples: int) -> dict[str, np.ndarray]:
     """The global group, then each step kind with enough testing rows (when there are several)."""
     groups = {GLOBAL: np.arange(len(steps))}
@@ -154,7 +165,7 @@ class CertifiedPoints:
         """Select the path, test it, certify ``target``; also the selection mask."""
         n = len(scores)
         select = selection_mask(n, selection_fraction, seed)
-        sel, test = np.flatnonzero(select), np.flatnonzero(~select)
+        sel, test = np.flatnonzero(select), testing_order(select, seed)
         bands: tuple[Band | None, ...] = ()
         if signals.has_opinions and opinion_costs is not None and len(sel):
             bands = choose_operating_point(

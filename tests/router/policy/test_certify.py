@@ -313,3 +313,27 @@ def test_betting_test_alarms_rarely_under_the_null_and_soon_after_a_shift() -> N
     # the other side: a share promised to stay at or below 0.3
     assert BettingTest(0.3, "below").extend((rng.random(400) < 0.5) * 1.0).alarm
     assert not BettingTest(0.3, "below").extend((rng.random(400) < 0.2) * 1.0).alarm
+
+
+def test_the_table_order_of_the_outcomes_cannot_fool_the_test() -> None:
+    """The betting test reads outcomes in sequence: rows sorted so that every request the small
+    tier gets right comes first (as a table sorted by prompt id can group them by task) would let
+    it bet on a streak.  Read in a seeded random order, an uninformative gain certifies nothing
+    cheaper than random mixing."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    s = (np.arange(n) < 1800).astype(float)  # the small tier right on the first 60%
+    f = np.ones(n)
+    gain = rng.uniform(0.0, 0.5, n)  # says nothing about which requests those are
+    pre = np.column_stack([np.full(n, 0.5), np.full(n, 0.9)])
+    signals = CascadeSignals(pre, (0.5 - gain / 2)[:, None], (0.5 + gain / 2)[:, None])
+    costs = np.column_stack([np.full(n, 0.0001), np.full(n, 0.005)])
+    policy = CascadePolicy(
+        ("s", "f"), np.array([1.0]), skip_tolerance=None, target=Target(quality_ratio=0.95)
+    )
+    policy.fit(signals, np.column_stack([s, f]), costs, np.full(n, "x", dtype=object))
+    cert = policy.certificate(None)
+    assert cert is not None
+    # random mixing reaches 0.95 at a frontier share of (0.95 - 0.6) / 0.4 = 0.875
+    escalated = float((gain > cert.point.lam).mean())
+    assert escalated >= 0.85
