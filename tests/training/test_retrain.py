@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -386,3 +387,41 @@ def test_a_champion_that_buys_second_opinions_is_retrained_without_them(
     scored = result.decision.champion
     assert scored is not None and scored.frozen["apgr"] is not None
     assert result.decision.challenger.frozen["apgr"] is not None
+
+
+def test_retrain_if_drifted_retrains_when_a_certified_target_no_longer_holds(
+    fitted_model, split_tables, base_file, settings, tmp_path, monkeypatch
+) -> None:
+    """Replayed feedback answers half the requests with the small tier whatever the policy
+    says, so the returned answers' quality falls below what the champion's certificate
+    promises: with enough labels the check flags it and --if-drifted retrains."""
+    from typer.testing import CliRunner
+
+    from training.cli.app import app
+
+    for key, value in {
+        "CASCADE_TRACKING_URI": settings.tracking_uri,
+        "CASCADE_ARTIFACT_LOCATION": settings.artifact_location,
+        "CASCADE_FEEDBACK_URL": settings.feedback_url,
+        "CASCADE_CACHE_DIR": str(settings.cache_dir),
+        "CASCADE_PROGRESS": "false",
+        "COLUMNS": "200",
+    }.items():
+        monkeypatch.setenv(key, value)
+    champion = register(fitted_model, settings, tmp_path)
+    promote_version(settings.registered_model, champion, client=reg(settings))
+    runner = CliRunner()
+    common = ["--base", str(base_file), "--lookup", "mmlu_pro", "--eval-sample", str(SAMPLE)]
+    common += ["--n-estimators", "100", "--no-promote", "--if-drifted"]
+    with FeedbackStore.from_settings(settings) as store:
+        write_feedback(store, split_tables[0].subset(np.arange(30)))
+    quiet = runner.invoke(app, ["retrain", *common])
+    assert quiet.exit_code == 0, quiet.output
+    assert "every certified target holds: nothing to retrain" in quiet.output
+    with FeedbackStore.from_settings(settings) as store:
+        write_feedback(store, split_tables[0].subset(np.arange(30, 400)))
+    flagged = runner.invoke(app, ["retrain", *common])
+    assert flagged.exit_code == 0, flagged.output
+    assert "VIOLATED" in flagged.output and "nothing to retrain" not in flagged.output
+    summary = json.loads(flagged.stdout.strip().splitlines()[-1])
+    assert summary["version"] == "2" and summary["promoted"] is False
