@@ -43,6 +43,32 @@ class UnknownModelError(ConfigurationError):
     """A model name that selects no step and target of the cascade (``cascade[:STEP[:TARGET]]``)."""
 
 
+class TargetNotCertifiableError(ConfigurationError):
+    """A target the router cannot certify on its calibration outcomes at the risk asked.
+
+    The message names the target, the outcomes and the risk, and the best certifiable
+    alternative (``alternative``: a target string, or None when there is none but always
+    calling the top tier).
+    """
+
+    #: the error code the service answers with (a 400)
+    api_code = "target_not_certifiable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str,
+        delta: float,
+        n: int,
+        scope: str = "global",
+        alternative: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.target, self.delta, self.n = target, delta, n
+        self.scope, self.alternative = scope, alternative
+
+
 class NotFittedError(CascadeRouterError, RuntimeError):
     """A learned object was used before `fit`."""
 

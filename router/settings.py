@@ -57,6 +57,13 @@ class RouterSettings(BaseSettings):
     drift_window: int = Field(500, ge=10, description="latest labels per step that drift reads")
     drift_threshold: float = Field(0.1, gt=0.0, lt=1.0, description="|predicted-observed| flag")
     drift_min_labels: int = Field(50, ge=1, description="labels a step needs to be flagged")
+    certificate_alpha: float = Field(
+        0.05,
+        gt=0.0,
+        lt=1.0,
+        description="false-alarm risk of the production check of a certified target (whole "
+        "stream, anytime-valid)",
+    )
 
     @field_validator("tracking_uri")
     @classmethod

@@ -71,6 +71,11 @@ class APIError(Exception):
         )
 
 
+def error_code(exc: Exception) -> str:
+    """The error code of a refused request: a target the router cannot certify has its own."""
+    return str(getattr(exc, "api_code", "invalid_value"))
+
+
 def bad_request(message: str, param: str | None = None, code: str = "invalid_value") -> APIError:
     """A 400 for a request the service cannot read."""
     return APIError(400, message, "invalid_request_error", code, param)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -11,6 +13,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from router.feedback.certified import CertificateStatus
 from router.sdk import Decision, RouteResult
 
 LATENCY_BUCKETS = (
@@ -132,6 +135,36 @@ class ServiceMetrics:
         self.feedback = Counter(
             "cascade_feedback", "Feedback labels stored", ["accepted"], registry=r
         )
+        labels = ["step", "target", "constraint"]
+        self.certificate_lower = Gauge(
+            "cascade_certificate_realised_lower",
+            "Anytime-valid lower end of the realised mean of a certified constraint (quality: "
+            "score of the returned answer; share: top-tier answers; cost: USD per request)",
+            labels,
+            registry=r,
+        )
+        self.certificate_upper = Gauge(
+            "cascade_certificate_realised_upper",
+            "Anytime-valid upper end of the realised mean of a certified constraint",
+            labels,
+            registry=r,
+        )
+        self.certificate_promised = Gauge(
+            "cascade_certificate_promised",
+            "What the certificate promises for that mean (quality: ratio × the top tier's "
+            "calibration quality)",
+            labels,
+            registry=r,
+        )
+        self.certificate_labels = Gauge(
+            "cascade_certificate_labels", "Labels the check has read", labels, registry=r
+        )
+        self.certificate_violated = Gauge(
+            "cascade_certificate_violated",
+            "1 when the certified target no longer holds on the labelled traffic (retrain)",
+            labels,
+            registry=r,
+        )
         self._totals: dict[str, list[int]] = {}
 
     def observe_route(self, result: RouteResult) -> None:
@@ -158,6 +191,16 @@ class ServiceMetrics:
         """Count one decision of /v1/route."""
         self.decisions.labels(decision.step, decision.action).inc()
         self.p_accept.labels(decision.step).observe(decision.p_accept)
+
+    def set_certificates(self, statuses: Sequence[CertificateStatus]) -> None:
+        """Export the production check of the certified targets (router.feedback.certified)."""
+        for s in statuses:
+            key = (s.step, s.target, s.constraint)
+            self.certificate_lower.labels(*key).set(s.lower)
+            self.certificate_upper.labels(*key).set(s.upper)
+            self.certificate_promised.labels(*key).set(s.promised)
+            self.certificate_labels.labels(*key).set(s.n)
+            self.certificate_violated.labels(*key).set(float(s.flagged))
 
     def set_version(self, old: str | None, new: str) -> None:
         if old is not None:

@@ -3,7 +3,7 @@ them, and the tests check every response the service sends against that document
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -93,6 +93,11 @@ class CascadeSummary(BaseModel):
     path: str = Field(description="e.g. small→verified, small→invalid→frontier")
     step: str
     target: str
+    certificate: dict[str, Any] | None = Field(
+        None,
+        description="what was certified for the target: risk delta, the certified bound, the "
+        "operating point (null for a router saved before certification)",
+    )
     router_version: str | None
     cost_usd: float
     router_latency_s: float
@@ -173,6 +178,9 @@ class RouteDecision(BaseModel):
     path: str
     valid: bool | None = Field(description="the validator's verdict on the answer, if any")
     invalid_reason: str | None
+    certificate: dict[str, Any] | None = Field(
+        None, description="what was certified for the target (see the chat answer's cascade)"
+    )
     router_version: str
     target: str | None
 

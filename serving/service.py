@@ -33,7 +33,7 @@ from router.errors import (
 from router.sdk import RouteResult, StepTarget
 from router.tracing import Tracing
 from serving.batching import DecisionBatcher
-from serving.errors import APIError
+from serving.errors import APIError, error_code
 from serving.holder import RouterHolder, Served, upstream_urls
 from serving.metrics import ServiceMetrics, first_p_accept
 from serving.settings import ServiceSettings
@@ -167,6 +167,7 @@ class Service:
         self._keys = [k.get_secret_value().encode() for k in settings.api_keys]
         self._watch: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
+        self._monitor: tuple[str, Any] | None = None  # (router version, CertificateMonitor)
 
     @property
     def store(self) -> Any:
@@ -175,6 +176,28 @@ class Service:
 
             self._store = FeedbackStore(self.settings.feedback_url)
         return self._store
+
+    def observe_label(self, request_id: str, accepted: bool, score: float | None) -> None:
+        """Feed a label to the check of the served router's certified targets (labels of
+        requests another version served are left to that version's check; blocking)."""
+        from router.feedback import CertificateMonitor
+
+        record = self.store.get_request(request_id)
+        served = self.holder.current
+        if record is None or record.router_version != served.version:
+            return
+        if self._monitor is None or self._monitor[0] != served.version:
+            monitor = CertificateMonitor(
+                served.router.model.policy_,
+                served.router.tiers[-1],
+                self.settings.certificate_alpha,
+                self.settings.drift_min_labels,
+            )
+            self._monitor = (served.version, monitor)
+        statuses = self._monitor[1].observe(
+            record.step, record.target, record.tier, record.cost_usd, accepted, score
+        )
+        self.metrics.set_certificates(statuses)
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -265,7 +288,7 @@ class Service:
                 502, f"The top tier failed: {exc}", "server_error", "upstream_error"
             ) from exc
         except ConfigurationError as exc:
-            raise APIError(400, str(exc), code="invalid_value") from exc
+            raise APIError(400, str(exc), code=error_code(exc)) from exc
 
     def record(
         self, request_id: str, request: ChatRequest, result: RouteResult, served: Served

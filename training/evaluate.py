@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from router import metrics as M
+from router.errors import TargetNotCertifiableError
 from router.features import N_INPUT_EXTRA
 from router.model import CascadeModel, TableFeatures
 from router.policy import CascadePolicy, CascadeSignals, Target, lambda_grid, walk_recorded
@@ -212,6 +213,7 @@ def evaluate(
         policy_section["validator"] = _with_and_without_validator(
             model, signals, test, target, opinion_costs, q_s, q_f
         )
+    certification = certification_section(model, signals, test, target, opinion_costs, outcome)
     if signals.has_opinions:
         point = model.policy_.operating(None, target)
         sources = model.opinion_sources
@@ -357,6 +359,7 @@ def evaluate(
         "cascade_answer_aware": post_section,
         "second_opinion": opinion_section,
         "policy": policy_section,
+        "certification": certification,
         "intervals": intervals,
         "baselines": baseline_section,
         "margin_over_best_baseline": margin_section,
@@ -518,6 +521,124 @@ def _curve_stat(
     return stat
 
 
+def _realised(outcome: Any, scores: np.ndarray, costs: np.ndarray) -> dict[str, float | None]:
+    """Quality ratio, frontier share, cost per request and cost saved of a run on these rows."""
+    s = outcome.summary()
+    q_f, c_f = float(scores[:, -1].mean()), float(costs[:, -1].mean())
+    return {
+        "quality_ratio": _f(s["quality"] / q_f) if q_f else None,
+        "frontier_share": _f(s["frontier_share"]),
+        "cost_per_request": _f(s["cost"]),
+        "cost_saved": _f(M.cost_saved(s["cost"], c_f)),
+    }
+
+
+def _holds(bound: dict[str, float], realised: dict[str, float | None]) -> dict[str, bool | None]:
+    """Per certified constraint, whether the realised value on the test split meets it."""
+    read = {
+        "quality_ratio": ("quality_ratio", 1.0),
+        "max_frontier_share": ("frontier_share", -1.0),
+        "max_cost": ("cost_per_request", -1.0),
+    }
+    out: dict[str, bool | None] = {}
+    for kind, value in bound.items():
+        key, sign = read[kind]
+        got = realised.get(key)
+        out[kind] = None if got is None else bool(sign * (got - value) >= -1e-12)
+    return out
+
+
+def certification_section(
+    model: CascadeModel,
+    signals: CascadeSignals,
+    test: OutcomeTable,
+    target: Target,
+    opinion_costs: np.ndarray | None,
+    outcome: Any,
+) -> dict[str, Any] | None:
+    """The certificate of the point evaluated, its realised value on the test split, and the
+    price of the guarantee: the same target fitted as routers did before certification (the
+    cheapest point meeting it with one standard error to spare on the same calibration
+    outcomes), run on the same test split.  None for an uncertified router."""
+    fitted = model.policy_
+    certificates = fitted.certificates(target)
+    if not certificates:
+        return None
+    glob = certificates["global"]
+    realised = _realised(outcome, test.scores, test.costs)
+    steps = np.asarray(test.steps).astype(str)
+    per_step: dict[str, Any] = {}
+    for step, cert in certificates.items():
+        if step == "global":
+            continue
+        rows = steps == step
+        entry: dict[str, Any] = {
+            "n_outcomes": cert.n,
+            "bound": cert.bound,
+            "level": _f(cert.level),
+            "lam": cert.point.to_dict()["lam"],
+            "trivial": cert.trivial,
+            "calibration_estimate": {k: _f(v) for k, v in cert.estimate.items()},
+            "n_test": int(rows.sum()),
+        }
+        if rows.any():
+            run = fitted.run(
+                signals.subset(rows),
+                test.scores[rows],
+                test.costs[rows],
+                steps[rows],
+                target,
+                None if opinion_costs is None else opinion_costs[rows],
+            )
+            entry["realised"] = _realised(run, test.scores[rows], test.costs[rows])
+        per_step[step] = entry
+    uncertified = CascadePolicy(
+        tiers=fitted.tiers,
+        tier_weights=fitted.tier_weights,
+        skip_tolerance=fitted.skip_tolerance,
+        min_step_samples=fitted.min_step_samples,
+        grid_size=fitted.grid_size,
+        target=target,
+        margin_z=fitted.margin_z,
+        certify=None,
+    ).fit(
+        fitted.cal_signals_,
+        fitted.cal_scores_,
+        fitted.cal_costs_,
+        fitted.cal_steps_,
+        fitted.cal_opinion_costs_,
+    )
+    today = _realised(
+        uncertified.run(signals, test.scores, test.costs, test.steps, target, opinion_costs),
+        test.scores,
+        test.costs,
+    )
+    price = (
+        None
+        if today["cost_saved"] is None or realised["cost_saved"] is None
+        else _f(today["cost_saved"] - realised["cost_saved"])
+    )
+    return {
+        "target": str(target),
+        "delta": _f(glob.delta),
+        "method": glob.method,
+        "n_outcomes": glob.n,
+        "n_selection": int(getattr(fitted, "selection_", np.zeros(0)).sum()),
+        "groups": len(certificates),
+        "level": _f(glob.level),
+        "bound": glob.bound,
+        "point": glob.point.to_dict(),
+        "trivial": glob.trivial,
+        "statement": glob.describe(),
+        "calibration_estimate": {k: _f(v) for k, v in glob.estimate.items()},
+        "realised": realised,
+        "holds_on_test": _holds(glob.bound, realised),
+        "per_step": per_step,
+        "uncertified": today,
+        "price_of_guarantee": price,
+    }
+
+
 def _policy_without_opinions(
     model: CascadeModel,
     signals: CascadeSignals,
@@ -528,20 +649,28 @@ def _policy_without_opinions(
     """The same target met without second opinions: a policy fitted on the same calibration
     split from the plain answer-aware probabilities, run on the test split."""
     fitted = model.policy_
-    policy = CascadePolicy(
-        tiers=fitted.tiers,
-        tier_weights=fitted.tier_weights,
-        skip_tolerance=fitted.skip_tolerance,
-        min_step_samples=fitted.min_step_samples,
-        grid_size=fitted.grid_size,
-        target=target,
-        margin_z=fitted.margin_z,
-    ).fit(
-        fitted.cal_signals_.without_opinions(),
-        fitted.cal_scores_,
-        fitted.cal_costs_,
-        fitted.cal_steps_,
-    )
+    try:
+        policy = CascadePolicy(
+            tiers=fitted.tiers,
+            tier_weights=fitted.tier_weights,
+            skip_tolerance=fitted.skip_tolerance,
+            min_step_samples=fitted.min_step_samples,
+            grid_size=fitted.grid_size,
+            target=target,
+            margin_z=fitted.margin_z,
+            certify=fitted.certify,
+            delta=fitted.delta,
+            selection_fraction=fitted.selection_fraction,
+            seed=fitted.seed,
+            table=False,
+        ).fit(
+            fitted.cal_signals_.without_opinions(),
+            fitted.cal_scores_,
+            fitted.cal_costs_,
+            fitted.cal_steps_,
+        )
+    except TargetNotCertifiableError as exc:
+        return {"not_certifiable": str(exc)}
     out = policy.run(signals.without_opinions(), test.scores, test.costs, test.steps, target)
     summary = out.summary()
     cf = float(test.costs[:, -1].mean())

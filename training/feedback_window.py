@@ -46,6 +46,11 @@ INDEX_COLUMNS = (
     "labelled_at",
     "p_accept",
     "probabilities",
+    # the production check of a certified target reads these
+    "target",
+    "cost_usd",
+    "score",
+    "router_version",
 )
 #: what the second pass reads for the chosen rows (what training.feedback_data needs)
 FETCH_COLUMNS = ("request_id", "step", "input_text", "tier", "answers", "accepted", "labelled_at")
@@ -66,7 +71,8 @@ def read_index(
 ) -> pd.DataFrame:
     """One light row per labelled request of the window, in label order: ``request_id``,
     ``key`` (:func:`key_hash` of the input), ``step``, ``tier``, ``accepted``, ``labelled_at``
-    and ``predicted`` (the router's recorded P(answering tier accepted), for drift)."""
+    ``predicted`` (the router's recorded P(answering tier accepted), for drift), and what the
+    check of a certified target reads: ``target``, ``cost_usd``, ``score``, ``router_version``."""
     parts = []
     for batch in store.iter_labelled(since, until, columns=INDEX_COLUMNS, batch_size=batch_size):
         predicted = [
@@ -87,16 +93,24 @@ def read_index(
                     "accepted": batch["accepted"].to_numpy(bool),
                     "labelled_at": batch["labelled_at"].to_numpy(float),
                     "predicted": np.asarray(predicted, dtype=float),
+                    "target": batch["target"].astype(str),
+                    "cost_usd": batch["cost_usd"].to_numpy(float),
+                    "score": batch["score"].to_numpy(float),
+                    "router_version": batch["router_version"].astype(str),
                 }
             )
         )
     if not parts:
         columns = ["request_id", "key", "step", "tier", "accepted", "labelled_at", "predicted"]
+        columns += ["target", "cost_usd", "score", "router_version"]
         frame = pd.DataFrame({c: [] for c in columns})
-        return frame.astype({"key": np.int64, "accepted": bool, "labelled_at": float})
+        return frame.astype(
+            {"key": np.int64, "accepted": bool, "labelled_at": float, "cost_usd": float}
+        )
     frame = pd.concat(parts, ignore_index=True)
     frame["step"] = frame["step"].astype("category")
-    frame["tier"] = frame["tier"].astype("category")
+    for name in ("tier", "target", "router_version"):
+        frame[name] = frame[name].astype("category")
     return frame
 
 

@@ -149,18 +149,25 @@ def _num(x: Any) -> float | None:
 
 
 def target_miss(target: Target, policy: dict[str, Any]) -> float | None:
-    """How far the realised operating point falls short of the target (0 when met)."""
+    """How far the realised operating point falls short of the target (0 when met); with
+    several constraints, the largest shortfall (a cost's relative to the budget)."""
+    misses: list[float] = []
     if target.quality_ratio is not None:
         realised = _num(policy.get("quality_ratio"))
-        return None if realised is None else max(0.0, target.quality_ratio - realised)
+        if realised is None:
+            return None
+        misses.append(max(0.0, target.quality_ratio - realised))
     if target.max_frontier_share is not None:
         realised = _num(policy.get("frontier_share"))
-        return None if realised is None else max(0.0, realised - target.max_frontier_share)
-    realised = _num(policy.get("cost_per_request"))
-    assert target.max_cost is not None
-    if realised is None or target.max_cost <= 0:
-        return None
-    return max(0.0, realised - target.max_cost) / target.max_cost
+        if realised is None:
+            return None
+        misses.append(max(0.0, realised - target.max_frontier_share))
+    if target.max_cost is not None:
+        realised = _num(policy.get("cost_per_request"))
+        if realised is None or target.max_cost <= 0:
+            return None
+        misses.append(max(0.0, realised - target.max_cost) / target.max_cost)
+    return max(misses)
 
 
 def score_model(

@@ -243,6 +243,16 @@ def log_to_mlflow(
             }
         )
         mlflow.log_param("post_blend", result.model.post_blend_)
+        cert = result.report.get("certification")
+        mlflow.log_params(
+            {
+                "certification": cert["method"] if cert else "none",
+                "delta": cert["delta"] if cert else "none",
+                "certified_bound": ",".join(f"{k}={v:g}" for k, v in cert["bound"].items())
+                if cert
+                else "none",
+            }
+        )
         mlflow.set_tags({"dataset_digest": table_digest, "component": "cascade-router"})
         mlflow.log_metrics(flatten_metrics(result.report))
         mlflow.log_artifact(str(result.plot_path), "plots")

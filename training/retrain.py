@@ -40,8 +40,9 @@ import pandas as pd
 
 from router.data import OutcomeTable, load_prices, load_table
 from router.embedders import CachedEmbedder, Embedder, EmbeddingCache, build_embedder
-from router.errors import ConfigurationError
+from router.errors import ConfigurationError, TargetNotCertifiableError
 from router.feedback import FeedbackStore
+from router.feedback.certified import certificate_metrics, certificate_status
 from router.feedback.drift import calibration_drift, drift_metrics
 from router.model import CascadeModel
 from router.policy import Target
@@ -336,6 +337,15 @@ def retrain(
     drift = calibration_drift(
         index, settings.drift_window, settings.drift_threshold, settings.drift_min_labels
     )
+    # whether the parent's certified targets still held on the window's labels (its own)
+    certified = certificate_status(
+        index,
+        None if parent is None else parent.policy_,
+        tiers[-1],
+        version=parent_version,
+        alpha=settings.certificate_alpha,
+        min_labels=settings.drift_min_labels,
+    )
     lineage: dict[str, Any] = {
         "parent_version": parent_version,
         "feedback_since": since,
@@ -418,6 +428,7 @@ def retrain(
                 "lineage.frozen_eval_rows": len(frozen),
                 **{f"lineage.feedback.{k}": float(v) for k, v in fb_rows.counts.items()},
                 **drift_metrics(drift),
+                **certificate_metrics(certified),
             }
         )
         mlflow.log_dict(lineage, "lineage.json")
@@ -432,7 +443,13 @@ def retrain(
             acceptance_params={"n_estimators": config.n_estimators},
             seed=settings.seed,
         )
-        challenger.fit(train, embedder, progress=settings.progress)
+        try:
+            challenger.fit(train, embedder, progress=settings.progress)
+        except TargetNotCertifiableError as exc:
+            # refused before the gate: nothing is registered, the champion stays
+            mlflow.set_tags({"gate_decision": "not_certifiable", "not_certifiable": str(exc)})
+            log(f"the challenger is refused: {exc}")
+            raise
         timings["fit_s"] = time.perf_counter() - t
         timings["fit_embed_s"] = embedder.seconds
         _pause("fit", log)

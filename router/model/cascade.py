@@ -15,8 +15,9 @@
   included), kNN's k and the regression's C are chosen out of fold (:mod:`router.model.members`);
 * the weight of the pre-answer probabilities in the answer-aware ones (``post_blend_``: 0
   trusts the answer-aware models alone, 1 ignores them), chosen out of fold;
-* the :class:`~router.policy.CascadePolicy` fitted for a target on the out-of-fold outcomes of
-  every training row (``oof_``).
+* the :class:`~router.policy.CascadePolicy` certified for a target on the out-of-fold outcomes
+  of every training row (``oof_``; Learn-then-Test: a target it cannot certify raises
+  :class:`~router.errors.TargetNotCertifiableError`).
 
 Every acceptance model is cross-fitted (:meth:`AcceptanceModel.fit_folds`): ``folds`` boosters,
 each early-stopped inside its fold's training part, score the rows they did not see; the
@@ -442,6 +443,7 @@ class CascadeModel(EstimatorParams):
             skip_tolerance=self.skip_tolerance,
             min_step_samples=self.min_step_samples,
             target=self.target_,
+            seed=self.seed,
         ).fit(*oof.fit_args())
 
     def _fit_scorer(self, inputs: OpinionInputs, first_correct: np.ndarray) -> AgreementScorer:

@@ -18,12 +18,16 @@ the answer-aware probabilities that also see the agreement between the answers r
 ones, and the opinions' cost is charged.
 
 ``lam`` is one Lagrangian weight on cost: sweeping it traces the quality–cost curve, and fitting
-a :class:`Target` picks it on the calibration split, per step kind where the data allows.
+a :class:`Target` picks it on calibration outcomes, per step kind where the data allows.  The
+point is **certified** (:mod:`router.policy.certify`): Learn-then-Test picks the cheapest point
+whose target holds, with probability at least ``1 - delta``, on new traffic from the
+calibration distribution, and a target it cannot certify is refused with the best one it can.
 """
 
 from __future__ import annotations
 
 from router.policy.cascade_policy import CascadePolicy
+from router.policy.certify import Certificate
 from router.policy.fitting import choose_operating_point, lambda_grid, opinion_bands
 from router.policy.rules import Band, Operating, escalates, first_called, skips, verdict
 from router.policy.signals import CascadeSignals
@@ -34,6 +38,7 @@ __all__ = [
     "Band",
     "CascadePolicy",
     "CascadeSignals",
+    "Certificate",
     "Operating",
     "Outcome",
     "Target",

@@ -74,18 +74,19 @@ def choose_operating_point(
                 opinion_costs=opinion_costs,
             )
             s = outcome.summary()
+            # several constraints: the point is as feasible as its tightest one
+            slacks = []
             if target.quality_ratio is not None:
                 gap = outcome.quality - target.quality_ratio * top
-                slack = float(gap.mean() - margin_z * gap.std() / root_n)
-            elif target.max_frontier_share is not None:
+                slacks.append(float(gap.mean() - margin_z * gap.std() / root_n))
+            if target.max_frontier_share is not None:
                 share = outcome.top_called.astype(float)
-                slack = float(
-                    target.max_frontier_share - share.mean() - margin_z * share.std() / root_n
-                )
-            else:
-                assert target.max_cost is not None
+                spread = margin_z * share.std() / root_n
+                slacks.append(float(target.max_frontier_share - share.mean() - spread))
+            if target.max_cost is not None:
                 cost = outcome.cost
-                slack = float(target.max_cost - cost.mean() - margin_z * cost.std() / root_n)
+                slacks.append(float(target.max_cost - cost.mean() - margin_z * cost.std() / root_n))
+            slack = min(slacks)
             out.append(
                 _Candidate(
                     float(lam),

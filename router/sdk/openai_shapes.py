@@ -89,6 +89,7 @@ def cascade_summary(result: RouteResult) -> dict[str, Any]:
             "path": result.path,
             "step": result.step,
             "target": result.target,
+            "certificate": result.certificate,
             "router_version": result.router_version,
             "cost_usd": result.cost_usd,
             "router_latency_s": result.router_latency_s,

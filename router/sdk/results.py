@@ -55,6 +55,9 @@ class Decision:
     path: str = ""  # the walk so far, as RouteResult.path writes it (cascade_path)
     valid: bool | None = None  # the validator's verdict on the answer (None: unconstrained)
     invalid_reason: str | None = None  # why the validator refused the answer
+    #: the certificate of the operating point (target, delta, certified bound, point); None
+    #: for a router saved before certification
+    certificate: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +126,7 @@ class RouteResult:
     router_latency_s: float
     target: str
     router_version: str | None = None
+    certificate: dict[str, Any] | None = None  # see Decision.certificate
     score: float | None = None  # replay only: the recorded score of the answer
     input_tokens: int = 0  # tokens of the call that answered
     output_tokens: int = 0

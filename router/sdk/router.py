@@ -304,7 +304,9 @@ class Router:
             source_name = opinion_source or self.model.opinion_sources[0].name
         decisions = []
         for j, step in enumerate(steps):
-            point = self.operating_point(str(step), tgt)
+            cert = self.model.policy_.certificate(str(step), tgt)
+            point = cert.point if cert is not None else self.operating_point(str(step), tgt)
+            certificate = None if cert is None else cert.to_dict()
             p0, p1 = float(signals.pre[j, 0]), float(signals.pre[j, 1])
             trail: list[TierStep] = []
             if answer is None or verdicts is None:
@@ -326,6 +328,7 @@ class Router:
                         source is not None,
                         None if source is None else source.name,
                         cascade_path(trail, self.roles[first]),
+                        certificate=certificate,
                     )
                 )
                 continue
@@ -353,6 +356,7 @@ class Router:
                     cascade_path(trail, None if action == "verified" else self.roles[1]),
                     checked.valid,
                     checked.reason,
+                    certificate=certificate,
                 )
             )
         return decisions

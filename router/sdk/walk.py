@@ -86,7 +86,12 @@ class CascadeWalk:
             raise ConfigurationError("the request holds no text for the router to read")
         self.inputs = router.input_signals([step], [self.text])
         self.pre = self.inputs.pre[0]
-        self.point = router.operating_point(step, self.target)
+        self.certificate = router.model.policy_.certificate(step, self.target)
+        self.point = (
+            self.certificate.point
+            if self.certificate is not None
+            else router.operating_point(step, self.target)
+        )
         self.source = router.opinion_source_for(self.point, float(self.pre[0]))
         self.trail: list[TierStep] = []
         self.probabilities: dict[str, float] = {
@@ -280,6 +285,7 @@ class CascadeWalk:
             router_latency_s=self.router_s,
             target=str(self.target),
             router_version=router.version,
+            certificate=None if self.certificate is None else self.certificate.to_dict(),
             score=answer.score,
             input_tokens=answer.input_tokens,
             output_tokens=answer.output_tokens,

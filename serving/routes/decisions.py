@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from router.errors import ConfigurationError
 from serving.dependencies import AnnouncementDep, ServiceDep, admitted, require_key
-from serving.errors import APIError, error_responses
+from serving.errors import APIError, error_code, error_responses
 from serving.logs import request_id_var
 from serving.protocol import CascadeOptions, RouteRequest, select
 from serving.routes.chat import cascade_headers
@@ -49,7 +49,7 @@ async def route(
                 served.router, choice.step, request, body.answer, choice.target, announcement
             )
         except ConfigurationError as exc:
-            raise APIError(400, str(exc), code="invalid_value") from exc
+            raise APIError(400, str(exc), code=error_code(exc)) from exc
         service.tracing.end_decision_span(
             span,
             action=decision.action,

@@ -37,6 +37,7 @@ async def feedback(body: FeedbackRequest, service: ServiceDep) -> JSONResponse:
             404, str(exc), "invalid_request_error", "request_not_found", "request_id"
         ) from exc
     service.metrics.feedback.labels(str(bool(body.accepted)).lower()).inc()
+    await asyncio.to_thread(service.observe_label, record.request_id, record.accepted, record.score)
     logger.info("feedback stored", extra={"labelled_request_id": record.request_id})
     return JSONResponse(
         {

@@ -9,6 +9,7 @@ from router import Router
 from router.backends import ReplayBackend
 from router.data import OutcomeTable, bundled_dataset, load_outcomes
 from router.model import CascadeModel
+from router.policy import Target
 from training.evaluate import evaluate, plot_curves
 
 TIERS3 = ("phi-3-mini-4k-instruct", "llama-3.1-70b-instruct", "gpt-4o-2024-05-13")
@@ -19,7 +20,10 @@ def three_tier(embedder):
     frame = load_outcomes([bundled_dataset("mmlu_pro")], models=list(TIERS3))
     table = OutcomeTable.from_long(frame, TIERS3).sample(800, seed=0)
     train, test = table.split_by_prompt(0.25, seed=0)
-    model = CascadeModel(list(TIERS3), acceptance_params={"n_estimators": 200})
+    # 150 calibration outcomes certify a quality ratio of 0.9, not the default 0.95
+    model = CascadeModel(
+        list(TIERS3), target=Target(quality_ratio=0.9), acceptance_params={"n_estimators": 200}
+    )
     train_f = model.featurize(train, embedder)
     model.fit(train, embedder, features=train_f)
     return frame, train, test, model, train_f, model.featurize(test, embedder)
@@ -38,6 +42,15 @@ def test_three_tier_report(three_tier, tmp_path) -> None:
     # the realised cost lies between always-small and always-frontier (plus cascade overhead)
     assert report["cost_always_small"] <= policy["cost_per_request"]
     assert policy["cost_per_request"] <= report["cost_always_frontier"] * 1.5
+    cert = report["certification"]
+    assert cert["target"] == "quality_ratio=0.9" and cert["delta"] == 0.1
+    assert cert["bound"] == {"quality_ratio": 0.9} and cert["method"] == "wsr"
+    assert cert["n_outcomes"] + cert["n_selection"] == len(model.policy_.cal_scores_)
+    assert cert["realised"]["quality_ratio"] == policy["quality_ratio"]
+    assert cert["price_of_guarantee"] == pytest.approx(
+        cert["uncertified"]["cost_saved"] - cert["realised"]["cost_saved"], abs=1e-6
+    )
+    assert set(cert["holds_on_test"]) == {"quality_ratio"}
     assert plot_curves(curves, tmp_path / "c.png", "three tiers").stat().st_size > 10_000
     # the policy curve spans cheap to expensive operating points
     c = curves.curves["cascade policy (with skips)"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,9 +16,10 @@ import numpy as np
 import pytest
 
 from router.data import OutcomeTable
-from router.errors import ConfigurationError
+from router.errors import ConfigurationError, TargetNotCertifiableError
 from router.feedback import FeedbackStore
 from router.model import CascadeModel
+from router.policy import Target
 from router.registry import registry_client
 from router.settings import RouterSettings
 from tests.conftest import SAMPLE, TIERS
@@ -135,7 +137,10 @@ def test_gate_refuses_shuffled_challenger(
     promote_version(settings.registered_model, champion, client=reg(settings))
     with FeedbackStore.from_settings(settings) as store:
         write_feedback(store, split_tables[0].subset(np.arange(200)))
-        result = retrain(config(base_file, shuffle_labels=True), settings, store, log=print)
+        # the shuffled challenger's ~220 calibration outcomes certify a quality ratio of 0.9
+        # (not 0.95: that refusal is the next test), so the gate is what refuses it here
+        shuffled_run = config(base_file, shuffle_labels=True, target=Target(quality_ratio=0.9))
+        result = retrain(shuffled_run, settings, store, log=print)
     assert not result.promoted and not result.decision.promote
     first = result.decision.checks[0]
     assert first.name == "frozen apgr" and not first.passed
@@ -155,6 +160,23 @@ def test_gate_refuses_shuffled_challenger(
     assert result.lineage["feedback_counts"]["completed_from_lookup"] == 160
     assert sum(result.lineage["feedback_by_step_label"].values()) == 160
     assert len(result.lineage["frozen_eval_digest"]) == 64
+
+
+def test_a_challenger_that_cannot_certify_the_target_is_refused(
+    fitted_model, split_tables, base_file, settings, tmp_path
+) -> None:
+    champion = register(fitted_model, settings, tmp_path)
+    promote_version(settings.registered_model, champion, client=reg(settings))
+    with FeedbackStore.from_settings(settings) as store:
+        write_feedback(store, split_tables[0].subset(np.arange(200)))
+        with pytest.raises(TargetNotCertifiableError, match="certifiable: quality="):
+            retrain(config(base_file, shuffle_labels=True), settings, store, log=print)
+    assert aliases(settings) == {"champion": champion, "previous": None, "challenger": None}
+    runs = mlflow.MlflowClient(settings.tracking_uri).search_runs(
+        [mlflow.get_experiment_by_name(settings.experiment).experiment_id],
+        filter_string="tags.gate_decision = 'not_certifiable'",
+    )
+    assert len(runs) == 1 and "cannot be certified" in runs[0].data.tags["not_certifiable"]
 
 
 def test_gate_promotes_better_challenger_then_rollback(
@@ -351,6 +373,7 @@ def test_a_champion_that_buys_second_opinions_is_retrained_without_them(
     table = load_table([bundled_dataset("mmlu_pro")], TIERS, peers=[peer]).sample(600, seed=3)
     with_peer = CascadeModel(
         list(TIERS),
+        target=Target(quality_ratio=0.9),  # what ~110 calibration outcomes certify
         peers={0: peer},
         acceptance_params={"n_estimators": 100, "early_stopping_rounds": 20},
     ).fit(table, embedder)
@@ -400,3 +423,41 @@ def test_retrain_on_postgres_against_a_tracking_server(
     assert run.data.params["parent_version"] == weak
     assert result.lineage["feedback_labelled"] == 200
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_retrain_if_drifted_retrains_when_a_certified_target_no_longer_holds(
+    fitted_model, split_tables, base_file, settings, tmp_path, monkeypatch
+) -> None:
+    """Replayed feedback answers half the requests with the small tier whatever the policy
+    says, so the returned answers' quality falls below what the champion's certificate
+    promises: with enough labels the check flags it and --if-drifted retrains."""
+    from typer.testing import CliRunner
+
+    from training.cli.app import app
+
+    for key, value in {
+        "CASCADE_TRACKING_URI": settings.tracking_uri,
+        "CASCADE_ARTIFACT_LOCATION": settings.artifact_location,
+        "CASCADE_FEEDBACK_URL": settings.feedback_url,
+        "CASCADE_CACHE_DIR": str(settings.cache_dir),
+        "CASCADE_PROGRESS": "false",
+        "COLUMNS": "200",
+    }.items():
+        monkeypatch.setenv(key, value)
+    champion = register(fitted_model, settings, tmp_path)
+    promote_version(settings.registered_model, champion, client=reg(settings))
+    runner = CliRunner()
+    common = ["--base", str(base_file), "--lookup", "mmlu_pro", "--eval-sample", str(SAMPLE)]
+    common += ["--n-estimators", "100", "--no-promote", "--if-drifted"]
+    with FeedbackStore.from_settings(settings) as store:
+        write_feedback(store, split_tables[0].subset(np.arange(30)))
+    quiet = runner.invoke(app, ["retrain", *common])
+    assert quiet.exit_code == 0, quiet.output
+    assert "every certified target holds: nothing to retrain" in quiet.output
+    with FeedbackStore.from_settings(settings) as store:
+        write_feedback(store, split_tables[0].subset(np.arange(30, 400)))
+    flagged = runner.invoke(app, ["retrain", *common])
+    assert flagged.exit_code == 0, flagged.output
+    assert "VIOLATED" in flagged.output and "nothing to retrain" not in flagged.output
+    summary = json.loads(flagged.stdout.strip().splitlines()[-1])
+    assert summary["version"] == "2" and summary["promoted"] is False

@@ -9,6 +9,7 @@ import mlflow
 import pytest
 
 from router.feedback import FeedbackStore
+from router.policy import Target
 from router.registry import registry_client
 from router.settings import RouterSettings
 from tests.conftest import SAMPLE, TIERS
@@ -37,6 +38,8 @@ def test_simulate_loop_through_the_sidecar(tmp_path: Path, cache_dir: Path) -> N
             tiers=TIERS,
             sample=SAMPLE,
             seed_size=150,
+            # ~28 calibration outcomes certify no quality target; a share target always is
+            target=Target(max_frontier_share=0.5),
             checkpoints=(120, 240),
             n_estimators=100,
             offline=True,

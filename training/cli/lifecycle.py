@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from router.errors import ConfigurationError
+from router.errors import CascadeRouterError, ConfigurationError
 from router.settings import RouterSettings
 from training.cli.common import console, handle_errors, load_settings, out
-from training.cli.reports import drift_table
+from training.cli.reports import certificate_table, drift_table
 from training.feedback_window import read_index
 
 if TYPE_CHECKING:
@@ -55,6 +55,36 @@ def version_metrics(client: Any, run_id: str | None) -> dict[str, float | None]:
             value = metrics.get(f"policy.{key}" if key == "frontier_share" else key)
         out[key] = None if value is None or not math.isfinite(value) else float(value)
     return out
+
+
+def certificate_check(
+    settings: RouterSettings, store: FeedbackStore, router_uri: str | None = None
+) -> list[Any]:
+    """The production check of the served router's certified targets over its stored labels
+    (``router_uri``, else ``settings.default_router``, else the champion or the bundled
+    router); empty for a router saved before certification."""
+    from router.feedback import certificate_status
+    from router.model import CascadeModel
+    from router.registry import open_default_router, open_router_folder
+
+    target = router_uri or settings.default_router
+    try:
+        opened = (
+            open_router_folder(str(target), settings) if target else open_default_router(settings)
+        )
+        with opened as (folder, version):
+            model = CascadeModel.load(folder)
+    except CascadeRouterError as exc:
+        console.print(f"certified targets not checked: {exc}")
+        return []
+    return certificate_status(
+        read_index(store),
+        model.policy_,
+        model.tiers_[-1],
+        version=version,
+        alpha=settings.certificate_alpha,
+        min_labels=settings.drift_min_labels,
+    )
 
 
 @handle_errors
@@ -109,7 +139,11 @@ def retrain(
         bool, typer.Option(help="train on permuted labels: a challenger that must fail")
     ] = False,
     if_drifted: Annotated[
-        bool, typer.Option(help="retrain only when calibration drift is flagged")
+        bool,
+        typer.Option(
+            help="retrain only when calibration drift is flagged or a certified target no "
+            "longer holds on the labelled traffic"
+        ),
     ] = False,
     json_out: Annotated[
         Path | None, typer.Option(help="write the lineage and gate decision as JSON")
@@ -134,8 +168,14 @@ def retrain(
                 settings.drift_min_labels,
             )
             console.print(drift_table(drift, settings.drift_threshold))
-            if not any(d.flagged for d in drift):
-                console.print("no calibration drift flagged: nothing to retrain")
+            certified = certificate_check(settings, store)
+            if certified:
+                console.print(certificate_table(certified))
+            if not any(d.flagged for d in [*drift, *certified]):
+                console.print(
+                    "no calibration drift flagged and every certified target holds: "
+                    "nothing to retrain"
+                )
                 return
         config = RetrainConfig(
             since=since,
@@ -280,8 +320,15 @@ def versions_cmd(
 def drift_cmd(
     window: Annotated[int | None, typer.Option(help="latest labels per step")] = None,
     threshold: Annotated[float | None, typer.Option(help="flag above this gap")] = None,
+    router_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--router", help="router whose certified targets are checked (default: the served)"
+        ),
+    ] = None,
 ) -> None:
-    """Predicted against observed acceptance per step over the latest feedback."""
+    """Predicted against observed acceptance per step over the latest feedback, and whether
+    each certified target still holds on the labelled traffic (exit 5 when either is flagged)."""
     from router.feedback.drift import calibration_drift
 
     settings = load_settings()
@@ -293,8 +340,11 @@ def drift_cmd(
             threshold or settings.drift_threshold,
             settings.drift_min_labels,
         )
+        certified = certificate_check(settings, store, router_uri)
     finally:
         store.close()
     out.print(drift_table(drift, threshold or settings.drift_threshold))
-    if any(d.flagged for d in drift):
+    if certified:
+        out.print(certificate_table(certified))
+    if any(d.flagged for d in [*drift, *certified]):
         raise typer.Exit(5)

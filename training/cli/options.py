@@ -57,8 +57,22 @@ class TrainingOptions:
     ] = None
     target: Annotated[
         str,
-        typer.Option("--target", help="quality=0.95 | share=0.2 | cost=0.002 (USD per request)"),
+        typer.Option(
+            "--target",
+            help="quality=0.95 | share=0.2 | cost=0.002 (USD per request); several joined by "
+            "commas are certified jointly (quality=0.95,share=0.5)",
+        ),
     ] = "quality=0.95"
+    delta: Annotated[
+        float | None,
+        typer.Option(
+            "--delta",
+            min=0.0,
+            max=1.0,
+            help="risk of the certificate: the target holds with probability ≥ 1 - delta "
+            "(default 0.1, or the target's own delta=)",
+        ),
+    ] = None
     sample: Annotated[
         int | None, typer.Option("--sample", help="use N prompts (seeded sample)")
     ] = None
@@ -97,6 +111,8 @@ class TrainingOptions:
             raise ConfigurationError("--tiers needs at least two models, cheapest first")
         target = Target.parse(self.target)
         assert target is not None
+        if self.delta is not None:
+            target = target.with_delta(self.delta)
         if self.sample is not None and self.sample < 100:
             raise ConfigurationError("--sample must be at least 100 prompts")
         return TrainConfig(

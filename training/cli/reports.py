@@ -76,12 +76,13 @@ def policy_lines(report: dict[str, Any]) -> list[str]:
         f"always-small quality {_fmt(report['q_small'])}, "
         f"always-frontier {_fmt(report['q_frontier'])}"
         f" (${report['cost_always_frontier'] * 1000:.3f} per 1k requests)",
-        f"policy at target {p['target']} (fitted on the calibration split, measured on test): "
+        f"policy at target {p['target']} (certified on the calibration split, measured on test): "
         f"quality ratio {_fmt(p['quality_ratio'], pct=True)}, frontier share "
         f"{_fmt(p['frontier_share'], pct=True)}, "
         f"skipped small calls {_fmt(p['skip_share'], pct=True)}, "
         f"cost saved {_fmt(p['cost_saved'], pct=True)} vs always-frontier",
     ]
+    lines.extend(certification_lines(report.get("certification")))
     if p.get("without_opinions"):
         w = p["without_opinions"]
         shares = p.get("opinion_share_by_source") or {}
@@ -104,6 +105,36 @@ def policy_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def certification_lines(cert: dict[str, Any] | None) -> list[str]:
+    """The certificate, what the test split realised, and the price of the guarantee."""
+    if not cert:
+        return ["policy not certified (a router saved before certification)"]
+    real, today = cert["realised"], cert["uncertified"]
+    held = cert.get("holds_on_test") or {}
+    lines = [
+        f"certified: {cert['statement']}; realised on test: quality ratio "
+        f"{_fmt(real['quality_ratio'], pct=True)}, frontier share "
+        f"{_fmt(real['frontier_share'], pct=True)}, ${_usd(real['cost_per_request'])} per "
+        f"request ({'met' if all(held.values()) else 'MISSED'} on this split)",
+        f"price of the guarantee: cost saved {_fmt(real['cost_saved'], pct=True)} certified vs "
+        f"{_fmt(today['cost_saved'], pct=True)} uncertified (fitted as before: quality ratio "
+        f"{_fmt(today['quality_ratio'], pct=True)}, frontier share "
+        f"{_fmt(today['frontier_share'], pct=True)} on test)",
+    ]
+    trivial = [s for s, c in (cert.get("per_step") or {}).items() if c.get("trivial")]
+    if cert.get("per_step"):
+        lines.append(
+            f"{len(cert['per_step'])} step(s) with their own certified point (risk split over "
+            f"{cert['groups']} groups, each at {cert['level']:g})"
+            + (f"; always the top tier on {', '.join(trivial)}" if trivial else "")
+        )
+    return lines
+
+
+def _usd(x: float | None) -> str:
+    return "—" if x is None else f"{x:.6f}"
+
+
 def print_report(report: dict[str, Any], console: Console) -> None:
     """The summary table, then the realised target numbers and the bootstrap intervals."""
     console.print(summary_table(report))
@@ -119,6 +150,14 @@ def print_route(result: Any) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if result.certificate:
+        from router.policy import Certificate
+
+        out.print(
+            f"  certified: {Certificate.from_dict(result.certificate).describe()}",
+            highlight=False,
+            soft_wrap=True,
+        )
     answer = result.answer.strip().replace("\n", " ")
     out.print(
         f"  answer: {answer[:160]}{'…' if len(answer) > 160 else ''}",
@@ -139,5 +178,25 @@ def drift_table(drift: list[Any], threshold: float) -> Table:
             f"{d.observed:.3f}",
             f"{d.gap:.3f}",
             "[bold red]DRIFTED[/]" if d.flagged else "ok",
+        )
+    return table
+
+
+def certificate_table(statuses: list[Any]) -> Table:
+    """Per step, target and constraint: what the certificate promises and the anytime-valid
+    confidence sequence of what the labelled traffic realised."""
+    table = Table(title="certified targets on the labelled traffic (anytime-valid)")
+    for col in ("step", "target", "constraint", "labels", "promised", "realised", "CS", "flag"):
+        table.add_column(col, justify="left" if col in ("step", "target", "flag") else "right")
+    for s in statuses:
+        table.add_row(
+            s.step,
+            s.target,
+            s.constraint,
+            str(s.n),
+            f"{s.promised:.4g}",
+            f"{s.realised:.4g}",
+            f"[{s.lower:.4g}, {s.upper:.4g}]",
+            "[bold red]VIOLATED[/]" if s.flagged else "ok",
         )
     return table

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from router.errors import ConfigurationError
+from router.policy import Target
 from training.cli.common import console, handle_errors, load_settings, out
 
 
@@ -24,6 +25,13 @@ def simulate_cmd(
         int | None, typer.Option(help="use a seeded sample of N prompts of the data")
     ] = None,
     seed_size: Annotated[int, typer.Option(help="prompts the seed router trains on")] = 500,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="the routers' target (certified: a seed of 500 prompts certifies quality=0.9, "
+            "not 0.95)"
+        ),
+    ] = "quality=0.9",
     checkpoints: Annotated[
         str, typer.Option(help="retrain after these numbers of feedback labels")
     ] = "500,2000,8000",
@@ -63,6 +71,7 @@ def simulate_cmd(
             tiers=tier_list,
             sample=sample,
             seed_size=seed_size,
+            target=Target.parse(target) or Target(quality_ratio=0.9),
             checkpoints=marks,
             n_estimators=n_estimators,
             offline=offline,

@@ -40,8 +40,14 @@ def test_target_parse_and_validation() -> None:
         Target.parse("speed=3")
     with pytest.raises(ConfigurationError):
         Target(quality_ratio=1.5)
-    with pytest.raises(ConfigurationError):
-        Target(quality_ratio=0.9, max_cost=1.0)
+    joint = Target.parse("quality=0.95, share=0.5,delta=0.05")
+    assert joint == Target(quality_ratio=0.95, max_frontier_share=0.5, delta=0.05)
+    assert str(joint) == "quality_ratio=0.95,max_frontier_share=0.5,delta=0.05"
+    assert Target.parse(str(joint)) == joint
+    assert joint.constraints() == {"quality_ratio": 0.95, "max_frontier_share": 0.5}
+    for bad in ("quality=0.9,quality=0.8", "delta=0.1", "quality=0.9,delta=1.5", "quality=x"):
+        with pytest.raises(ConfigurationError):
+            Target.parse(bad)
     with pytest.raises(ConfigurationError):
         Target()
 
@@ -75,7 +81,9 @@ def test_fit_skip_threshold_respects_tolerance() -> None:
 
 def test_quality_target_met_on_calibration_and_saves_cost() -> None:
     signals, scores, costs, steps = synthetic()
-    policy = CascadePolicy(("s", "f"), np.array([1.0]), target=Target(quality_ratio=0.95))
+    policy = CascadePolicy(
+        ("s", "f"), np.array([1.0]), target=Target(quality_ratio=0.95), table=False
+    )
     policy.fit(signals, scores, costs, steps)
     out = policy.run(signals, scores, costs, steps).summary()
     assert out["quality"] >= 0.95 * scores[:, 1].mean() - 1e-9
@@ -85,7 +93,9 @@ def test_quality_target_met_on_calibration_and_saves_cost() -> None:
 
 def test_share_and_cost_targets() -> None:
     signals, scores, costs, steps = synthetic()
-    policy = CascadePolicy(("s", "f"), np.array([1.0]), target=Target(max_frontier_share=0.3))
+    policy = CascadePolicy(
+        ("s", "f"), np.array([1.0]), target=Target(max_frontier_share=0.3), table=False
+    )
     policy.fit(signals, scores, costs, steps)
     share = policy.run(signals, scores, costs, steps).summary()["frontier_share"]
     assert share <= 0.3 + 1e-9
@@ -177,9 +187,9 @@ def test_policy_buys_the_source_that_pays() -> None:
     target = Target(quality_ratio=0.95)
 
     def fitted(sig, oc):
-        return CascadePolicy(("small", "frontier"), np.array([1.0]), target=target).fit(
-            sig, scores, costs, steps, oc
-        )
+        return CascadePolicy(
+            ("small", "frontier"), np.array([1.0]), target=target, table=False
+        ).fit(sig, scores, costs, steps, oc)
 
     policy = fitted(signals, opinion_costs)
     out = policy.run(signals, scores, costs, steps, opinion_costs=opinion_costs)

@@ -167,3 +167,48 @@ def test_decisions_and_results_are_strict_json() -> None:
         "a": [None, "inf", 1.5],
         "b": [2],
     }
+
+
+def test_per_request_targets_are_certified_as_evaluation_certifies(
+    router: Router, split_tables, embedder
+) -> None:
+    """A target asked per request runs the point evaluation certifies for the same target, and
+    the decision carries that certificate; one the router cannot certify is refused."""
+    from router.errors import TargetNotCertifiableError
+    from router.policy import Target
+    from training.evaluate import evaluate
+
+    train, test = split_tables
+    model = router.model
+    target = Target(quality_ratio=0.9)
+    report, _ = evaluate(
+        model,
+        train,
+        test,
+        model.featurize(train, embedder),
+        model.featurize(test, embedder),
+        target,
+        bootstrap_resamples=0,
+        baselines=False,
+    )
+    certified = report["certification"]
+    for i in range(8):
+        decision = router.decide(str(test.steps[i]), test.prompts[i], target="quality=0.9")
+        cert = decision.certificate
+        assert cert is not None and cert["bound"] == certified["bound"] == {"quality_ratio": 0.9}
+        assert cert["delta"] == certified["delta"] == 0.1
+        scope = cert["scope"]
+        expected = (
+            certified["point"]["lam"] if scope == "global" else certified["per_step"][scope]["lam"]
+        )
+        assert cert["point"]["lam"] == expected == decision.lam
+    routed = router.route(str(test.steps[0]), test.prompts[0], target="quality=0.9")
+    assert (
+        routed.certificate
+        == router.decide(str(test.steps[0]), test.prompts[0], target=target).certificate
+    )
+    # the router's own target: the certificate fitted with it
+    own = router.decide(str(test.steps[0]), test.prompts[0]).certificate
+    assert own is not None and own["target"] == "quality_ratio=0.95"
+    with pytest.raises(TargetNotCertifiableError, match=r"cannot be certified with .* outcomes"):
+        router.route(str(test.steps[0]), test.prompts[0], target="quality=0.999")

@@ -72,6 +72,14 @@ def test_train_logs_registers_and_aliases(trained, env) -> None:
     run = client.get_run(trained["run_id"])
     assert run.data.params["dataset_digest"] == trained["dataset_digest"]
     assert "apgr" in run.data.metrics and "baselines.knn.apgr" in run.data.metrics
+    # the certificate: in the report, the run's parameters and its metrics
+    cert = trained["certification"]
+    assert cert["bound"] == {"quality_ratio": 0.95} and cert["delta"] == 0.1
+    assert run.data.params["certification"] == "wsr" and run.data.params["delta"] == "0.1"
+    assert run.data.params["certified_bound"] == "quality_ratio=0.95"
+    assert run.data.metrics["certification.bound.quality_ratio"] == 0.95
+    assert "certification.realised.quality_ratio" in run.data.metrics
+    assert "certification.price_of_guarantee" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(trained["run_id"], "plots")}
     assert "plots/deferral_curves.png" in artifacts
 
@@ -158,6 +166,63 @@ def test_unknown_model_exits_2(env) -> None:
     done = cli(["evaluate", "--tiers", "llama-3.1-8b-instruct,gpt-5", "--sample", "200"], env)
     assert done.returncode == 2
     assert "gpt-5" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_uncertifiable_target_exits_2_naming_the_alternative(env) -> None:
+    done = cli(
+        [
+            "evaluate",
+            "--data",
+            "gsm8k",
+            "--tiers",
+            "mixtral-8x7b-instruct-v0.1,gpt-4-1106-preview",
+            "--sample",
+            "600",
+            "--target",
+            "quality=0.99",
+            "--delta",
+            "0.01",
+            "--output-dir",
+            env["OUT"],
+        ],
+        env,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "quality ratio ≥ 0.99 cannot be certified with 90 outcomes at delta 0.01" in (
+        " ".join(done.stderr.split())
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_drift_flags_a_certified_target_that_no_longer_holds(trained, env, tmp_path) -> None:
+    from router.feedback import FeedbackStore, RequestRecord
+
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    with FeedbackStore(url) as store:
+        for i in range(120):  # every answer of the served version refused
+            store.record_request(
+                RequestRecord(
+                    request_id=f"r{i}",
+                    step="math",
+                    input_text=f"question {i}",
+                    messages=[{"role": "user", "content": f"question {i}"}],
+                    target=trained["certification"]["target"],
+                    router_version=trained["version"],
+                    tier="llama-3.1-8b-instruct",
+                    path="small→verified",
+                    p_accept=0.5,
+                    probabilities={},
+                    answers={},
+                    answer="A",
+                    cost_usd=0.0001,
+                    latency_s=0.1,
+                )
+            )
+            store.add_feedback(f"r{i}", accepted=False)
+    done = cli(["drift"], {**env, "CASCADE_FEEDBACK_URL": url, "COLUMNS": "200"})
+    assert done.returncode == 5, done.stderr
+    assert "certified targets on the labelled traffic" in done.stdout
+    assert "VIOLATED" in done.stdout and "quality_ratio" in done.stdout
 
 
 def test_bad_target_and_missing_router(env, tmp_path) -> None:
