@@ -359,7 +359,7 @@ def _replayable(pool: OutcomeTable, data: Sequence[str], log: Log) -> OutcomeTab
     The replay keeps the first answer of a repeated prompt text, so the few prompts that share
     a text with another one (and a handful whose text differs between tiers' rows) are left out.
     """
-    from router.backends import ReplayBackend, normalise_text
+    from router.backends import ReplayBackend
     from training.pipeline import resolve_data_paths
 
     paths = resolve_data_paths(data)
@@ -367,8 +367,7 @@ def _replayable(pool: OutcomeTable, data: Sequence[str], log: Log) -> OutcomeTab
     for tier in pool.tiers:
         backend = ReplayBackend.from_files(paths, tier)
         for i, prompt in enumerate(pool.prompts):
-            recorded = backend._answers.get(normalise_text(prompt))
-            if recorded is None or recorded.prompt_id != str(pool.prompt_ids[i]):
+            if backend.recorded_prompt_id(prompt) != str(pool.prompt_ids[i]):
                 keep[i] = False
     if not keep.all():
         log(f"{int((~keep).sum())} pool prompts left out: the replay answers them differently")

@@ -142,6 +142,11 @@ class ReplayBackend:
     def __len__(self) -> int:
         return len(self._answers)
 
+    def recorded_prompt_id(self, prompt: str) -> str | None:
+        """The prompt id recorded for this prompt text (None: not recorded)."""
+        found = self._answers.get(normalise_text(prompt))
+        return None if found is None else found.prompt_id
+
     @classmethod
     def from_files(
         cls,
