@@ -252,7 +252,7 @@ class NormaliserRegistry:
         self.by_step: dict[str, Normaliser] = {
             str(step): build_normaliser(spec) for step, spec in (kinds or {}).items()
         }
-        self._agent_steps = {step: build_normaliser(kind) for step, kind in AGENT_STEP_KINDS.items()}
+        self._agent_steps = {step: build_normaliser(k) for step, k in AGENT_STEP_KINDS.items()}
 
     def register(self, step: str, spec: str | Mapping[str, Any] | Normaliser) -> None:
         self.by_step[str(step)] = build_normaliser(spec)

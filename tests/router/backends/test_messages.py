@@ -88,7 +88,7 @@ def test_after_a_tool_round_reads_the_last_result_not_the_calls() -> None:
     assert question == "Where is my order 88412? It is a blue kettle."
     assert tools.startswith("Tools: lookup_order: ")
     assert result == "Tool result: No agent is free before 18:00."  # the last one only
-    assert "call_a" not in text and "88412\"}" not in text  # no ids, no call arguments
+    assert "call_a" not in text and '88412"}' not in text  # no ids, no call arguments
 
 
 def test_a_new_user_turn_starts_a_new_window() -> None:
@@ -108,7 +108,8 @@ def test_the_window_is_bounded_whatever_the_conversation_holds() -> None:
     many_turns = [*TURN_2[:-1], long_result] * 40
     text = step_text(as_request(many_turns, tools=long_tools))
     question = "Where is my order 88412? It is a blue kettle."
-    tools_line = "Tools: " + "; ".join(f"tool_{k}: {'d' * TOOL_DESCRIPTION_CHARS}" for k in range(4))
+    described = [f"tool_{k}: {'d' * TOOL_DESCRIPTION_CHARS}" for k in range(4)]
+    tools_line = "Tools: " + "; ".join(described)
     assert text == f"{question}\n\n{tools_line}\n\nTool result: {'z' * TOOL_RESULT_CHARS}"
 
 
