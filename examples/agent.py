@@ -162,12 +162,17 @@ def frontier_cost(prompt_tokens: int, completion_tokens: int) -> float:
 
 
 def call_step(
-    client: openai.OpenAI, step: str, messages: list[dict[str, Any]], **fields: Any
+    client: openai.OpenAI,
+    step: str,
+    messages: list[dict[str, Any]],
+    model: str | None = None,
+    **fields: Any,
 ) -> tuple[StepReport, Any]:
-    """One step through the sidecar: its report and the answering model's message."""
+    """One step through the sidecar (or, with ``model``, straight to that model): its report
+    and the answering model's message."""
     started = time.perf_counter()
     raw = client.chat.completions.with_raw_response.create(
-        model=f"cascade:{step}:{TARGETS[step]}",
+        model=model or f"cascade:{step}:{TARGETS[step]}",
         messages=messages,  # type: ignore[arg-type]
         max_tokens=128,
         temperature=0.0,
@@ -176,19 +181,25 @@ def call_step(
     )
     latency = time.perf_counter() - started
     completion = raw.parse()
-    cascade = json.loads(raw.text)["cascade"]
-    tier = raw.headers["x-cascade-tier"]
     message = completion.choices[0].message
-    # `usage` counts every model that ran; the frontier would have run once, on these tokens
-    answered = cascade["usage"].get(tier, {})
+    cascade = json.loads(raw.text).get("cascade")
+    if cascade is None:  # a model asked directly: one call, priced as the frontier
+        usage = completion.usage
+        tokens = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+        cost = frontier_cost(*tokens)
+        tier, path = completion.model, "direct"
+    else:
+        tier, path = raw.headers["x-cascade-tier"], raw.headers["x-cascade-path"]
+        cost = float(cascade["cost_usd"])
+        # `usage` counts every model that ran; the frontier would have run once, on these tokens
+        answered = cascade["usage"].get(tier, {})
+        tokens = (answered.get("prompt_tokens", 0), answered.get("completion_tokens", 0))
     report = StepReport(
         step=step,
         tier=tier,
-        path=raw.headers["x-cascade-path"],
-        cost_usd=float(cascade["cost_usd"]),
-        frontier_cost_usd=frontier_cost(
-            answered.get("prompt_tokens", 0), answered.get("completion_tokens", 0)
-        ),
+        path=path,
+        cost_usd=cost,
+        frontier_cost_usd=frontier_cost(*tokens),
         latency_s=latency,
         answer=(message.content or "").strip(),
     )
@@ -217,13 +228,15 @@ def parse_entities(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def run_agent(client: openai.OpenAI, message: str) -> list[StepReport]:
-    """The five steps for one customer message, each through the sidecar."""
+def run_agent(client: openai.OpenAI, message: str, model: str | None = None) -> list[StepReport]:
+    """The five steps for one customer message, each through the sidecar (``model``: each sent
+    to that model instead, e.g. the frontier's endpoint, for comparison)."""
     reports = []
     intent, _ = call_step(
         client,
         "intent_classification",
-        [
+        model=model,
+        messages=[
             {
                 "role": "user",
                 "content": f"Classify the customer's intent as one of: {', '.join(INTENTS)}. "
@@ -235,7 +248,8 @@ def run_agent(client: openai.OpenAI, message: str) -> list[StepReport]:
     extraction, _ = call_step(
         client,
         "extraction",
-        [
+        model=model,
+        messages=[
             {
                 "role": "user",
                 "content": "Extract the order number and the product the customer names. "
@@ -256,7 +270,7 @@ def run_agent(client: openai.OpenAI, message: str) -> list[StepReport]:
         },
     ]
     selection, chosen = call_step(
-        client, "tool_selection", conversation, tools=TOOLS, tool_choice="required"
+        client, "tool_selection", conversation, model, tools=TOOLS, tool_choice="required"
     )
     selection.calls = [execute(call) for call in chosen.tool_calls or ()]
     if selection.calls:
@@ -285,13 +299,14 @@ def run_agent(client: openai.OpenAI, message: str) -> list[StepReport]:
     reports.append(selection)
 
     reply, _ = call_step(
-        client, "response_generation", conversation, tools=TOOLS, tool_choice="none"
+        client, "response_generation", conversation, model, tools=TOOLS, tool_choice="none"
     )
     reports.append(reply)
     check, _ = call_step(
         client,
         "output_validation",
-        [
+        model=model,
+        messages=[
             {
                 "role": "user",
                 "content": "Does this reply answer the customer without promising anything the "
@@ -338,13 +353,18 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="customer message (repeatable)",
     )
+    parser.add_argument(
+        "--model",
+        help="send every step to this model instead of the cascade (e.g. the frontier's own "
+        "endpoint as --base-url, to compare)",
+    )
     args = parser.parse_args(argv)
     messages = args.message or list(DEFAULT_MESSAGES)
     client = openai.OpenAI(base_url=args.base_url, api_key=args.api_key, timeout=300)
     try:
         for message in messages:
             print(f"\ncustomer: {message}")
-            print_reports(run_agent(client, message))
+            print_reports(run_agent(client, message, args.model))
     except openai.APIConnectionError:
         print(
             f"error: no sidecar at {args.base_url} (start it: examples/run_local.sh)",
