@@ -74,6 +74,7 @@ def start(workdir: Path) -> tuple[LlamaServer, Standin, Sidecar]:
         "feedback_url": f"sqlite:///{workdir / 'feedback.db'}",
         "api_keys": [API_KEY],
         "small_timeout_s": 120,
+        "request_timeout_s": 600,
         "upstreams": {
             SMALL: {
                 "base_url": llama.base_url,
@@ -81,7 +82,7 @@ def start(workdir: Path) -> tuple[LlamaServer, Standin, Sidecar]:
                 "max_tokens": 128,
                 "dialect": "llama-cpp-python",
             },
-            FRONTIER: {"base_url": standin.base_url},
+            FRONTIER: {"base_url": standin.base_url, "timeout_s": 300},
         },
     }
     sidecar = Sidecar(workdir, settings).start(timeout_s=600)

@@ -68,9 +68,12 @@ def create_standin_app(
     fallback_url: str | None = None,
     fallback_model: str | None = None,
     fallback_dialect: Dialect = "llama-cpp-python",
+    fallback_timeout_s: float = 300.0,
 ) -> Starlette:
     """The stand-in's ASGI app (see the module docstring).  ``fallback_dialect``: how the
-    fallback server reads requests (the default suits both llama.cpp servers)."""
+    fallback server reads requests (the default suits both llama.cpp servers);
+    ``fallback_timeout_s``: how long its answer may take (a tool request to a small model on a
+    busy CPU takes tens of seconds)."""
     replay: ReplayBackend = (
         ReplayBackend.from_files(list(paths), model) if paths else replay_backend_for(model)
     )
@@ -80,6 +83,7 @@ def create_standin_app(
             fallback_model or model,
             base_url=fallback_url,
             max_retries=0,
+            timeout_s=fallback_timeout_s,
             dialect=fallback_dialect,
             max_tokens=None,
         )

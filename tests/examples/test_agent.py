@@ -40,8 +40,13 @@ def agent_sidecar(
     workdir = serving_dir / "agent"
     workdir.mkdir()
     settings = sidecar_settings(
-        workdir, llama_functions.base_url, standin.base_url, small_timeout_s=120
+        workdir,
+        llama_functions.base_url,
+        standin.base_url,
+        small_timeout_s=120,
+        request_timeout_s=600,  # a busy 2-core machine: each model call may take a minute
     )
+    settings["upstreams"][FRONTIER]["timeout_s"] = 300
     settings["upstreams"][SMALL]["max_tokens"] = 128  # as examples/sidecar.local.toml
     server = Sidecar(workdir, settings).start()
     yield server

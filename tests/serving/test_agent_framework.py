@@ -24,7 +24,7 @@ agents = pytest.importorskip("agents")  # the `dev` extra installs openai-agents
 
 from openai import AsyncOpenAI  # noqa: E402
 
-from tests.serving.conftest import API_KEYS, SMALL, sidecar_settings  # noqa: E402
+from tests.serving.conftest import API_KEYS, FRONTIER, SMALL, sidecar_settings  # noqa: E402
 from tests.support.processes import LlamaServer, Sidecar, Standin  # noqa: E402
 
 MODEL = "cascade:tool_selection:share=0"  # a valid small answer is kept; an invalid one escalates
@@ -49,8 +49,13 @@ def framework_sidecar(
     workdir = serving_dir / "framework"
     workdir.mkdir()
     settings = sidecar_settings(
-        workdir, llama_functions.base_url, standin.base_url, small_timeout_s=120
+        workdir,
+        llama_functions.base_url,
+        standin.base_url,
+        small_timeout_s=120,
+        request_timeout_s=600,  # a busy 2-core machine: each model call may take a minute
     )
+    settings["upstreams"][FRONTIER]["timeout_s"] = 300
     server = Sidecar(workdir, settings).start()
     yield server
     server.stop()
