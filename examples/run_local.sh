@@ -10,7 +10,8 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
 trap cleanup EXIT
 $py -m llama_cpp.server --model "$gguf" --model_alias smollm2-135m-instruct \
-  --host 127.0.0.1 --port 8001 --n_ctx 4096 >"$logs/llama.log" 2>&1 & pids+=($!)
+  --host 127.0.0.1 --port 8001 --n_ctx 4096 --chat_format chatml-function-calling \
+  >"$logs/llama.log" 2>&1 & pids+=($!)
 $py -m training.cli standin --port 8002 --fallback-url http://127.0.0.1:8001/v1 \
   --fallback-model smollm2-135m-instruct >"$logs/standin.log" 2>&1 & pids+=($!)
 $py -m training.cli serve --config examples/sidecar.local.toml >"$logs/sidecar.log" 2>&1 & pids+=($!)

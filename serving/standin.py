@@ -7,13 +7,23 @@ a 404, or, with ``fallback_url``, the answer of another OpenAI-compatible server
 llama.cpp model), still reported under ``model`` (the whole request goes on: tools, response
 format, sampling parameters): this keeps a local profile runnable end to end without a paid
 key.  Used by ``cascade-router standin`` and the example agent; never in production.
+
+A frontier model answers a tool or JSON request in the shape it asks for; a tiny fallback model
+often does not.  So when the fallback's answer fails the validator
+(:func:`router.validation.validate_answer`), the stand-in answers deterministically from the
+request instead (:func:`conforming_answer`): a call of the function ``tool_choice`` names (else
+of the offered function the fallback tried to call, else of the first offered one) with the
+simplest arguments its schema allows, or the simplest JSON the response format allows.  Such
+an answer is marked with ``system_fingerprint: "standin-conforming"``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +41,19 @@ from router.backends import (
     ReplayBackend,
     replay_backend_for,
 )
+from router.backends.request import (
+    AssistantMessage,
+    FunctionCall,
+    JsonObjectFormat,
+    JsonSchemaFormat,
+    NamedToolChoice,
+    ToolCall,
+)
 from router.errors import BackendError, ConfigurationError
+from router.validation import validate_answer
+
+#: The ``system_fingerprint`` of an answer the stand-in built from the request.
+CONFORMING_FINGERPRINT = "standin-conforming"
 
 
 def _error(status: int, message: str, code: str | None = None) -> JSONResponse:
@@ -46,9 +68,12 @@ def create_standin_app(
     fallback_url: str | None = None,
     fallback_model: str | None = None,
     fallback_dialect: Dialect = "llama-cpp-python",
+    fallback_timeout_s: float = 300.0,
 ) -> Starlette:
     """The stand-in's ASGI app (see the module docstring).  ``fallback_dialect``: how the
-    fallback server reads requests (the default suits both llama.cpp servers)."""
+    fallback server reads requests (the default suits both llama.cpp servers);
+    ``fallback_timeout_s``: how long its answer may take (a tool request to a small model on a
+    busy CPU takes tens of seconds)."""
     replay: ReplayBackend = (
         ReplayBackend.from_files(list(paths), model) if paths else replay_backend_for(model)
     )
@@ -58,6 +83,7 @@ def create_standin_app(
             fallback_model or model,
             base_url=fallback_url,
             max_retries=0,
+            timeout_s=fallback_timeout_s,
             dialect=fallback_dialect,
             max_tokens=None,
         )
@@ -91,6 +117,17 @@ def create_standin_app(
                         404, f"No recorded answer of {model} for this prompt.", "not_recorded"
                     )
                 completion = await fallback.acomplete(asked)  # the whole request goes on
+                built = conforming_answer(asked, completion.message)
+                if built is not None:
+                    completion = replace(
+                        completion, message=built, finish_reason=built_reason(built)
+                    )
+                    return JSONResponse(
+                        {
+                            **_completion(completion, model),
+                            "system_fingerprint": CONFORMING_FINGERPRINT,
+                        }
+                    )
         except ConfigurationError as exc:
             return _error(400, str(exc), "invalid_value")
         except BackendError as exc:
@@ -126,3 +163,87 @@ def _completion(completion: Completion, model: str) -> dict[str, Any]:
             "total_tokens": completion.input_tokens + completion.output_tokens,
         },
     }
+
+
+def conforming_answer(request: ChatRequest, answer: AssistantMessage) -> AssistantMessage | None:
+    """A deterministic answer in the shape ``request`` asks for, when ``answer`` does not have
+    it (None: ``answer`` passes the validator, or no simple answer fits the request).
+
+    A tool request (tools offered, ``tool_choice`` not ``"none"``, and a call required or
+    attempted) gets one call of the named function, else of the offered function ``answer``
+    called, else of the first offered one, its arguments the simplest instance of its
+    ``parameters`` schema (:func:`simplest_instance`); a JSON response format gets the simplest
+    instance of its schema (``{}`` for ``json_object``).
+    """
+    if not validate_answer(request, answer).invalid:
+        return None
+    built: AssistantMessage | None = None
+    choice = request.tool_choice
+    if request.tools and choice != "none":
+        names = request.tool_names
+        attempted = [c.function.name for c in answer.tool_calls or () if c.function.name in names]
+        if isinstance(choice, NamedToolChoice):
+            name = choice.function.name
+        else:
+            name = attempted[0] if attempted else names[0]
+        tool = request.tool(name)
+        schema = tool.function.parameters if tool is not None else None
+        arguments = simplest_instance(schema or {"type": "object"})
+        call = ToolCall(
+            id=f"call_standin_{uuid.uuid4().hex[:12]}",
+            function=FunctionCall(name=name, arguments=json.dumps(arguments)),
+        )
+        built = AssistantMessage(tool_calls=[call])
+    fmt = request.response_format
+    if built is None or validate_answer(request, built).invalid:
+        if isinstance(fmt, JsonSchemaFormat):
+            schema = fmt.json_schema.schema_ or {"type": "object"}
+            built = AssistantMessage(content=json.dumps(simplest_instance(schema)))
+        elif isinstance(fmt, JsonObjectFormat):
+            built = AssistantMessage(content="{}")
+    if built is None or validate_answer(request, built).invalid:
+        return None
+    return built
+
+
+def built_reason(message: AssistantMessage) -> str:
+    """The finish reason of a built answer."""
+    return "tool_calls" if message.tool_calls else "stop"
+
+
+def simplest_instance(schema: dict[str, Any]) -> Any:
+    """The simplest value a JSON schema allows, built deterministically: its ``const``, else its
+    first ``enum`` value, else by type (the first non-null one): an object with its required
+    properties, an array of ``minItems`` items, ``"x" * minLength``, the smallest allowed number
+    from 0, ``false``, ``null``; ``anyOf``/``oneOf`` take their first branch.  Schemas this
+    does not cover (``$ref``, patterns, formats) may get a value they refuse: callers validate.
+    """
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return simplest_instance(schema[key][0])
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {
+            name: simplest_instance(properties.get(name) or {})
+            for name in schema.get("required") or ()
+        }
+    if kind == "array":
+        return [simplest_instance(schema.get("items") or {})] * int(schema.get("minItems", 0))
+    if kind == "string":
+        return "x" * int(schema.get("minLength", 0))
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum"))
+        value = max(0, low) if low is not None else 0
+        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+            value = schema["exclusiveMinimum"] + 1
+        return int(value) if kind == "integer" else value
+    if kind == "boolean":
+        return False
+    return None

@@ -2,9 +2,10 @@
 
 A normal form is a multiple-choice letter, a number, a label from a fixed set, a canonical JSON
 object or the tool calls an answer makes; free text has none (:class:`TextNormaliser`). A
-:class:`NormaliserRegistry` maps step kinds (``"intent"``, ``"math"``, …) to normalisers; steps
-it does not name use ``"auto"`` (tool calls, else choice letter, else number, else JSON, else
-free text).
+:class:`NormaliserRegistry` maps step kinds (``"intent"``, ``"math"``, …) to normalisers; the
+agent steps ``tool_selection`` and ``extraction`` read tool calls and JSON unless told otherwise,
+and steps it does not name use ``"auto"`` (tool calls, else choice letter, else number, else
+JSON, else free text).
 """
 
 from __future__ import annotations
@@ -232,8 +233,15 @@ def normaliser_spec(normaliser: Normaliser) -> str | dict[str, Any]:
     return normaliser.kind
 
 
+#: The agent steps whose answers have a known shape: a tool selection is its tool calls, an
+#: extraction its JSON object (``auto`` would read the last number of ``{"order": "55120", …}``
+#: and call two extractions of the same order number alike).  A registry's own kinds win.
+AGENT_STEP_KINDS: Mapping[str, str] = {"tool_selection": "tool_call", "extraction": "json"}
+
+
 class NormaliserRegistry:
-    """Normalisers per step kind; unnamed steps use ``default`` (``"auto"``)."""
+    """Normalisers per step kind: the given ``kinds``, then :data:`AGENT_STEP_KINDS` for the
+    agent steps they do not name; other steps use ``default`` (``"auto"``)."""
 
     def __init__(
         self,
@@ -244,12 +252,14 @@ class NormaliserRegistry:
         self.by_step: dict[str, Normaliser] = {
             str(step): build_normaliser(spec) for step, spec in (kinds or {}).items()
         }
+        self._agent_steps = {step: build_normaliser(k) for step, k in AGENT_STEP_KINDS.items()}
 
     def register(self, step: str, spec: str | Mapping[str, Any] | Normaliser) -> None:
         self.by_step[str(step)] = build_normaliser(spec)
 
     def for_step(self, step: str) -> Normaliser:
-        return self.by_step.get(str(step), self.default)
+        key = str(step)
+        return self.by_step.get(key) or self._agent_steps.get(key) or self.default
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -30,7 +30,8 @@ from router.tracing import trace_headers
 Dialect = Literal["openai", "llama-cpp-python"]
 #: How an upstream reads a request: OpenAI's API as documented (OpenAI, vLLM, llama.cpp's own
 #: ``llama-server``), or llama-cpp-python's server, which takes a ``json_schema`` response format
-#: only as ``{"type": "json_object", "schema": ...}`` and reads ``max_tokens`` only.
+#: only as ``{"type": "json_object", "schema": ...}``, reads ``max_tokens`` only and reads tools,
+#: tool choices and tool turns its own way (see ``_to_llama_cpp_python``).
 DIALECTS: tuple[str, ...] = ("openai", "llama-cpp-python")
 #: What traces call an OpenAI-protocol upstream (``gen_ai.provider.name``) unless told otherwise.
 DEFAULT_PROVIDER = "openai"
@@ -48,9 +49,10 @@ class OpenAIBackend:
     A :class:`~router.backends.request.ChatRequest` goes through whole: tools, tool choice,
     response format, sampling parameters, limits, logprobs, user and metadata as the caller set
     them, with the backend's ``temperature`` and ``max_tokens`` only where the request sets none
-    (``dialect="llama-cpp-python"`` rewrites the two fields that server reads otherwise).  The
-    answer comes back whole: the assistant message with its tool calls, the finish reason and,
-    when asked, OpenAI's logprobs object.
+    (``dialect="llama-cpp-python"`` rewrites what that server reads otherwise: the response
+    format, the token limit, the tool choice and tool turns).  The answer comes back whole: the
+    assistant message with its tool calls, the finish reason and, when asked, OpenAI's logprobs
+    object.
 
     Traces: inside the router's model call span, the span's context goes to the upstream as
     W3C ``traceparent``; ``provider_name`` is the span's ``gen_ai.provider.name`` (``openai``
@@ -410,15 +412,73 @@ def _import_openai() -> None:
     import openai  # noqa: F401
 
 
+#: The system message llama-cpp-python's function-calling format needs to show the tools at all
+#: (it lists them inside the system message) when a tool request brings none of its own.
+LLAMA_CPP_TOOLS_SYSTEM = "You are a helpful assistant. Call a function when the request needs one."
+
+
 def _to_llama_cpp_python(body: dict[str, Any]) -> None:
-    """Rewrite a request for llama-cpp-python's server, which knows no ``json_schema`` response
-    format (it takes the schema inside ``json_object``) and no ``max_completion_tokens``."""
+    """Rewrite a request for llama-cpp-python's server (0.3.x), which reads some fields otherwise:
+
+    * a ``json_schema`` response format goes inside ``json_object`` (its own extension), and
+      ``max_completion_tokens`` is ``max_tokens``;
+    * an assistant turn that only called tools has ``content: null`` or none, which it refuses
+      (500): its content becomes ``""``;
+    * its ``chatml-function-calling`` format shows no ``tool`` message to the model: each tool
+      result goes as a user turn naming the function (``Result of lookup_order: …``);
+    * it shows the tools only inside a system message, so a tool request without one gets
+      :data:`LLAMA_CPP_TOOLS_SYSTEM`; and it answers ``tool_choice: "required"`` with a 500, so
+      that becomes the one offered function, or ``"auto"`` among several (the validator still
+      holds the answer to the caller's ``"required"``).
+
+    An omitted ``tool_choice`` stays omitted: that format then reads the request as having no
+    tools (a text answer, which OpenAI's default ``"auto"`` allows); ask for ``"auto"`` to let
+    the model choose a call.
+    """
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema")
         body["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
     if "max_completion_tokens" in body:
         body["max_tokens"] = body.pop("max_completion_tokens")
+    body["messages"] = _llama_cpp_messages(body["messages"])
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice")
+    if choice == "required":
+        names = [t["function"]["name"] for t in tools]
+        body["tool_choice"] = (
+            {"type": "function", "function": {"name": names[0]}} if len(names) == 1 else "auto"
+        )
+    has_system = any(m.get("role") == "system" for m in body["messages"])
+    if tools and choice not in (None, "none") and not has_system:
+        body["messages"].insert(0, {"role": "system", "content": LLAMA_CPP_TOOLS_SYSTEM})
+
+
+def _llama_cpp_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages of :func:`_to_llama_cpp_python`: empty content for tool-calling turns, tool
+    results as user turns naming the function that produced them."""
+    called: dict[str, str] = {}
+    out = []
+    for message in messages:
+        role = message.get("role")
+        if role == "assistant":
+            for call in message.get("tool_calls") or ():
+                called[call["id"]] = call["function"]["name"]
+            if message.get("content") is None:
+                message = {**message, "content": ""}
+        elif role == "tool":
+            content = message.get("content")
+            text = content if isinstance(content, str) else _wire_parts_text(content)
+            name = called.get(str(message.get("tool_call_id")), "the tool")
+            message = {"role": "user", "content": f"Result of {name}: {text}"}
+        out.append(message)
+    return out
+
+
+def _wire_parts_text(content: Any) -> str:
+    """The text parts of a message content in OpenAI's wire shape, joined."""
+    parts = content if isinstance(content, list) else []
+    return "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
 
 
 def _as_dict(value: Any) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@
 from tests.serving.conftest import (  # noqa: F401
     frontier_frame,
     llama,
+    llama_functions,
     prompts,
     serving_dir,
 )

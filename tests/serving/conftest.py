@@ -46,6 +46,21 @@ def llama(serving_dir: Path) -> Iterator[LlamaServer]:
 
 
 @pytest.fixture(scope="session")
+def llama_functions(serving_dir: Path) -> Iterator[LlamaServer]:
+    """SmolLM2-135M-Instruct on llama.cpp's server with its function-calling chat format
+    (``chatml-function-calling``: the model sees the tools and may answer with tool calls)."""
+    try:
+        server = LlamaServer(
+            serving_dir / "llama-functions.log",
+            extra_args=("--chat_format", "chatml-function-calling"),
+        ).start()
+    except LocalModelError as exc:
+        pytest.exit(str(exc), returncode=1)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def frontier(frontier_frame: pd.DataFrame) -> Iterator[OpenAIStubServer]:
     """The paid frontier API's stand-in: OpenAI protocol over HTTP, answers from replay data."""
     with OpenAIStubServer(frame=frontier_frame) as server:

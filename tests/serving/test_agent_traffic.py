@@ -110,7 +110,7 @@ def post(sidecar: Sidecar, body: dict[str, Any], **kwargs: Any) -> httpx.Respons
 
 
 @pytest.fixture(scope="module")
-def sdk_router(llama: LlamaServer, obliging_frontier: OpenAIStubServer, embedder) -> Router:
+def sdk_router(llama: LlamaServer, obliging_frontier: OpenAIStubServer) -> Router:
     small = OpenAIBackend(
         LlamaServer.model_alias,
         base_url=llama.base_url,
@@ -119,7 +119,7 @@ def sdk_router(llama: LlamaServer, obliging_frontier: OpenAIStubServer, embedder
         dialect="llama-cpp-python",
     )
     frontier = OpenAIBackend(FRONTIER, base_url=obliging_frontier.base_url)
-    router = Router.load(bundled_router_path(), embedder=embedder)
+    router = Router.load(bundled_router_path())  # with the embedder it was trained with
     return router.with_backends({SMALL: small, FRONTIER: frontier})
 
 

@@ -242,7 +242,15 @@ class Sidecar(_Process):
 class Standin(_Process):
     """``cascade-router standin``: recorded frontier answers, a fallback server for the rest."""
 
-    def __init__(self, workdir: Path, fallback: LlamaServer, model: str = "gpt-4o-2024-05-13"):
+    def __init__(
+        self,
+        workdir: Path,
+        fallback: LlamaServer,
+        model: str = "gpt-4o-2024-05-13",
+        fallback_model: str | None = None,
+    ) -> None:
+        """``fallback``: the server for prompts not recorded (anything with a ``base_url``),
+        serving ``fallback_model`` (default: the llama.cpp server's alias)."""
         self.port = free_port()
         args = [
             sys.executable,
@@ -256,7 +264,7 @@ class Standin(_Process):
             "--fallback-url",
             fallback.base_url,
             "--fallback-model",
-            fallback.model_alias,
+            fallback_model or fallback.model_alias,
         ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         super().__init__(args, env, workdir / f"standin-{self.port}.log", ROOT)

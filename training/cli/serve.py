@@ -51,6 +51,9 @@ def standin(
         typer.Option(help="OpenAI-compatible server answering prompts the data did not record"),
     ] = None,
     fallback_model: Annotated[str | None, typer.Option(help="model name at the fallback")] = None,
+    fallback_timeout: Annotated[
+        float, typer.Option(help="seconds to wait for the fallback's answer")
+    ] = 300.0,
 ) -> None:
     """Serve recorded answers of a frontier model over the OpenAI API (local profile, tests)."""
     import uvicorn
@@ -59,5 +62,7 @@ def standin(
     from training.pipeline import resolve_data_paths
 
     paths = resolve_data_paths(data) if data else None
-    app_ = create_standin_app(model, paths, fallback_url, fallback_model)
+    app_ = create_standin_app(
+        model, paths, fallback_url, fallback_model, fallback_timeout_s=fallback_timeout
+    )
     uvicorn.run(app_, host=host, port=port, log_level="warning")

@@ -190,3 +190,19 @@ def test_tool_calls_agree_on_name_and_canonical_arguments() -> None:
         "tool_select", message_text(one), [message_text(two), message_text(other)]
     )
     assert row[1] == 0.5  # one of the two opinions makes the same calls
+
+
+def test_agent_steps_read_tool_calls_and_json_unless_told_otherwise() -> None:
+    registry = NormaliserRegistry()
+    one = '{"order": "55120", "product": "running shoes"}'
+    other = '{"product": "kettle", "order": "55120"}'
+    # auto settles on the last number: both extractions would read alike
+    assert AutoNormaliser().normalise(one) == AutoNormaliser().normalise(other) == "number:55120"
+    extraction = registry.for_step("extraction")
+    assert extraction.kind == "json" and extraction.normalise(one) != extraction.normalise(other)
+    assert registry.for_step("tool_selection").kind == "tool_call"
+    assert isinstance(registry.for_step("intent_classification"), AutoNormaliser)
+    told = NormaliserRegistry({"extraction": "text"})
+    assert isinstance(told.for_step("extraction"), TextNormaliser)  # the caller's kind wins
+    assert NormaliserRegistry.from_dict(registry.to_dict()).for_step("extraction").kind == "json"
+    assert registry.to_dict()["steps"] == {}  # saved routers record only what they were told

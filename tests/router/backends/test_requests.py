@@ -267,6 +267,37 @@ def test_json_answers_and_the_llama_cpp_python_dialect(stub: OpenAIStubServer) -
         OpenAIBackend("m", dialect="vllm")  # type: ignore[arg-type]
 
 
+def test_the_llama_cpp_python_dialect_adapts_tool_requests(stub: OpenAIStubServer) -> None:
+    llama = OpenAIBackend("m", base_url=stub.base_url, dialect="llama-cpp-python")
+    # a conversation after one tool round: what that server refuses or hides is rewritten
+    llama.complete(as_request(CONVERSATION, tools=[WEATHER], tool_choice="required"))
+    sent = stub.requests[-1]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assistant, result = sent["messages"][3:]
+    assert assistant["content"] == "" and assistant["tool_calls"] == CONVERSATION[3]["tool_calls"]
+    assert result == {
+        "role": "user",
+        "content": 'Result of get_weather: {"temp": 21, "sky": "sunny"}',
+    }
+    assert sent["messages"][:3] == CONVERSATION[:3]  # its own system message is kept
+    # no system message: one is added, or the function-calling format shows no tools
+    llama.complete(as_request("Weather in Paris?", tools=[WEATHER, SEARCH], tool_choice="auto"))
+    sent = stub.requests[-1]
+    assert sent["messages"][0]["role"] == "system" and sent["tool_choice"] == "auto"
+    llama.complete(as_request("Weather?", tools=[WEATHER, SEARCH], tool_choice="required"))
+    assert stub.requests[-1]["tool_choice"] == "auto"  # several tools: the model picks
+    # no tool choice, or "none": left as the caller sent it (a text answer)
+    llama.complete(as_request("Weather in Paris?", tools=[WEATHER]))
+    sent = stub.requests[-1]
+    assert "tool_choice" not in sent and [m["role"] for m in sent["messages"]] == ["user"]
+    # other upstreams get the conversation unchanged
+    OpenAIBackend("m", base_url=stub.base_url).complete(
+        as_request(CONVERSATION, tools=[WEATHER], tool_choice="required")
+    )
+    assert stub.requests[-1]["messages"] == CONVERSATION
+    assert stub.requests[-1]["tool_choice"] == "required"
+
+
 def test_logprobs_object_comes_back_when_asked() -> None:
     with OpenAIStubServer(lambda messages: "one two") as server:
         backend = OpenAIBackend("m", base_url=server.base_url)

@@ -174,3 +174,22 @@ def test_replay_routes_recorded_tool_calls(router: Router, mmlu_frame) -> None:
     assert result.message.content == result.answer
     assert result.finish_reason == "stop"
     assert result.model in TIERS
+
+
+def test_the_router_reads_the_window_of_an_agent_conversation() -> None:
+    from router.backends import step_text
+    from router.registry import bundled_router_path
+    from tests.router.backends.test_messages import TOOLS, TURN_1, TURN_2
+
+    router = Router.load(bundled_router_path())
+    request = as_request(TURN_2, tools=TOOLS, tool_choice="auto")
+    whole = router.decide("tool_selection", request, target="quality=0.9")
+    window = router.decide("tool_selection", step_text(request), target="quality=0.9")
+    assert (whole.p_accept, whole.p_next, whole.action) == (
+        window.p_accept,
+        window.p_next,
+        window.action,
+    )
+    # another turn of the same conversation is another input
+    first = router.decide("tool_selection", as_request(TURN_1, tools=TOOLS), target="quality=0.9")
+    assert first.p_accept != whole.p_accept
