@@ -4,6 +4,7 @@ The one way the shipped router is made (training/default_router.py holds the rec
 whenever the model format, the features or the bundled data change; a test fails until then.
 
     CASCADE_CACHE_DIR=.cascade-cache python scripts/build_default_router.py
+    python tests/support/legacy.py --refresh router/resources/router   # its recorded decisions
 
 Builds the static embedder's artefact into the cache folder first if it is missing (a few
 minutes, offline), trains on all bundled MMLU-Pro outcomes (llama-3.1-8b-instruct →

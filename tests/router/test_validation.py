@@ -133,14 +133,13 @@ def test_a_schema_is_compiled_once() -> None:
 def test_validity_is_an_answer_feature_of_models_trained_with_it(
     small_table, embedder, saved_model_dir, tmp_path
 ) -> None:
-    """A table that records the validator's verdicts trains routers that read it (format 6);
-    routers trained without it keep their format and ignore the verdict."""
+    """A table that records the validator's verdicts trains routers that read it
+    (``answer_validity``, format 6); routers trained without it ignore the verdict."""
     import dataclasses
 
     import numpy as np
 
-    from router.model import CascadeModel
-    from router.model.cascade import FORMAT_VERSION
+    from router.model import FORMAT_VERSION, CascadeModel
 
     table = small_table.subset(np.arange(400))
     # verdicts that carry signal (refused answers were mostly wrong), NaN where unconstrained
@@ -168,10 +167,10 @@ def test_validity_is_an_answer_feature_of_models_trained_with_it(
     missing = loaded.post_probabilities(0, X, a_emb, answers)
     assert valid is not None and refused is not None and missing is not None
     assert not np.allclose(valid[0], refused[0])  # the verdict moves the probability
-    # a router trained without verdicts (format 5) ignores them and decides as before
+    # a router trained without verdicts ignores them and decides as before
     old = CascadeModel.load(saved_model_dir)
     assert not old.answer_validity_
-    assert json.loads((saved_model_dir / "router.json").read_text())["format_version"] == 5
+    assert json.loads((saved_model_dir / "router.json").read_text())["answer_validity"] is False
     X_old = old.input_matrix(texts, steps, old.embed_inputs(embedder, texts))
     a_old = embedder.encode(old.answer_windows(answers, texts))
     plain = old.post_probabilities(0, X_old, a_old, answers)

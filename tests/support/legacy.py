@@ -6,8 +6,10 @@ version wrote (1-5), trained and saved by that version on :func:`legacy_table` w
 :func:`legacy_table` with ``seed=1`` as that version computed them.  ``expected_saved.npz``
 holds the same for the routers saved in the repository (the bundled router and
 benchmarks/results/**/router*), on :func:`router_inputs`.  Made once by
-``python tests/support/legacy.py OUT`` run against the earlier version's code (see there); the
-test checks that today's code loads them and decides identically.
+``python tests/support/legacy.py OUT REPO`` run against the earlier version's code (see there);
+the test checks that today's code loads them and decides identically.  A router of the
+repository that is rebuilt on purpose (``scripts/build_default_router.py``) gets its entry
+recorded anew by the code that built it: ``python tests/support/legacy.py --refresh NAME``.
 
 Only numpy and ``OutcomeTable``'s constructor are used here, so that the earlier version can
 import this module too.
@@ -230,5 +232,21 @@ def _make(out: Path, repo: Path) -> None:  # pragma: no cover - run once, agains
     np.savez_compressed(out / "expected_saved.npz", **saved)
 
 
+def _refresh(name: str) -> None:  # pragma: no cover - run after rebuilding a saved router
+    """Record anew the decisions of one router of :data:`SAVED_ROUTERS` (rebuilt on purpose)."""
+    from router.model import CascadeModel
+
+    path = Path(__file__).resolve().parents[1] / "router/model/data/legacy/expected_saved.npz"
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {k: v for k, v in stored.items() if not k.startswith(f"{name}|")}
+    model = CascadeModel.load(Path(__file__).resolve().parents[2] / name)
+    width = model.pre_models_[0].n_features_in_ - 3
+    arrays |= {f"{name}|{k}": v for k, v in saved_decisions(model, width).items()}
+    np.savez_compressed(path, **arrays)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    _make(Path(sys.argv[1]), Path(sys.argv[2]))
+    if sys.argv[1] == "--refresh":
+        _refresh(sys.argv[2])
+    else:
+        _make(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -18,12 +18,15 @@ FAST = {"n_estimators": 30, "early_stopping_rounds": 10, "categorical_features":
 
 @pytest.fixture(scope="module")
 def small_fit():
+    # uninformative inputs: a 95% quality target could not be certified, a 50% one can
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(300, 8))
     scores = (rng.uniform(size=(300, 2)) < [0.4, 0.8]).astype(float)
     answers = [f"answer {j}" for j in range(300)]
     table, embedder = synthetic_table(emb, scores, answers)
-    model = CascadeModel(["small", "large"], acceptance_params=FAST, capacity_cv_below=0)
+    model = CascadeModel(
+        ["small", "large"], target="quality=0.5", acceptance_params=FAST, capacity_cv_below=0
+    )
     return model.fit(table, embedder), table, embedder
 
 
@@ -82,7 +85,8 @@ def test_featurize_fits_nothing(small_fit) -> None:
 
 def test_the_parsed_target_is_fitted_state(small_fit) -> None:
     model, _, _ = small_fit
-    assert model.target is None and model.target_ == Target(quality_ratio=0.95)
+    # stored as given (a string), parsed when fitted
+    assert model.target == "quality=0.5" and model.target_ == Target(quality_ratio=0.5)
     assert model.tiers_ == ("small", "large")
 
 
@@ -94,7 +98,7 @@ def test_persistence_writes_exactly_the_parameters(small_fit, tmp_path) -> None:
     loaded = CascadeModel.load(folder)
     assert loaded.get_params() | {"tiers": None} == model.get_params() | {
         "tiers": None,
-        "target": Target(quality_ratio=0.95),  # written parsed
+        "target": Target(quality_ratio=0.5),  # written parsed
         "peers": {},
         "answer_kinds": {},
         "acceptance_params": FAST | {"categorical_features": []},
@@ -108,6 +112,8 @@ def test_blank_answers_get_no_answer_aware_models() -> None:
     rng = np.random.default_rng(1)
     scores = (rng.uniform(size=(200, 2)) < [0.4, 0.8]).astype(float)
     table, embedder = synthetic_table(rng.normal(size=(200, 8)), scores, [""] * 200)
-    model = CascadeModel(["small", "large"], acceptance_params=FAST, capacity_cv_below=0)
+    model = CascadeModel(
+        ["small", "large"], target="quality=0.5", acceptance_params=FAST, capacity_cv_below=0
+    )
     assert model.featurize(table, embedder).answers == {}
     assert model.fit(table, embedder).post_models_ == {}

@@ -66,6 +66,7 @@ def forced(model: CascadeModel, bands) -> CascadeModel:
 
     policy.global_ = force(policy.global_)
     policy.per_step_ = {k: force(v) for k, v in policy.per_step_.items()}
+    policy.certified_ = None  # hand-set points are not certified: the policy runs them as set
     return model
 
 

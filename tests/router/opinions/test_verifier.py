@@ -193,6 +193,7 @@ def peer_router(peer_model, frame, embedder, tmp_path_factory) -> Router:
     policy.per_step_ = {
         k: dataclasses.replace(v, opinion_bands=((0.2, 0.5),)) for k, v in policy.per_step_.items()
     }
+    policy.certified_ = None  # hand-set points are not certified: the policy runs them as set
     return Router(
         model,
         embedder=embedder,
@@ -364,9 +365,10 @@ def test_peer_is_asked_in_parallel_over_real_http(peer_router, frame, tables, mo
 
     model = peer_router.model
     policy = model.policy_
-    saved = policy.global_, policy.per_step_, dict(policy._cache)
+    saved = policy.global_, policy.per_step_, dict(policy._cache), policy.certified_
     policy.global_ = dataclasses.replace(policy.global_, opinion_bands=((0.0, math.inf),))
     policy.per_step_ = {}
+    policy.certified_ = None
     # the timed calls name a target: force the band on that target's operating point too
     share_1 = Target.parse("share=1.0")
     forced = dataclasses.replace(policy.operating(None, share_1), opinion_bands=((0.0, math.inf),))
@@ -404,7 +406,7 @@ def test_peer_is_asked_in_parallel_over_real_http(peer_router, frame, tables, mo
                 result = asyncio.run(live.aroute("math", test.prompts[i], target="share=1.0"))
             elapsed = time.perf_counter() - t
     finally:
-        policy.global_, policy.per_step_, policy._cache = saved
+        policy.global_, policy.per_step_, policy._cache, policy.certified_ = saved
     assert result.path.startswith("small→peer→")
     peer_step = next(s for s in result.steps if s.role == "peer")
     assert peer_step.action == "disagreed" and peer_step.cost_usd > 0
