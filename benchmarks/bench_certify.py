@@ -78,6 +78,7 @@ ARMS = ("wsr", "today")
 #: variants measured on the quality target only
 EXTRA_ARMS = ("hb", "wsr:global")
 TEST_FRACTION = 0.2
+MODES = ("test_split", "population")
 
 
 # ---------------------------------------------------------------------------- one fit per run
@@ -390,15 +391,43 @@ def markdown(results: dict[str, Any]) -> str:
         for mode in ("test_split", "population"):
             for target, arms in run.get(mode, {}).items():
                 for arm, e in arms.items():
-                    label = name + (" (population)" if mode == "population" else "")
-                    sd = None if mode == "population" else e.get("test_noise_sd")
+                    population = mode == "population"
+                    label = (
+                        f"{name} (population: all {run['n']})"
+                        if population
+                        else (f"{name} ({run['n_test']})")
+                    )
+                    sd = None if population else e.get("test_noise_sd")
                     lines.append(
-                        f"| {label} ({run['n_test']}) | {target} | {arm} | "
+                        f"| {label} | {target} | {arm} | "
                         f"{fmt(e.get('violation'))} | {e['infeasible']}/{e['resplits']} | "
                         f"{fmt(e.get('ratio_mean'))} | {fmt(e.get('share_mean'))} | "
                         f"{fmt(e.get('saved_mean'))} | {fmt(sd)} |"
                     )
     return "\n".join(lines)
+
+
+def save_run(
+    path: Path,
+    results: dict[str, Any],
+    name: str | None,
+    run: dict[str, Any] | None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Write this invocation's results, re-reading the file first: several invocations (one
+    per run) may write it at the same time, each owning its own runs."""
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged |= {k: v for k, v in results.items() if k not in ("runs", "commands")}
+    if name is not None and run is not None:
+        merged.setdefault("runs", {})[name] = run
+    if command is not None:
+        commands = merged.get("commands", [])
+        merged["commands"] = [
+            *(commands.values() if isinstance(commands, dict) else commands),
+            command,
+        ]
+    path.write_text(json.dumps(merged, indent=2))
+    return merged
 
 
 def main() -> None:
@@ -416,7 +445,13 @@ def main() -> None:
     parser.add_argument("--targets", nargs="*", default=["quality", "share", "cost"])
     parser.add_argument("--arms", nargs="*", default=list(ARMS))
     parser.add_argument("--extra-arms", nargs="*", default=list(EXTRA_ARMS))
-    parser.add_argument("--population", nargs="*", default=["gsm8k_mixtral_gpt4"])
+    parser.add_argument(
+        "--population",
+        nargs="*",
+        default=["gsm8k_mixtral_gpt4"],
+        help="runs also measured against the exact population",
+    )
+    parser.add_argument("--modes", nargs="*", default=["test_split", "population"], choices=MODES)
     parser.add_argument("--only", choices=["fit", "resplits", "latency"], default=None)
     parser.add_argument("--latency-run", default="mmlu_pro_llama8b_gpt4o")
     default_cache = Path(os.environ.get("CASCADE_CACHE_DIR", ".cascade-cache"))
@@ -439,7 +474,6 @@ def main() -> None:
     }
     if args.only in (None, "fit", "resplits"):
         for name in args.runs:
-            t0 = time.perf_counter()
             data = fit_run(name, args.embedder, args.cache_dir, args.n_estimators)
             if args.only == "fit":
                 continue
@@ -453,39 +487,33 @@ def main() -> None:
                 "test_split": {},
                 "population": {},
             }
-            old = results.setdefault("runs", {}).get(name, {})
-            # a rerun of some targets keeps the others' results
+            # a rerun of some targets or modes keeps the others' results
+            old = json.loads(path.read_text()).get("runs", {}) if path.exists() else {}
             for mode in ("test_split", "population"):
-                run[mode] = dict(old.get(mode, {}))
+                run[mode] = dict(old.get(name, {}).get(mode, {}))
             for label, target in targets_for(data, args.cost_fraction).items():
                 if label.split("=")[0] not in args.targets:
                     continue
-                t = time.perf_counter()
                 quality = target.quality_ratio is not None
                 arms = tuple(args.arms) + (tuple(args.extra_arms) if quality else ())
-                run["test_split"][label] = resplits(
-                    data, target, args.resplits, arms, False, log=print
-                )
-                print(f"[{name}] {label}: {time.perf_counter() - t:.0f} s", flush=True)
-                print(json.dumps(run["test_split"][label]), flush=True)
-                if name in args.population:
-                    run["population"][label] = resplits(
-                        data, target, args.resplits, tuple(args.arms), True, log=print
+                for mode in args.modes:
+                    population = mode == "population"
+                    if population and name not in args.population:
+                        continue
+                    t = time.perf_counter()
+                    run[mode][label] = resplits(
+                        data, target, args.resplits, arms, population, log=print
                     )
-                    print(json.dumps(run["population"][label]), flush=True)
-                results.setdefault("runs", {})[name] = run
-                path.write_text(json.dumps(results, indent=2))
-            run["resplits_wall_s"] = round(time.perf_counter() - t0, 1)
-            path.write_text(json.dumps(results, indent=2))
+                    print(f"[{name}] {mode} {label}: {time.perf_counter() - t:.0f} s", flush=True)
+                    print(json.dumps(run[mode][label]), flush=True)
+                    save_run(path, results, name, run)
     if args.only in (None, "latency"):
         results["latency"] = latency(
             args.latency_run, args.embedder, args.cache_dir, args.n_estimators
         )
         print(json.dumps(results["latency"], indent=2))
-    results.setdefault("commands", {})[args.only or "all"] = " ".join(
-        ["python benchmarks/bench_certify.py", *sys.argv[1:]]
-    )
-    path.write_text(json.dumps(results, indent=2))
+    command = " ".join(["python benchmarks/bench_certify.py", *sys.argv[1:]])
+    results = save_run(path, results, None, None, command)
     print(markdown(results))
     print(f"wrote {path}")
 
