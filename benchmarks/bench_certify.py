@@ -378,33 +378,62 @@ def latency(
 
 
 def fmt(x: float | None) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{round(x, 3) + 0.0:.3f}"  # + 0.0: no "-0.000"
+
+
+def pair(arms: dict[str, Any], key: str, a: str = "wsr", b: str = "today") -> str:
+    return f"{fmt(arms.get(a, {}).get(key))} / {fmt(arms.get(b, {}).get(key))}"
 
 
 def markdown(results: dict[str, Any]) -> str:
-    lines = [
-        "| run (test n) | target | arm | violation | refused | mean ratio | mean share | "
-        "mean cost saved | test-split SD |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    """Two tables: certified (``wsr``) vs uncertified (``today``) per run, target and mode;
+    then every arm of the quality target."""
+    main = [
+        "| run (test n) | target | violation | mean ratio | mean share | mean cost saved | "
+        "test-split SD |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    arms_table = [
+        "| run (test n) | arm | violation | refused | mean ratio (p10) | mean cost saved |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for name, run in results.get("runs", {}).items():
-        for mode in ("test_split", "population"):
+        for mode in MODES:
+            population = mode == "population"
+            label = (
+                f"{name} (population of {run['n']})"
+                if population
+                else (f"{name} ({run['n_test']})")
+            )
             for target, arms in run.get(mode, {}).items():
-                for arm, e in arms.items():
-                    population = mode == "population"
-                    label = (
-                        f"{name} (population: all {run['n']})"
-                        if population
-                        else (f"{name} ({run['n_test']})")
-                    )
-                    sd = None if population else e.get("test_noise_sd")
-                    lines.append(
-                        f"| {label} | {target} | {arm} | "
-                        f"{fmt(e.get('violation'))} | {e['infeasible']}/{e['resplits']} | "
-                        f"{fmt(e.get('ratio_mean'))} | {fmt(e.get('share_mean'))} | "
-                        f"{fmt(e.get('saved_mean'))} | {fmt(sd)} |"
-                    )
-    return "\n".join(lines)
+                refused = [a for a in ("wsr", "today") if arms.get(a, {}).get("infeasible")]
+                note = f" (refused: {', '.join(refused)})" if refused else ""
+                main.append(
+                    f"| {label} | {target}{note} | {pair(arms, 'violation')} | "
+                    f"{pair(arms, 'ratio_mean')} | {pair(arms, 'share_mean')} | "
+                    f"{pair(arms, 'saved_mean')} | "
+                    f"{'—' if population else fmt(arms.get('wsr', {}).get('test_noise_sd'))} |"
+                )
+                if target.startswith("quality"):
+                    for arm, e in arms.items():
+                        arms_table.append(
+                            f"| {label} | {arm} | {fmt(e.get('violation'))} | "
+                            f"{e['infeasible']}/{e['resplits']} | {fmt(e.get('ratio_mean'))} "
+                            f"({fmt(e.get('ratio_p10'))}) | {fmt(e.get('saved_mean'))} |"
+                        )
+    return "\n".join(
+        [
+            "certified (wsr) / uncertified (today):",
+            "",
+            *main,
+            "",
+            "quality target, every arm:",
+            "",
+            *arms_table,
+        ]
+    )
 
 
 def save_run(
@@ -452,12 +481,15 @@ def main() -> None:
         help="runs also measured against the exact population",
     )
     parser.add_argument("--modes", nargs="*", default=["test_split", "population"], choices=MODES)
-    parser.add_argument("--only", choices=["fit", "resplits", "latency"], default=None)
+    parser.add_argument("--only", choices=["fit", "resplits", "latency", "render"], default=None)
     parser.add_argument("--latency-run", default="mmlu_pro_llama8b_gpt4o")
     default_cache = Path(os.environ.get("CASCADE_CACHE_DIR", ".cascade-cache"))
     parser.add_argument("--cache-dir", type=Path, default=default_cache)
     args = parser.parse_args()
     path = RESULTS / "certify.json"
+    if args.only == "render":
+        print(markdown(json.loads(path.read_text())))
+        return
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
     results["settings"] = {
