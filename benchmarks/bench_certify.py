@@ -337,7 +337,9 @@ def latency(
     texts, steps = table.prompts, [str(s) for s in table.steps]
     router.decide(steps[0], texts[0])
     policy = model.policy_
-    asked = ["quality=0.9", "quality=0.953", "share=0.3", "quality=0.9,share=0.6"]
+    # single-constraint targets: a joint one (quality and share) can be refused on a step
+    # whose own outcomes cannot certify it, which would end the measurement
+    asked = ["quality=0.9", "quality=0.953", "share=0.3", "share=0.5,delta=0.05"]
 
     def timed(fn: Any, count: int) -> dict[str, float]:
         times = []
@@ -443,12 +445,18 @@ def save_run(
     run: dict[str, Any] | None,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Write this invocation's results, re-reading the file first: several invocations (one
-    per run) may write it at the same time, each owning its own runs."""
+    """Write this invocation's results, re-reading the file first: several invocations may
+    write it at the same time, each replacing only the targets it measured."""
     merged = json.loads(path.read_text()) if path.exists() else {}
     merged |= {k: v for k, v in results.items() if k not in ("runs", "commands")}
     if name is not None and run is not None:
-        merged.setdefault("runs", {})[name] = run
+        # per target and mode: another invocation may be measuring other targets of this run
+        stored = merged.setdefault("runs", {}).setdefault(name, {})
+        for key, value in run.items():
+            if key in MODES:
+                stored.setdefault(key, {}).update(value)
+            else:
+                stored[key] = value
     if command is not None:
         commands = merged.get("commands", [])
         merged["commands"] = [
