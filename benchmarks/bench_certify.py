@@ -2,7 +2,10 @@
 
     nice -n 15 .venv/bin/python benchmarks/bench_certify.py           # fits, resplits, latency
     .venv/bin/python benchmarks/bench_certify.py --runs gsm8k_mixtral_gpt4 --resplits 50
+    .venv/bin/python benchmarks/bench_certify.py --only resplits --modes population \
+        --runs mmlu_pro_llama8b_gpt4o --population mmlu_pro_llama8b_gpt4o --targets quality
     .venv/bin/python benchmarks/bench_certify.py --only latency
+    .venv/bin/python benchmarks/bench_certify.py --only render        # the README's tables
 
 What ships: ``CascadeModel.fit`` cross-fits every acceptance model and certifies the policy on
 the out-of-fold outcomes of every training row (``model.oof_``).  So each run is fitted **once**,
@@ -15,7 +18,7 @@ the policy on the other 80% of the out-of-fold rows exactly as ``CascadeModel`` 
 * ``wsr``: certified, Learn-then-Test with the betting test at delta 0.1: what ships;
 * ``today``: the uncertified fit routers shipped before certification (the cheapest point
   meeting the target with one standard error to spare) on the same rows: the difference in
-  cost saved is the price of the guarantee;
+  cost saved (in quality, for a share or cost target) is the price of the guarantee;
 * on the quality target only: ``hb`` (Hoeffding-Bentkus p-values instead of the betting test)
   and ``wsr:global`` (one global point: no step has its own, so the risk is not split).
 
