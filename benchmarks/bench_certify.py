@@ -1,38 +1,43 @@
 """Certified targets: how often the target is missed over seeded resplits, and what it costs.
 
-    flock /work/notes/heavy.lock nice -n 10 .venv/bin/python benchmarks/bench_certify.py
+    nice -n 15 .venv/bin/python benchmarks/bench_certify.py           # fits, resplits, latency
     .venv/bin/python benchmarks/bench_certify.py --runs gsm8k_mixtral_gpt4 --resplits 50
+    .venv/bin/python benchmarks/bench_certify.py --only resplits --modes population \
+        --runs mmlu_pro_llama8b_gpt4o --population mmlu_pro_llama8b_gpt4o --targets quality
     .venv/bin/python benchmarks/bench_certify.py --only latency
+    .venv/bin/python benchmarks/bench_certify.py --only render        # the README's tables
 
-Resplitting means refitting, and refitting the acceptance models 50 times per run is beyond this
-machine (one MMLU-Pro fit takes minutes).  So the signals are **cross-fitted once** per run:
-K folds by prompt id, a CascadeModel fitted on the other folds scores each fold's rows, so every
-row's probabilities come from models that never saw it (as a deployed router's do on new
-traffic).  Each resplit then draws a 20% test split and refits only the policy:
+What ships: ``CascadeModel.fit`` cross-fits every acceptance model and certifies the policy on
+the out-of-fold outcomes of every training row (``model.oof_``).  So each run is fitted **once**,
+on all its rows, with the product's defaults (5 folds, its estimator settings, the static
+embedder here), and its ``oof_`` is resplit: each seeded resplit draws a 20% test split, refits
+the policy on the other 80% of the out-of-fold rows exactly as ``CascadeModel`` builds it
+(grid of 300 cost weights, a quarter of the rows selecting the path, a point per step with
+200 outcomes), and runs it on the test split.  Arms:
 
-* ``today_cal``: the uncertified fit routers shipped before certification (cheapest point
-  meeting the target with one standard error to spare) on the calibration split (25% of the
-  training rows, as CascadeModel uses);
-* ``wsr_cal``: the certified policy (Learn-then-Test, betting p-values, delta 0.1) on the same
-  calibration split: what ships now;
-* ``today_all`` / ``wsr_all``: the same on every training row (what cross-fitting the
-  acceptance models makes possible);
-* on the quality target only: ``hb_all`` (Hoeffding-Bentkus instead of the betting test),
-  ``wsr_all@0.1`` (a tenth of the rows select the path instead of a quarter),
-  ``wsr_all:global`` (one global point: no step has its own, so the risk is not split).
+* ``wsr``: certified, Learn-then-Test with the betting test at delta 0.1: what ships;
+* ``today``: the uncertified fit routers shipped before certification (the cheapest point
+  meeting the target with one standard error to spare) on the same rows: the difference in
+  cost saved (in quality, for a share or cost target) is the price of the guarantee;
+* on the quality target only: ``hb`` (Hoeffding-Bentkus p-values instead of the betting test)
+  and ``wsr:global`` (one global point: no step has its own, so the risk is not split).
 
-Affordable settings: the static embedder, 300 boosting rounds and 5 folds for the cross-fitted
-signals, and 100 candidate cost weights per policy fit (routers use 300: the fits dominate the
-resplits' time, and both arms use the same grid).
+The arms of the earlier version that fitted on a 25% calibration split are gone: the product
+has no calibration split any more (every training row is calibration outcome, out of fold).
 
 Violation: the realised value on the test split misses the target.  On a small test split the
 split's own sampling noise makes the realised value miss a target that holds in expectation, so
-the script also reports the spread of the test-split value around the value on all rows, and
-``--population`` measures against the exact population instead: calibration rows drawn i.i.d.
-(with replacement) from all rows, the truth computed on all rows.
+the script also reports the spread of the test-split value around the same policy's value on
+all rows, and ``--population`` measures against the exact population instead: policy rows drawn
+i.i.d. (with replacement) from all rows, the truth computed on all rows.
 
-Writes benchmarks/results/certify.json (and caches the cross-fitted signals under
-benchmarks/results/certify/).
+The test rows' probabilities are out of fold too (from fold models that did not see them), but
+the fold models and the model's out-of-fold choices (ensemble members, the answer-aware blend)
+saw the other resplit's rows and vice versa; a new-traffic request is scored by the final model
+instead.  That is the approximation the certificate itself makes (docs/certification.md).
+
+Writes benchmarks/results/certify.json; caches each run's out-of-fold outcomes and fitted
+router under benchmarks/results/certify/ (a rerun refits only the policies).
 """
 
 from __future__ import annotations
@@ -71,125 +76,142 @@ RUNS: dict[str, dict[str, Any]] = {
         "tiers": ["phi-3-mini-4k-instruct", "llama-3.1-70b-instruct", "gpt-4o-2024-05-13"],
     },
 }
-ARMS = ("today_cal", "wsr_cal", "today_all", "wsr_all")
+#: "wsr": certified with the betting test (what ships); "today": uncertified, the same rows
+ARMS = ("wsr", "today")
 #: variants measured on the quality target only
-EXTRA_ARMS = ("hb_all", "wsr_all@0.1", "wsr_all:global")
-CAL_FRACTION = 0.25  # CascadeModel's calibration share of its training rows
+EXTRA_ARMS = ("hb", "wsr:global")
+TEST_FRACTION = 0.2
+MODES = ("test_split", "population")
 
 
-# ---------------------------------------------------------------------------- cross-fitting
+# ---------------------------------------------------------------------------- one fit per run
 def embedder_for(kind: str, cache_dir: Path) -> Any:
     from router.embedders import CachedEmbedder, EmbeddingCache, build_embedder
 
     return CachedEmbedder(build_embedder(kind, cache_dir=cache_dir), EmbeddingCache(cache_dir))
 
 
-def cross_fit(
-    name: str, folds: int, n_estimators: int, embedder_kind: str, cache_dir: Path
+def cache_stem(name: str, embedder_kind: str, n_estimators: int | None) -> str:
+    return f"{name}__{embedder_kind}" + ("" if n_estimators is None else f"_n{n_estimators}")
+
+
+def fit_run(
+    name: str, embedder_kind: str, cache_dir: Path, n_estimators: int | None
 ) -> dict[str, np.ndarray]:
-    """Out-of-fold signals of every row of a run (cached in CACHE/<run>.npz)."""
-    path = CACHE / f"{name}__{embedder_kind}_k{folds}_n{n_estimators}.npz"
+    """The out-of-fold outcomes of one ``CascadeModel.fit`` on every row of a run (``oof_``),
+    with what the model's own policy is built from; cached in CACHE/<run>__<embedder>.npz, the
+    fitted router beside it (for the latency measurement)."""
+    path = CACHE / f"{cache_stem(name, embedder_kind, n_estimators)}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
             return dict(z)
     from router.data import OutcomeTable, bundled_dataset, load_outcomes
-    from router.model import CascadeModel, subset_features
-    from router.policy import Target
+    from router.errors import TargetNotCertifiableError
+    from router.model import CascadeModel
 
     spec = RUNS[name]
     tiers = spec["tiers"]
     frame = load_outcomes([bundled_dataset(spec["data"])], models=tiers)
     table = OutcomeTable.from_long(frame, tiers)
-    embedder = embedder_for(embedder_kind, cache_dir)
-
-    def model() -> Any:
-        # the policy fitted inside each fold is not used: quality 1 is certified by construction
-        return CascadeModel(
-            tiers,
-            target=Target(quality_ratio=1.0),
-            acceptance_params={"n_estimators": n_estimators},
-        )
-
+    params = None if n_estimators is None else {"n_estimators": n_estimators}
+    # the product's defaults: its target (quality 0.95), folds, estimator settings
+    model = CascadeModel(tiers, acceptance_params=params)
     t = time.perf_counter()
-    feats = model().featurize(table, embedder)
-    embed_s = time.perf_counter() - t
-    order = np.argsort(table.prompt_ids.astype(str), kind="stable")
-    fold_of = np.empty(len(table), dtype=int)
-    fold_of[order[np.random.default_rng(0).permutation(len(table))]] = np.arange(len(table)) % folds
-    n, below = len(table), len(tiers) - 1
-    pre = np.zeros((n, len(tiers)))
-    post_self, post_next = np.zeros((n, below)), np.zeros((n, below))
-    fit_s = []
-    for k in range(folds):
-        t = time.perf_counter()
-        train, held = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
-        fitted = model().fit(table.subset(train), embedder, features=subset_features(feats, train))
-        signals = fitted.signals_from_features(subset_features(feats, held))
-        pre[held], post_self[held], post_next[held] = (
-            signals.pre,
-            signals.post_self,
-            signals.post_next,
-        )
-        if k == 0:
-            fitted.save(CACHE / f"{name}__fold0_router")
-            tier_weights = fitted.tier_weights_
-        fit_s.append(round(time.perf_counter() - t, 1))
-        print(f"[{name}] fold {k + 1}/{folds}: {fit_s[-1]} s", flush=True)
-    out = {
-        "pre": pre,
-        "post_self": post_self,
-        "post_next": post_next,
-        "scores": table.scores,
-        "costs": table.costs,
-        "steps": np.asarray(table.steps).astype(str),
-        "tier_weights": tier_weights,
-        "embed_s": np.array(embed_s),
+    try:
+        model.fit(table, embedder_for(embedder_kind, cache_dir))
+        own_policy = True
+    except TargetNotCertifiableError as err:
+        # the out-of-fold outcomes are set before the policy is fitted: the resplits need
+        # only them, and the refusal itself is a finding worth keeping
+        print(f"[{name}] the model's own target is refused on all rows: {err}", flush=True)
+        own_policy = False
+    fit_s = time.perf_counter() - t
+    print(f"[{name}] CascadeModel.fit on {len(table)} rows: {fit_s:.0f} s", flush=True)
+    oof = model.oof_
+    signals = oof.signals
+    out: dict[str, np.ndarray] = {
+        "pre": signals.pre,
+        "post_self": signals.post_self,
+        "post_next": signals.post_next,
+        "scores": oof.scores,
+        "costs": oof.costs,
+        "steps": oof.steps.astype(str),
+        "fold": oof.fold,
+        "tier_weights": model.tier_weights_,
+        "skip_tolerance": np.array(
+            np.nan if model.skip_tolerance is None else model.skip_tolerance
+        ),
+        "min_step_samples": np.array(model.min_step_samples),
+        "seed": np.array(model.seed),
         "fit_s": np.array(fit_s),
+        "own_policy": np.array(own_policy),
     }
+    if signals.op_self is not None and signals.op_next is not None:
+        out |= {"op_self": signals.op_self, "op_next": signals.op_next}
+    if oof.opinion_costs is not None:
+        out["opinion_costs"] = oof.opinion_costs
     CACHE.mkdir(parents=True, exist_ok=True)
+    if own_policy:
+        model.save(CACHE / f"{cache_stem(name, embedder_kind, n_estimators)}__router")
     np.savez_compressed(path, **out)  # type: ignore[arg-type]
     return out
 
 
 # ---------------------------------------------------------------------------- resplits
-def option_of(arm: str) -> str:
-    return arm.partition(":")[2]
+def signals_of(data: dict[str, np.ndarray], rows: np.ndarray) -> Any:
+    from router.policy import CascadeSignals
+
+    # copies: CascadeSignals fills missing answer-aware columns in place
+    return CascadeSignals(
+        data["pre"][rows],
+        data["post_self"][rows].copy(),
+        data["post_next"][rows].copy(),
+        data["op_self"][rows] if "op_self" in data else None,
+        data["op_next"][rows] if "op_next" in data else None,
+    )
 
 
-def fit_policy(
-    arm: str, data: dict[str, np.ndarray], rows: np.ndarray, target: Any, grid: int
-) -> Any:
-    from router.policy import CascadePolicy, CascadeSignals
+def opinion_costs_of(data: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray | None:
+    return data["opinion_costs"][rows] if "opinion_costs" in data else None
 
-    method = None if arm.startswith("today") else arm.split("_")[0]
-    per_step = 10**9 if option_of(arm) == "global" else 200
-    # "wsr_all@0.1": another share of selection rows; "wsr_all:global": no per-step points
-    base = arm.partition(":")[0]
-    selection = float(base.split("@")[1]) if "@" in base else 0.25
+
+def fit_policy(arm: str, data: dict[str, np.ndarray], rows: np.ndarray, target: Any) -> Any:
+    """The policy of one arm fitted on the out-of-fold outcomes of ``rows``, built as
+    ``CascadeModel._fit_policy`` builds it (the per-request table aside: it serves other
+    targets and changes nothing about this one's point)."""
+    from router.policy import CascadePolicy
+
+    method, _, option = arm.partition(":")
+    tolerance = float(data["skip_tolerance"])
     policy = CascadePolicy(
         tiers=tuple(str(i) for i in range(data["scores"].shape[1])),
         tier_weights=data["tier_weights"],
+        skip_tolerance=None if math.isnan(tolerance) else tolerance,
+        # "wsr:global": one global point, so the risk is not split across steps
+        min_step_samples=10**9 if option == "global" else int(data["min_step_samples"]),
         target=target,
-        certify=method,
-        selection_fraction=selection,
-        min_step_samples=per_step,
-        grid_size=grid,
+        certify=None if method == "today" else method,
+        seed=int(data["seed"]),
         table=False,
     )
-    signals = CascadeSignals(
-        data["pre"][rows], data["post_self"][rows].copy(), data["post_next"][rows].copy()
+    return policy.fit(
+        signals_of(data, rows),
+        data["scores"][rows],
+        data["costs"][rows],
+        data["steps"][rows],
+        opinion_costs_of(data, rows),
     )
-    return policy.fit(signals, data["scores"][rows], data["costs"][rows], data["steps"][rows])
 
 
-def realised(policy: Any, data: dict[str, np.ndarray], rows: np.ndarray, target: Any) -> dict:
-    from router.policy import CascadeSignals
-
-    signals = CascadeSignals(
-        data["pre"][rows], data["post_self"][rows].copy(), data["post_next"][rows].copy()
-    )
+def realised(policy: Any, data: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, float]:
     scores, costs = data["scores"][rows], data["costs"][rows]
-    out = policy.run(signals, scores, costs, data["steps"][rows]).summary()
+    out = policy.run(
+        signals_of(data, rows),
+        scores,
+        costs,
+        data["steps"][rows],
+        opinion_costs=opinion_costs_of(data, rows),
+    ).summary()
     top_cost = float(costs[:, -1].mean())
     return {
         "ratio": out["quality"] / float(scores[:, -1].mean()),
@@ -207,70 +229,79 @@ def missed(target: Any, r: dict[str, float]) -> bool:
     )
 
 
+def draw(rng: np.random.Generator, n: int, population: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(policy rows, test rows) of one resplit: a 20% test split and the rest; with
+    ``population``, the rest drawn i.i.d. (with replacement) and every row as the truth."""
+    n_test = round(TEST_FRACTION * n)
+    if population:
+        return np.sort(rng.integers(0, n, n - n_test)), np.arange(n)
+    perm = rng.permutation(n)
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
 def resplits(
     data: dict[str, np.ndarray],
     target: Any,
     count: int,
     arms: tuple[str, ...],
     population: bool,
-    grid: int,
+    log: Any = print,
 ) -> dict[str, Any]:
+    """Per arm over ``count`` seeded resplits: the violation rate, the means of the realised
+    values on the test split, and the spread of the test split's value around all rows'."""
     from router.errors import TargetNotCertifiableError
 
     n = len(data["scores"])
-    n_test = round(0.2 * n)
     every = np.arange(n)
     record: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
     seconds = dict.fromkeys(arms, 0.0)
     for seed in range(count):
-        rng = np.random.default_rng(1000 + seed)
-        if population:  # an i.i.d. calibration draw; the truth is every row
-            train, test = np.sort(rng.integers(0, n, n - n_test)), every
-        else:
-            perm = rng.permutation(n)
-            test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-        cal = np.sort(rng.choice(train, round(CAL_FRACTION * len(train)), replace=False))
+        train, test = draw(np.random.default_rng(1000 + seed), n, population)
         for arm in arms:
-            rows = cal if arm.partition(":")[0].split("@")[0].endswith("_cal") else train
             t = time.perf_counter()
             try:
-                policy = fit_policy(arm, data, rows, target, grid)
+                policy = fit_policy(arm, data, train, target)
             except TargetNotCertifiableError:
                 record[arm].append({"infeasible": True})
                 seconds[arm] += time.perf_counter() - t
                 continue
             seconds[arm] += time.perf_counter() - t
-            got = realised(policy, data, test, target)
-            truth = realised(policy, data, every, target)
+            got = realised(policy, data, test)
+            truth = got if population else realised(policy, data, every)
             record[arm].append(
                 got
                 | {
                     "infeasible": False,
                     "missed": missed(target, got),
-                    "missed_all_rows": missed(target, truth),
                     "ratio_all_rows": truth["ratio"],
                 }
             )
-    summary: dict[str, Any] = {}
-    for arm, rows_ in record.items():
-        ok = [r for r in rows_ if not r["infeasible"]]
-        entry: dict[str, Any] = {
-            "resplits": len(rows_),
-            "infeasible": len(rows_) - len(ok),
-            "fit_s_mean": round(seconds[arm] / max(len(rows_), 1), 3),
+        if (seed + 1) % 10 == 0:
+            log(f"  {seed + 1}/{count} resplits")
+    return {arm: summarise(rows, seconds[arm]) for arm, rows in record.items()}
+
+
+def summarise(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    ok = [r for r in rows if not r["infeasible"]]
+    entry: dict[str, Any] = {
+        "resplits": len(rows),
+        "infeasible": len(rows) - len(ok),
+        "fit_s_mean": round(seconds / max(len(rows), 1), 3),
+    }
+    if ok:
+        entry |= {
+            "violation": round(float(np.mean([r["missed"] for r in ok])), 3),
+            "ratio_mean": round(float(np.mean([r["ratio"] for r in ok])), 4),
+            "ratio_p10": round(float(np.percentile([r["ratio"] for r in ok], 10)), 4),
+            "share_mean": round(float(np.mean([r["share"] for r in ok])), 4),
+            "cost_mean": float(f"{np.mean([r['cost'] for r in ok]):.4g}"),
+            "saved_mean": round(float(np.mean([r["saved"] for r in ok])), 4),
+            # how far the test split's realised ratio strays from the same policy's on all rows
+            "test_noise_sd": round(
+                float(np.std([r["ratio"] - r["ratio_all_rows"] for r in ok])), 4
+            ),
         }
-        if ok:
-            entry |= {
-                "violation": round(float(np.mean([r["missed"] for r in ok])), 3),
-                "ratio_mean": round(float(np.mean([r["ratio"] for r in ok])), 4),
-                "share_mean": round(float(np.mean([r["share"] for r in ok])), 4),
-                "saved_mean": round(float(np.mean([r["saved"] for r in ok])), 4),
-                "test_noise_sd": round(
-                    float(np.std([r["ratio"] - r["ratio_all_rows"] for r in ok])), 4
-                ),
-            }
-        summary[arm] = entry
-    return summary
+    return entry
 
 
 def targets_for(data: dict[str, np.ndarray], cost_fraction: float) -> dict[str, Any]:
@@ -285,26 +316,33 @@ def targets_for(data: dict[str, np.ndarray], cost_fraction: float) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------- latency
-def latency(name: str, embedder_kind: str, cache_dir: Path, n: int = 300) -> dict[str, Any]:
+def latency(
+    name: str, embedder_kind: str, cache_dir: Path, n_estimators: int | None, n: int = 300
+) -> dict[str, Any]:
     """Decision latency with the router's own target vs a target asked per request (table
-    lookup), and the policy's part alone, one request at a time on one thread."""
+    lookup), and the policy's part alone, one request at a time on one thread, with the router
+    one run's fit produced."""
     from router.data import OutcomeTable, bundled_dataset, load_outcomes
     from router.embedders import build_embedder
     from router.model import CascadeModel
     from router.policy import Target
     from router.sdk import Router
 
-    folder = CACHE / f"{name}__fold0_router"
+    folder = CACHE / f"{cache_stem(name, embedder_kind, n_estimators)}__router"
+    if not folder.exists():
+        raise SystemExit(f"no fitted router for {name} in {folder}: run its resplits first")
     model = CascadeModel.load(folder, num_threads=1)
     router = Router(model, embedder=build_embedder(embedder_kind, cache_dir=cache_dir), lru_size=0)
-    tiers = list(model.tiers)
+    tiers = list(model.tiers_)
     table = OutcomeTable.from_long(
         load_outcomes([bundled_dataset(RUNS[name]["data"])], models=tiers), tiers
     ).sample(n, seed=5)
     texts, steps = table.prompts, [str(s) for s in table.steps]
     router.decide(steps[0], texts[0])
     policy = model.policy_
-    asked = ["quality=0.9", "quality=0.953", "share=0.3", "quality=0.9,share=0.6"]
+    # single-constraint targets: a joint one (quality and share) can be refused on a step
+    # whose own outcomes cannot certify it, which would end the measurement
+    asked = ["quality=0.9", "quality=0.953", "share=0.3", "share=0.5,delta=0.05"]
 
     def timed(fn: Any, count: int) -> dict[str, float]:
         times = []
@@ -318,8 +356,8 @@ def latency(name: str, embedder_kind: str, cache_dir: Path, n: int = 300) -> dic
         }
 
     targets = [Target.parse(t) for t in asked]
-    for t in targets:  # the first lookup of each cell fills the certificate cache
-        policy.certificate(steps[0], t)
+    for asked_target in targets:  # the first lookup of each cell fills the certificate cache
+        policy.certificate(steps[0], asked_target)
     # a risk below the table's smallest is certified directly: the first time also rebuilds
     # every candidate point's outcomes from the calibration arrays
     t = time.perf_counter()
@@ -329,8 +367,8 @@ def latency(name: str, embedder_kind: str, cache_dir: Path, n: int = 300) -> dic
     policy.certificate(None, Target(quality_ratio=0.9, delta=0.005))
     direct_ms = 1000 * (time.perf_counter() - t)
     return {
-        "router": f"{name} fold 0 ({embedder_kind} embedder), {len(policy.cal_scores_)} "
-        "calibration outcomes",
+        "router": f"{name} ({embedder_kind} embedder), target {model.target_}, "
+        f"{len(policy.cal_scores_)} calibration outcomes",
         "decision_own_target": timed(lambda i: router.decide(steps[i], texts[i]), n),
         "decision_per_request_target": timed(
             lambda i: router.decide(steps[i], texts[i], target=asked[i % len(asked)]), n
@@ -345,93 +383,180 @@ def latency(name: str, embedder_kind: str, cache_dir: Path, n: int = 300) -> dic
 
 
 def fmt(x: float | None) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{round(x, 3) + 0.0:.3f}"  # + 0.0: no "-0.000"
+
+
+def pair(arms: dict[str, Any], key: str, a: str = "wsr", b: str = "today") -> str:
+    return f"{fmt(arms.get(a, {}).get(key))} / {fmt(arms.get(b, {}).get(key))}"
 
 
 def markdown(results: dict[str, Any]) -> str:
-    lines = [
-        "| run (test n) | target | arm | violation | infeasible | mean ratio | mean share | "
-        "mean cost saved | test-split SD |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    """Two tables: certified (``wsr``) vs uncertified (``today``) per run, target and mode;
+    then every arm of the quality target."""
+    main = [
+        "| run (test n) | target | violation | mean ratio | mean share | mean cost saved | "
+        "test-split SD |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    arms_table = [
+        "| run (test n) | arm | violation | refused | mean ratio (p10) | mean cost saved |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for name, run in results.get("runs", {}).items():
-        for mode in ("test_split", "population"):
+        for mode in MODES:
+            population = mode == "population"
+            label = (
+                f"{name} (population of {run['n']})"
+                if population
+                else (f"{name} ({run['n_test']})")
+            )
             for target, arms in run.get(mode, {}).items():
-                for arm, e in arms.items():
-                    label = name + (" (population)" if mode == "population" else "")
-                    lines.append(
-                        f"| {label} ({run['n_test']}) | {target} | {arm} | "
-                        f"{fmt(e.get('violation'))} | {e['infeasible']}/{e['resplits']} | "
-                        f"{fmt(e.get('ratio_mean'))} | {fmt(e.get('share_mean'))} | "
-                        f"{fmt(e.get('saved_mean'))} | {fmt(e.get('test_noise_sd'))} |"
-                    )
-    return "\n".join(lines)
+                refused = [a for a in ("wsr", "today") if arms.get(a, {}).get("infeasible")]
+                note = f" (refused: {', '.join(refused)})" if refused else ""
+                main.append(
+                    f"| {label} | {target}{note} | {pair(arms, 'violation')} | "
+                    f"{pair(arms, 'ratio_mean')} | {pair(arms, 'share_mean')} | "
+                    f"{pair(arms, 'saved_mean')} | "
+                    f"{'—' if population else fmt(arms.get('wsr', {}).get('test_noise_sd'))} |"
+                )
+                if target.startswith("quality"):
+                    for arm, e in arms.items():
+                        arms_table.append(
+                            f"| {label} | {arm} | {fmt(e.get('violation'))} | "
+                            f"{e['infeasible']}/{e['resplits']} | {fmt(e.get('ratio_mean'))} "
+                            f"({fmt(e.get('ratio_p10'))}) | {fmt(e.get('saved_mean'))} |"
+                        )
+    return "\n".join(
+        [
+            "certified (wsr) / uncertified (today):",
+            "",
+            *main,
+            "",
+            "quality target, every arm:",
+            "",
+            *arms_table,
+        ]
+    )
+
+
+def save_run(
+    path: Path,
+    results: dict[str, Any],
+    name: str | None,
+    run: dict[str, Any] | None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Write this invocation's results, re-reading the file first: several invocations may
+    write it at the same time, each replacing only the targets it measured."""
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged |= {k: v for k, v in results.items() if k not in ("runs", "commands")}
+    if name is not None and run is not None:
+        # per target and mode: another invocation may be measuring other targets of this run
+        stored = merged.setdefault("runs", {}).setdefault(name, {})
+        for key, value in run.items():
+            if key in MODES:
+                stored.setdefault(key, {}).update(value)
+            else:
+                stored[key] = value
+    if command is not None:
+        commands = merged.get("commands", [])
+        merged["commands"] = [
+            *(commands.values() if isinstance(commands, dict) else commands),
+            command,
+        ]
+    path.write_text(json.dumps(merged, indent=2))
+    return merged
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="*", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--resplits", type=int, default=50)
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--n-estimators", type=int, default=300)
+    parser.add_argument(
+        "--n-estimators",
+        type=int,
+        default=None,
+        help="boosting rounds of the acceptance models (default: the product's)",
+    )
     parser.add_argument("--embedder", default="static")
     parser.add_argument("--cost-fraction", type=float, default=0.5)
+    parser.add_argument("--targets", nargs="*", default=["quality", "share", "cost"])
     parser.add_argument("--arms", nargs="*", default=list(ARMS))
     parser.add_argument("--extra-arms", nargs="*", default=list(EXTRA_ARMS))
     parser.add_argument(
-        "--grid", type=int, default=100, help="candidate cost weights per fit (routers: 300)"
+        "--population",
+        nargs="*",
+        default=["gsm8k_mixtral_gpt4"],
+        help="runs also measured against the exact population",
     )
-    parser.add_argument("--population", nargs="*", default=["gsm8k_mixtral_gpt4"])
-    parser.add_argument("--only", choices=["resplits", "latency"], default=None)
+    parser.add_argument("--modes", nargs="*", default=["test_split", "population"], choices=MODES)
+    parser.add_argument("--only", choices=["fit", "resplits", "latency", "render"], default=None)
     parser.add_argument("--latency-run", default="mmlu_pro_llama8b_gpt4o")
     default_cache = Path(os.environ.get("CASCADE_CACHE_DIR", ".cascade-cache"))
     parser.add_argument("--cache-dir", type=Path, default=default_cache)
     args = parser.parse_args()
     path = RESULTS / "certify.json"
+    if args.only == "render":
+        print(markdown(json.loads(path.read_text())))
+        return
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
     results["settings"] = {
-        "folds": args.folds,
-        "n_estimators": args.n_estimators,
+        "fit": "one CascadeModel.fit per run on every row, product defaults (5 folds, target "
+        "quality=0.95)",
+        "n_estimators": args.n_estimators or "product default",
         "embedder": args.embedder,
         "resplits": args.resplits,
+        "test_fraction": TEST_FRACTION,
         "cost_fraction": args.cost_fraction,
         "delta": 0.1,
-        "calibration_fraction": CAL_FRACTION,
-        "grid": args.grid,
+        "policy": "CascadePolicy as CascadeModel builds it (grid 300, selection fraction "
+        "0.25, 200 outcomes per step)",
     }
-    if args.only in (None, "resplits"):
+    if args.only in (None, "fit", "resplits"):
         for name in args.runs:
-            t0 = time.perf_counter()
-            data = cross_fit(name, args.folds, args.n_estimators, args.embedder, args.cache_dir)
+            data = fit_run(name, args.embedder, args.cache_dir, args.n_estimators)
+            if args.only == "fit":
+                continue
+            n = len(data["scores"])
             run: dict[str, Any] = {
                 "tiers": RUNS[name]["tiers"],
-                "n": len(data["scores"]),
-                "n_test": round(0.2 * len(data["scores"])),
-                "cross_fit_s": float(data["fit_s"].sum()),
+                "n": n,
+                "n_test": round(TEST_FRACTION * n),
+                "model_fit_s": round(float(data["fit_s"]), 1),
+                "own_target_certified_on_all_rows": bool(data["own_policy"]),
                 "test_split": {},
                 "population": {},
             }
-            for k, (label, target) in enumerate(targets_for(data, args.cost_fraction).items()):
-                t = time.perf_counter()
-                arms = tuple(args.arms) + (tuple(args.extra_arms) if k == 0 else ())
-                run["test_split"][label] = resplits(
-                    data, target, args.resplits, arms, False, args.grid
-                )
-                print(f"[{name}] {label}: {time.perf_counter() - t:.0f} s", flush=True)
-                print(json.dumps(run["test_split"][label]), flush=True)
-                if name in args.population:
-                    run["population"][label] = resplits(
-                        data, target, args.resplits, tuple(args.arms), True, args.grid
+            # a rerun of some targets or modes keeps the others' results
+            old = json.loads(path.read_text()).get("runs", {}) if path.exists() else {}
+            for mode in ("test_split", "population"):
+                run[mode] = dict(old.get(name, {}).get(mode, {}))
+            for label, target in targets_for(data, args.cost_fraction).items():
+                if label.split("=")[0] not in args.targets:
+                    continue
+                quality = target.quality_ratio is not None
+                arms = tuple(args.arms) + (tuple(args.extra_arms) if quality else ())
+                for mode in args.modes:
+                    population = mode == "population"
+                    if population and name not in args.population:
+                        continue
+                    t = time.perf_counter()
+                    run[mode][label] = resplits(
+                        data, target, args.resplits, arms, population, log=print
                     )
-            run["wall_s"] = round(time.perf_counter() - t0, 1)
-            results.setdefault("runs", {})[name] = run
-            path.write_text(json.dumps(results, indent=2))
+                    print(f"[{name}] {mode} {label}: {time.perf_counter() - t:.0f} s", flush=True)
+                    print(json.dumps(run[mode][label]), flush=True)
+                    save_run(path, results, name, run)
     if args.only in (None, "latency"):
-        results["latency"] = latency(args.latency_run, args.embedder, args.cache_dir)
+        results["latency"] = latency(
+            args.latency_run, args.embedder, args.cache_dir, args.n_estimators
+        )
         print(json.dumps(results["latency"], indent=2))
-    results["command"] = " ".join(["python benchmarks/bench_certify.py", *sys.argv[1:]])
-    path.write_text(json.dumps(results, indent=2))
+    command = " ".join(["python benchmarks/bench_certify.py", *sys.argv[1:]])
+    results = save_run(path, results, None, None, command)
     print(markdown(results))
     print(f"wrote {path}")
 
