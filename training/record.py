@@ -270,7 +270,8 @@ def record_tool_answers(
     verdict), resuming where an earlier run of the same model stopped.
 
     A call that times out or that the server fails (HTTP 5xx, or a request it refuses) is
-    recorded as a wrong answer with an empty response; ``settle`` is then called before the
+    recorded as a wrong answer with an empty response and ``valid`` 0 (as the live cascade
+    escalates a failed tier); ``settle`` is then called before the
     next question (e.g. to wait until a server still generating the abandoned answer is free).
     Each answer's request, raw message and grade also go to :func:`grades_path` (JSON lines).
 
@@ -282,7 +283,7 @@ def record_tool_answers(
     from router.backends.request import AssistantMessage, record_text
     from router.data.schema import VALID_COLUMN
     from router.errors import BackendError, BackendTimeoutError, BackendUnavailableError
-    from router.validation import validate_answer
+    from router.validation import Verdict, validate_answer
     from training.bfcl import STEP
 
     done_rows = _resume_tools(output, model)
@@ -322,7 +323,13 @@ def record_tool_answers(
                     grade = grader.grade(question, message)
                     tokens = (completion.input_tokens, completion.output_tokens)
                     latency = round(completion.latency_s, 3)
-                verdict = validate_answer(question.request, message)
+                # a failed call has no answer to check; recorded as refused, it escalates in the
+                # offline walk as the live cascade escalates a failed small tier
+                verdict = (
+                    validate_answer(question.request, message)
+                    if completion is not None
+                    else Verdict(False, "no answer: the call failed")
+                )
                 cost = 0.0
                 if price is not None:
                     cost = (tokens[0] * price[0] + tokens[1] * price[1]) / 1e6
