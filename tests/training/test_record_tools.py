@@ -104,3 +104,19 @@ def test_a_timed_out_call_is_recorded_wrong_and_the_server_settles(
     assert entry["error_type"] == "timeout" and not entry["correct"]
     with pytest.raises(ConfigurationError, match="records none of"):
         record_tool_answers(questions, backend(llama), out, "other-model", BfclGrader())
+
+
+def test_the_record_command_checks_its_bfcl_arguments(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli.app import app
+
+    base = ["record", "--model", MODEL, "--base-url", "http://127.0.0.1:9/v1"]
+    out = ["-o", str(tmp_path / "x.parquet")]
+    runner = CliRunner()
+    mixed = runner.invoke(app, [*base, *out, "--bfcl", "simple_python:1", "--data", "gsm8k"])
+    assert mixed.exit_code == 2 and "--bfcl records BFCL questions" in mixed.output
+    unknown = runner.invoke(app, [*base, *out, "--bfcl", "simple_java:1"])
+    assert unknown.exit_code == 2 and "unknown BFCL category" in unknown.output
+    down = runner.invoke(app, [*base, *out, "--bfcl", "irrelevance:1", "--timeout-s", "5"])
+    assert down.exit_code == 3 and "unreachable" in down.output
