@@ -235,10 +235,89 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _ci(pair: list[float | None] | None) -> str:
+    if not pair or pair[0] is None or pair[1] is None:
+        return "—"
+    return f"[{pair[0]:.2f}, {pair[1]:.2f}]"
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The tables of benchmarks/README.md ("Tool selection") from a report."""
+    t = report["test"]
+    lines = [
+        f"Test split: {t['n_test']} questions (train {t['n_train']}); first-tier accuracy "
+        f"{_num(t['q_small'])}, top tier {_num(t['q_top'])}; embedder `{report['embedder']}`.",
+        "",
+        "| ranking | APGR [95% CI] | share @95% top-tier quality [95% CI] |",
+        "| --- | --- | --- |",
+        f"| cascade (router) | {_num(t['apgr'])} {_ci(t['apgr_ci95'])} | "
+        f"{_num(t['share_at_95pct_quality'])} {_ci(t['share_at_95pct_quality_ci95'])} |",
+    ]
+    for name, base in t["baselines"].items():
+        lines.append(
+            f"| {name} | {_num(base.get('apgr'))} {_ci(base.get('apgr_ci95'))} | "
+            f"{_num(base.get('share_at_95pct_quality'))} "
+            f"{_ci(base.get('share_at_95pct_quality_ci95'))} |"
+        )
+    curves = report["policy_curves_test"]
+    lines += [
+        "",
+        "| fitted policy's curve | APGR [95% CI] | top-tier share @95% quality [95% CI] | "
+        "cost saved @95% quality [95% CI] |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, c in curves.items():
+        lines.append(
+            f"| {name.replace('_', ' ')} | {_num(c['apgr'])} {_ci(c['apgr_ci95'])} | "
+            f"{_num(c['share_at_95pct_quality'])} {_ci(c['share_at_95pct_quality_ci95'])} | "
+            f"{_num(c['cost_saved_at_95pct_quality'])} "
+            f"{_ci(c['cost_saved_at_95pct_quality_ci95'])} |"
+        )
+    validity = report["first_tier_validity"]
+    lines += [
+        "",
+        "| first tier's answers | answers | tool calls | schema-invalid (validator) | "
+        "BFCL shape errors | of them caught | refused but BFCL-right |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for split, by_category in validity.items():
+        for category, v in by_category.items():
+            lines.append(
+                f"| {split}: {category} | {v['answers']} | {v['tool_calls']} | "
+                f"{v['schema_invalid']} ({_num(v['schema_invalid_share'], 2)}) | "
+                f"{v['bfcl_shape_errors']} | {v['bfcl_shape_errors_caught']} | "
+                f"{v['refused_but_bfcl_right']} |"
+            )
+    lines += [
+        "",
+        "| category (test) | n | first tier | top tier | oracle | policy with validator: "
+        "quality ratio / top share / cost saved | without validator |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for category, c in report["per_category_test"].items():
+        w, wo = c["with_validator"], c["without_validator"]
+        lines.append(
+            f"| {category} | {c['n_test']} | {_num(c['q_small'], 2)} | {_num(c['q_top'], 2)} | "
+            f"{_num(c['q_oracle'], 2)} | {_num(w['quality_ratio'], 2)} / "
+            f"{_num(w['top_tier_share'], 2)} / {_num(w['cost_saved'], 2)} | "
+            f"{_num(wo['quality_ratio'], 2)} / {_num(wo['top_tier_share'], 2)} / "
+            f"{_num(wo['cost_saved'], 2)} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--render", action="store_true", help="print the tables of tools.json")
     args = parser.parse_args()
+    if args.render:
+        print(markdown(json.loads((RESULTS / "tools.json").read_text())))
+        return
 
     from router.data import bundled_dataset, load_outcomes
     from router.errors import TargetNotCertifiableError
@@ -259,7 +338,7 @@ def main() -> None:
                 target=target,
                 bootstrap=args.bootstrap,
                 register=False,
-                output_dir=RESULTS / "tools_run",
+                output_dir=RESULTS / "tools",
             ),
             settings,
             log=lambda m: print(f"[tools] {m}", flush=True),
@@ -308,7 +387,7 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "tools.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    print(markdown(report))
 
 
 if __name__ == "__main__":
