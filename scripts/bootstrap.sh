@@ -19,5 +19,11 @@ if [ ! -f "$stamp" ]; then
   # torch is pinned to 2.13.0 in pyproject.toml: pip takes the CPU wheel that lies on this
   # machine's disk (its pip config's find-links) instead of a multi-GB CUDA build.
   .venv/bin/python -m pip install --quiet -e "$spec"
+  case ",$extras," in
+    # BFCL's data and checker without the vendor SDKs and CUDA torch it declares (pyproject.toml)
+    *,dev,*|*,local,*)
+      .venv/bin/python -m pip install --quiet --no-deps \
+        "$(grep -o "bfcl-eval==[0-9.]*" pyproject.toml | head -1)" ;;
+  esac
   touch "$stamp"
 fi

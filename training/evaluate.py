@@ -295,6 +295,10 @@ def evaluate(
             train, test, train_features, test_features, seed, base_scores
         )
         curves.curves.update(base_curves)
+        if bootstrap_resamples > 0:
+            intervals["baselines"] = _baseline_intervals(
+                base_scores, scores, costs, seed, bootstrap_resamples
+            )
         if n_tiers == 2:
             main_build = post_build if post_curve is not None else pre_build
             margin_section = margin_over_baselines(
@@ -365,6 +369,32 @@ def evaluate(
         "margin_over_best_baseline": margin_section,
     }
     return report, curves
+
+
+def _baseline_intervals(
+    base_scores: dict[str, np.ndarray],
+    scores: np.ndarray,
+    costs: np.ndarray,
+    seed: int,
+    resamples: int,
+) -> dict[str, dict[str, list[float | None]]]:
+    """Bootstrap intervals of the baselines' APGR and share at 95% of frontier quality (the
+    same resamples as the router's: the same seed)."""
+    s, f = scores[:, 0], scores[:, -1]
+    cs, cf = costs[:, 0], costs[:, -1]
+    ranked = {name: base_scores[name] for name in ("knn", "logreg", "small_fail_logreg")}
+    ranked["oracle"] = M.oracle_escalation_score(s, f)
+    builders: dict[str, CurveBuilder] = {
+        name: _deferral_builder(gain, s, f, cs, cf, cascade=False) for name, gain in ranked.items()
+    }
+    builders["random"] = lambda idx: M.random_curve(s[idx], f[idx], cs[idx], cf[idx])
+    return {
+        name: {
+            f"{what}_ci95": _bootstrap(_curve_stat(build, s, f, key), len(s), seed, resamples)
+            for what, key in (("apgr", "apgr"), ("share_at_95pct_quality", "share"))
+        }
+        for name, build in builders.items()
+    }
 
 
 def _random_apgr(idx: np.ndarray) -> float:

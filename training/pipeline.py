@@ -61,7 +61,8 @@ class TrainingResult:
 
 
 def resolve_data_paths(data: Sequence[str | Path]) -> list[Path]:
-    """Bundled dataset names (``mmlu_pro``, ``gsm8k``, ``routerbench``) or file paths."""
+    """Bundled dataset names (``mmlu_pro``, ``gsm8k``, ``routerbench``, ``tools``, …) or file
+    paths."""
     paths = []
     for item in data:
         p = Path(item)

@@ -10,6 +10,9 @@ records as correct for the same prompt, compared by the step's answer kind
 left out (counted).  The rows it writes are in the long schema, beside the dataset's own rows
 for the same prompts, so the file trains a router on its own.
 
+:func:`record_tool_answers` records tool-calling requests instead: BFCL questions
+(:mod:`training.bfcl`) sent with their tools, each answer graded by BFCL's own checker.
+
 Writing is incremental: the output is rewritten every ``checkpoint_every`` prompts, and a run
 that finds its output already there (same model) carries on where it stopped.
 """
@@ -17,6 +20,7 @@ that finds its output already there (same model) carries on where it stopped.
 from __future__ import annotations
 
 import collections
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +35,7 @@ from router.backends import Completion, OpenAIBackend, ReplayBackend
 from router.data import SCHEMA_COLUMNS, load_outcomes, write_outcomes
 from router.errors import ConfigurationError, DataValidationError
 from router.opinions import SAMPLE_SEPARATOR, check_samples, sample_model_names
+from training.bfcl import BfclGrader, BfclQuestion, Grade
 
 
 @dataclass(frozen=True)
@@ -226,3 +231,191 @@ def _resume(output: Path, names: Sequence[str]) -> pd.DataFrame:
     keep = set(complete[complete == len(names)].index.astype(str))
     rows = ours[ours["prompt_id"].astype(str).isin(keep)]
     return rows[list(SCHEMA_COLUMNS)].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class ToolRecordStats:
+    """What one tool-call recording run did."""
+
+    questions_recorded: int  # questions answered in this run
+    questions_resumed: int  # questions already in the output from an earlier run
+    accuracy: float  # share of this model's answers graded right (all questions in the output)
+    failed_calls: int  # answers recorded wrong because the call timed out or the server failed
+    output: Path
+    per_category: dict[str, tuple[int, float]] = field(default_factory=dict)  # n, accuracy
+
+
+def grades_path(output: Path) -> Path:
+    """Where :func:`record_tool_answers` logs each answer's request and grade (JSON lines)."""
+    return output.with_name(f"{output.stem}.grades.jsonl")
+
+
+def record_tool_answers(
+    questions: Sequence[BfclQuestion],
+    backend: OpenAIBackend | ReplayBackend,
+    output: Path,
+    model: str,
+    grader: BfclGrader,
+    prices: Mapping[str, tuple[float, float]] | None = None,
+    max_tokens: int = 256,
+    checkpoint_every: int = 5,
+    settle: Callable[[], None] | None = None,
+    progress: bool = False,
+    on_prompt: Callable[[int], None] | None = None,
+) -> ToolRecordStats:
+    """Ask ``backend`` every BFCL question (a tool-calling request, :mod:`training.bfcl`) and
+    write the graded rows of ``model`` to ``output`` (Parquet, the long schema: ``task`` is the
+    BFCL category, step kind :data:`~training.bfcl.STEP`, ``prompt`` the router's input window
+    of the request, ``response`` the answer as recorded data stores it, ``valid`` the validator's
+    verdict), resuming where an earlier run of the same model stopped.
+
+    A call that times out or that the server fails (HTTP 5xx, or a request it refuses) is
+    recorded as a wrong answer with an empty response and ``valid`` 0 (as the live cascade
+    escalates a failed tier); ``settle`` is then called before the
+    next question (e.g. to wait until a server still generating the abandoned answer is free).
+    Each answer's request, raw message and grade also go to :func:`grades_path` (JSON lines).
+
+    Raises:
+        ConfigurationError: the output exists and records another model.
+        BackendUnavailableError: the server cannot be reached (what was recorded is kept).
+    """
+    from router.backends import step_text
+    from router.backends.request import AssistantMessage, record_text
+    from router.data.schema import VALID_COLUMN
+    from router.errors import BackendError, BackendTimeoutError, BackendUnavailableError
+    from router.validation import Verdict, validate_answer
+    from training.bfcl import STEP
+
+    done_rows = _resume_tools(output, model)
+    done_ids = {str(p) for p in done_rows["prompt_id"]} if len(done_rows) else set()
+    todo = [q for q in questions if q.id not in done_ids]
+    price = (prices or {}).get(model)
+    new_rows: list[dict[str, Any]] = []
+    failed = 0
+    log_path = grades_path(output)
+    from tqdm.auto import tqdm
+
+    def flush() -> None:
+        frames = [f for f in (done_rows, pd.DataFrame(new_rows)) if len(f)]
+        write_outcomes(pd.concat(frames, ignore_index=True), output)
+
+    try:
+        with log_path.open("a", encoding="utf-8") as log:
+            for k, question in enumerate(
+                tqdm(todo, desc=f"recording {model}", unit="question", disable=not progress)
+            ):
+                failure: str | None = None
+                try:
+                    completion = backend.complete(question.request, max_tokens=max_tokens)
+                except BackendTimeoutError as exc:
+                    failure, completion = f"timeout: {exc}", None
+                except BackendUnavailableError:
+                    raise
+                except BackendError as exc:
+                    failure, completion = f"server_error: {exc}", None
+                if completion is None:
+                    failed += 1
+                    message = AssistantMessage(content="")
+                    grade = Grade(False, (failure or "").split(":", 1)[0], failure)
+                    tokens, latency = (0, 0), None
+                else:
+                    message = completion.message
+                    grade = grader.grade(question, message)
+                    tokens = (completion.input_tokens, completion.output_tokens)
+                    latency = round(completion.latency_s, 3)
+                # a failed call has no answer to check; recorded as refused, it escalates in the
+                # offline walk as the live cascade escalates a failed small tier
+                verdict = (
+                    validate_answer(question.request, message)
+                    if completion is not None
+                    else Verdict(False, "no answer: the call failed")
+                )
+                cost = 0.0
+                if price is not None:
+                    cost = (tokens[0] * price[0] + tokens[1] * price[1]) / 1e6
+                new_rows.append(
+                    {
+                        "source": "recorded:bfcl",
+                        "task": question.category,
+                        "step": STEP,
+                        "split": None,
+                        "prompt_id": question.id,
+                        "prompt": step_text(question.request),
+                        "model": model,
+                        "score": float(grade.correct),
+                        "response": record_text(message),
+                        "input_tokens": int(tokens[0]),
+                        "output_tokens": int(tokens[1]),
+                        "cost_usd": float(cost),
+                        "cost_is_estimated": True,
+                        VALID_COLUMN: verdict.feature,
+                    }
+                )
+                log.write(
+                    json.dumps(
+                        {
+                            "id": question.id,
+                            "category": question.category,
+                            "model": model,
+                            "correct": grade.correct,
+                            "error_type": grade.error_type,
+                            "error": grade.error,
+                            "validator": verdict.reason,
+                            "latency_s": latency,
+                            "message": message.to_openai(),
+                            "request": question.request.to_openai(),
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
+                log.flush()
+                if on_prompt is not None:
+                    on_prompt(k)
+                if checkpoint_every and (k + 1) % checkpoint_every == 0:
+                    flush()
+                if failure is not None and settle is not None:
+                    settle()
+    finally:
+        if new_rows:
+            flush()
+    recorded = load_outcomes([output]) if output.exists() else pd.DataFrame()
+    ours = recorded[recorded["model"] == model] if len(recorded) else recorded
+    per_category = (
+        {
+            str(task): (len(group), float(group["score"].mean()))
+            for task, group in ours.groupby("task", sort=True)
+        }
+        if len(ours)
+        else {}
+    )
+    return ToolRecordStats(
+        questions_recorded=len(todo),
+        questions_resumed=len(done_ids),
+        accuracy=float(ours["score"].mean()) if len(ours) else math.nan,
+        failed_calls=failed,
+        output=output,
+        per_category=per_category,
+    )
+
+
+def _resume_tools(output: Path, model: str) -> pd.DataFrame:
+    """The rows of ``model`` an earlier tool-call recording wrote to ``output`` (step kind and
+    the validator's verdicts kept)."""
+    from router.data.schema import OUTPUT_COLUMNS
+
+    if not output.exists():
+        return pd.DataFrame()
+    try:
+        earlier = load_outcomes([output])
+    except DataValidationError as exc:
+        raise ConfigurationError(
+            f"{output} exists but is not outcome data ({exc}): remove it or pick another output"
+        ) from exc
+    ours = earlier[earlier["model"] == model]
+    if ours.empty:
+        raise ConfigurationError(
+            f"{output} exists and records none of {model}'s answers: remove it or pick another "
+            "output (one file per recorded model)"
+        )
+    return ours[list(OUTPUT_COLUMNS)].reset_index(drop=True)

@@ -12,6 +12,9 @@ BUNDLED_DATASETS: dict[str, str] = {
     "routerbench": "routerbench.parquet",
     # SmolLM2-135M-Instruct's answers and extra samples, recorded here (cascade-router record)
     "routerbench_smollm2": "routerbench_smollm2.parquet",
+    # BFCL tool-selection questions answered by SmolLM2-135M and Gemma-3-270M, graded by BFCL's
+    # checker (cascade-router record --bfcl; the requests and grades in tools_bfcl.jsonl.gz)
+    "tools": "tools.parquet",
 }
 
 
@@ -26,8 +29,8 @@ def bundled_data_dir() -> Path:
 
 
 def bundled_dataset(name: str) -> Path:
-    """Return the path of a bundled dataset: ``mmlu_pro``, ``gsm8k``, ``routerbench`` or
-    ``routerbench_smollm2``.
+    """Return the path of a bundled dataset: ``mmlu_pro``, ``gsm8k``, ``routerbench``,
+    ``routerbench_smollm2`` or ``tools``.
 
     Raises:
         ConfigurationError: ``name`` is not one of the bundled datasets.

@@ -34,8 +34,9 @@ def _where(frame: pd.DataFrame, position: int) -> tuple[str, int]:
 
 
 def write_outcomes(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write outcome rows (the :data:`SCHEMA_COLUMNS`, and the validator's verdicts when the
-    frame has a ``valid`` column) to a Parquet file, atomically: a reader never sees a
+    """Write outcome rows (the :data:`SCHEMA_COLUMNS`, the validator's verdicts when the
+    frame has a ``valid`` column, and the step kind where it differs from the task) to a
+    Parquet file, atomically: a reader never sees a
     half-written file, and a crash keeps the previous one."""
     out = Path(path)
     missing = [c for c in SCHEMA_COLUMNS if c not in frame.columns]
@@ -44,6 +45,8 @@ def write_outcomes(frame: pd.DataFrame, path: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     columns = [*SCHEMA_COLUMNS, *([VALID_COLUMN] if VALID_COLUMN in frame.columns else [])]
+    if "step" in frame.columns and not frame["step"].astype(str).equals(frame["task"].astype(str)):
+        columns.append("step")  # the step kind, where it is not the task
     frame[columns].to_parquet(tmp, compression="zstd", index=False)
     tmp.replace(out)
     return out

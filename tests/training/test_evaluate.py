@@ -81,3 +81,16 @@ def test_three_tier_routing_paths(three_tier, embedder) -> None:
     }
     assert paths <= allowed
     assert len(paths) >= 2  # the targets lead to different paths
+
+
+def test_the_baselines_get_bootstrap_intervals(three_tier) -> None:
+    _, train, test, model, train_f, test_f = three_tier
+    report, _ = evaluate(model, train, test, train_f, test_f, bootstrap_resamples=30)
+    intervals = report["intervals"]["baselines"]
+    assert set(intervals) == {"random", "knn", "logreg", "small_fail_logreg", "oracle"}
+    for entry in intervals.values():
+        for key in ("apgr_ci95", "share_at_95pct_quality_ci95"):
+            low, high = entry[key]
+            assert low <= high
+    assert intervals["random"]["apgr_ci95"] == [0.5, 0.5]  # random escalation, by construction
+    assert intervals["oracle"]["apgr_ci95"][0] > 0.5  # the oracle beats it on every resample

@@ -25,7 +25,7 @@ DataOpt = Annotated[
     typer.Option(
         "--data",
         "-d",
-        help="bundled dataset (mmlu_pro, gsm8k, routerbench, routerbench_smollm2) or a "
+        help="bundled dataset (mmlu_pro, gsm8k, routerbench, routerbench_smollm2, tools) or a "
         ".parquet/.csv/.jsonl file in the outcome schema; repeatable",
     ),
 ]

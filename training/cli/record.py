@@ -36,11 +36,24 @@ def record(
         int | None, typer.Option(min=1, help="at most N prompts (seeded sample)")
     ] = None,
     answer_kind: AnswerKindOpt = None,
-    max_tokens: Annotated[int, typer.Option(min=1, help="answer length limit")] = 16,
+    max_tokens: Annotated[
+        int | None, typer.Option(min=1, help="answer length limit (default 16; --bfcl: 256)")
+    ] = None,
     timeout_s: Annotated[float, typer.Option(help="per-call timeout")] = 120.0,
+    bfcl: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--bfcl",
+            help="record BFCL tool-calling questions instead of --data: CATEGORY[:N] "
+            "(simple_python, multiple, irrelevance, live_simple, …), repeatable; graded by "
+            "BFCL's checker (needs bfcl-eval)",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="--bfcl: the seed of the question sample")] = 0,
 ) -> None:
     """Record a live model's answers (and extra samples) on a dataset's prompts, graded against
-    the answers the data records as correct; resumes an interrupted run."""
+    the answers the data records as correct, or its tool calls on BFCL questions, graded by
+    BFCL's own checker; resumes an interrupted run."""
     from router.backends import OpenAIBackend
     from router.data import load_outcomes, load_prices
     from training.pipeline import resolve_data_paths
@@ -54,6 +67,25 @@ def record(
             "its USD per million input and output tokens (a self-hosted model too: the router "
             "weighs every call's cost)"
         )
+    if bfcl:
+        if data or task or samples:
+            raise ConfigurationError(
+                "--bfcl records BFCL questions: leave out --data, --task and --samples"
+            )
+        _record_bfcl(
+            model,
+            base_url,
+            output,
+            served_model,
+            bfcl,
+            seed,
+            max_tokens or 256,
+            timeout_s,
+            prices,
+            settings.progress,
+        )
+        return
+    max_tokens = max_tokens or 16
     frame = load_outcomes(resolve_data_paths(data or ["routerbench"]))
     if task:
         unknown = sorted(set(task) - set(frame["task"]))
@@ -89,5 +121,70 @@ def record(
         f"accuracy {stats.accuracy:.3f}"
         + (f", samples {stats.sample_accuracy:.3f}" if samples else "")
         + f"; prompts per step {stats.per_step}",
+        highlight=False,
+    )
+
+
+def _record_bfcl(
+    model: str,
+    base_url: str,
+    output: Path,
+    served_model: str | None,
+    categories: list[str],
+    seed: int,
+    max_tokens: int,
+    timeout_s: float,
+    prices: dict[str, tuple[float, float]],
+    progress: bool,
+) -> None:
+    from router.backends import OpenAIBackend
+    from training.bfcl import BfclGrader, load_questions, parse_counts
+    from training.record import grades_path, record_tool_answers
+
+    questions, skipped = load_questions(parse_counts(categories), seed=seed)
+    # no retry: a timed-out request is still running on a llama.cpp server (it does not stop
+    # on a client's disconnect), and a retry would queue behind it
+    backend = OpenAIBackend(
+        served_model or model,
+        base_url=base_url,
+        timeout_s=timeout_s,
+        max_retries=0,
+        temperature=0.0,
+        max_tokens=max_tokens,
+    )
+    # after a timeout, wait (up to ten timeouts) until the server answers a one-token request:
+    # the next question must not be charged for the abandoned one
+    patient = OpenAIBackend(
+        served_model or model,
+        base_url=base_url,
+        timeout_s=10 * timeout_s,
+        max_retries=0,
+        temperature=0.0,
+        max_tokens=1,
+    )
+
+    def settle() -> None:
+        patient.complete("Say OK.", max_tokens=1)
+
+    stats = record_tool_answers(
+        questions,
+        backend,
+        output,
+        model,
+        BfclGrader(),
+        prices=prices,
+        max_tokens=max_tokens,
+        settle=settle,
+        progress=progress,
+    )
+    per_category = ", ".join(
+        f"{name} {n} ({accuracy:.2f})" for name, (n, accuracy) in stats.per_category.items()
+    )
+    out.print(
+        f"{output}: {stats.questions_recorded} questions recorded now, "
+        f"{stats.questions_resumed} from an earlier run, {stats.failed_calls} failed calls "
+        f"recorded wrong; accuracy {stats.accuracy:.3f}; per category {per_category}"
+        + (f"; left out (tools not a valid request): {skipped}" if skipped else "")
+        + f"; requests and grades in {grades_path(output)}",
         highlight=False,
     )

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from router.data import (
+    BUNDLED_DATASETS,
     OutcomeTable,
     bundled_data_dir,
     bundled_dataset,
@@ -186,7 +187,7 @@ def test_bundled_mmlu_pro_loads_fast() -> None:
 
 def test_bundled_helpers() -> None:
     assert bundled_data_dir().is_dir()
-    for name in ("mmlu_pro", "gsm8k", "routerbench"):
+    for name in BUNDLED_DATASETS:
         assert bundled_dataset(name).is_file()
     with pytest.raises(ConfigurationError, match="gsm8k"):
         bundled_dataset("nope")
