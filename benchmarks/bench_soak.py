@@ -494,8 +494,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
     workdir = args.out or Path(tempfile.mkdtemp(prefix="soak-"))
+    # other jobs share the CPUs: the load around the run says how much of a floor the
+    # latencies are
+    load_start = os.getloadavg()
     result = run_soak(args.duration, workdir, args.users, args.max_concurrency, args.feedback_every)
-    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    result["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_start": [round(x, 2) for x in load_start],
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+    }
     print_report(result)
     text = json.dumps(result, indent=1, ensure_ascii=False)
     if args.json:

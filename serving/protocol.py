@@ -21,6 +21,7 @@ from router.sdk import MODEL_PREFIX, StepTarget
 from serving.errors import APIError, bad_request
 
 __all__ = [
+    "MODEL_PATTERN",
     "MODEL_PREFIX",
     "CascadeOptions",
     "ChatCompletionRequest",
@@ -29,6 +30,14 @@ __all__ = [
     "StreamOptions",
     "select",
 ]
+
+
+#: The model names that exist, as the OpenAPI document declares them: ``cascade``,
+#: ``cascade:STEP``, ``cascade:STEP:TARGET`` (``cascade::TARGET`` for the default step).  Only
+#: declared: any other name is still parsed by :func:`select` and answered with OpenAI's 404
+#: ``model_not_found`` rather than a validation error; declared, it tells clients and API
+#: fuzzers which names are served.
+MODEL_PATTERN = r"^cascade(:[^:]+|:[^:]*:[\s\S]+)?$"
 
 
 class _Strict(BaseModel):
@@ -51,7 +60,11 @@ class ChatCompletionRequest(ChatRequest):
     """``POST /v1/chat/completions``: an OpenAI chat-completions request; the request fields go
     whole to the tier that answers."""
 
-    model: str = Field(min_length=1, max_length=300)
+    model: str = Field(
+        min_length=1,
+        max_length=300,
+        json_schema_extra={"pattern": MODEL_PATTERN, "examples": [MODEL_PREFIX]},
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
     cascade: CascadeOptions | None = None

@@ -52,10 +52,18 @@ def cascade_headers(
                 }
             },
             "content": {
+                # OpenAPI 3.1 has no itemSchema: the schema of an event stream describes one
+                # event (what API tools such as Schemathesis validate), not the whole text
                 "text/event-stream": {
                     "schema": {
-                        "type": "string",
-                        "description": "data: {chat.completion.chunk}\\n\\n … data: [DONE]\\n\\n",
+                        "type": "object",
+                        "description": "One server-sent event: its data is a "
+                        "chat.completion.chunk (ChatCompletionChunkOut) as JSON, the last "
+                        "one's `[DONE]`",
+                        "properties": {
+                            "data": {"type": "string", "pattern": r"^(\{[\s\S]*\}|\[DONE\])$"}
+                        },
+                        "required": ["data"],
                     }
                 }
             },

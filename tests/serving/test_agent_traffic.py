@@ -536,11 +536,18 @@ def test_openapi_document_describes_what_the_service_sends(stub_sidecar: Sidecar
         headers=AUTH,
         timeout=60,
     ) as response:
-        chunks = [
-            json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")
-        ]
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    chunks = [json.loads(data) for data in events if data.startswith("{")]
     for chunk in chunks:
         jsonschema.validate(chunk, chunk_schema, cls=jsonschema.Draft202012Validator)
+    # the stream's declared schema describes each event (OpenAPI 3.1 has no itemSchema)
+    stream = document["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    event_schema = stream["text/event-stream"]["schema"]
+    assert events[-1] == "[DONE]" and len(chunks) == len(events) - 1
+    for data in events:
+        jsonschema.validate(
+            {"data": data, "event": "message"}, event_schema, cls=jsonschema.Draft202012Validator
+        )
 
 
 def test_openapi_links_an_answer_to_its_feedback(stub_sidecar: Sidecar) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from router.backends import ChatRequest
 from router.policy import Target
 from serving.errors import APIError
 from serving.protocol import (
+    MODEL_PATTERN,
     CascadeOptions,
     ChatCompletionRequest,
     RouteRequest,
@@ -44,6 +47,39 @@ def test_unknown_model_is_a_404(model: str) -> None:
     with pytest.raises(APIError) as info:
         select(model, None, "default")
     assert info.value.status == 404 and info.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "cascade",
+        "cascade:intent",
+        "cascade:intent:quality=0.9",
+        "cascade::share=0.2",
+        "cascade:x:speed=2",  # a name that exists, with a target that cannot be read: 400
+        "cascade:a:b:c",
+        "gpt-4o",
+        "cascades",
+        "Cascade",
+        "",
+        "cascade:",
+        "cascade::",
+        "cascade:x:",
+        "xcascade",
+    ],
+)
+def test_the_documented_pattern_names_the_served_models(model: str) -> None:
+    # the document declares the pattern (with JSON Schema's search semantics): what it
+    # matches is what select() serves, and what it does not match is a 404
+    documented = re.search(MODEL_PATTERN, model) is not None
+    try:
+        select(model, None, "default")
+        served = True
+    except APIError as error:
+        served = error.code != "model_not_found"
+    assert documented == served
+    field = ChatCompletionRequest.model_json_schema()["properties"]["model"]
+    assert field["pattern"] == MODEL_PATTERN
 
 
 def test_bad_target_is_a_400() -> None:
