@@ -42,17 +42,27 @@ SMALL, FRONTIER = "llama-3.1-8b-instruct", "gpt-4o-2024-05-13"
 # ------------------------------------------------------------------------------------ MLflow
 
 
-class Doubler(mlflow.pyfunc.PythonModel):
-    """A trivial pyfunc: twice column ``x``."""
+#: A trivial pyfunc, twice column ``x``, logged from code (nothing pickled: the process that
+#: loads it imports nothing of this repository).
+DOUBLER = """
+import mlflow
 
-    def predict(self, context: object, model_input: pd.DataFrame, params=None) -> pd.Series:  # type: ignore[no-untyped-def]
+
+class Doubler(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
         return model_input["x"] * 2.0
+
+
+mlflow.models.set_model(Doubler())
+"""
 
 
 def test_mlflow_server_is_a_registry_over_http(tracking_server: MlflowServer, tmp_path: Path):
     mlflow_server = tracking_server  # credentials in this test's environment
     client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
-    mlflow.pyfunc.save_model(tmp_path / "model", python_model=Doubler())
+    code = tmp_path / "doubler.py"
+    code.write_text(DOUBLER)
+    mlflow.pyfunc.save_model(tmp_path / "model", python_model=str(code))
     run = client.create_run(client.create_experiment("infra-registry"))
     client.log_artifacts(run.info.run_id, str(tmp_path / "model"), "model")
     client.set_terminated(run.info.run_id)
@@ -393,7 +403,9 @@ def test_spark_udf_scores_a_pyfunc(spark: LocalSpark, tmp_path: Path) -> None:
     frame = pd.DataFrame({"x": np.arange(100, dtype="float64")})
     # the signature names the input column: without one the UDF's columns are positional
     signature = mlflow.models.infer_signature(frame, frame["x"] * 2.0)
-    mlflow.pyfunc.save_model(tmp_path / "doubler", python_model=Doubler(), signature=signature)
+    code = tmp_path / "doubler.py"
+    code.write_text(DOUBLER)
+    mlflow.pyfunc.save_model(tmp_path / "doubler", python_model=str(code), signature=signature)
     begin = time.monotonic()
     udf = mlflow.pyfunc.spark_udf(
         spark.session, str(tmp_path / "doubler"), result_type="double", env_manager="local"

@@ -54,6 +54,7 @@ def router_dir(table: OutcomeTable, embedder, tmp_path_factory: pytest.TempPathF
     policy.per_step_ = {
         k: dataclasses.replace(v, opinion_bands=band) for k, v in policy.per_step_.items()
     }
+    policy.certified_ = None  # hand-set points are not certified: saved and run as set
     return model.save(tmp_path_factory.mktemp("samples") / "router")
 
 

@@ -60,7 +60,12 @@ def test_index_is_light_and_matches_the_full_read(store: FeedbackStore) -> None:
     assert index["request_id"].tolist() == full["request_id"].tolist()
     assert list(index.columns) == [
         "request_id", "key", "step", "tier", "accepted", "labelled_at", "predicted",
+        "target", "cost_usd", "score", "router_version",
     ]  # fmt: skip
+    # what the production check of a certified target reads, as the full read has it
+    assert index["target"].astype(str).tolist() == full["target"].astype(str).tolist()
+    np.testing.assert_allclose(index["cost_usd"], full["cost_usd"])
+    np.testing.assert_allclose(index["score"], full["score"].astype(float))
     assert index["key"].tolist() == [key_hash(t) for t in full["input_text"]]
     assert key_hash("question 3 ") == key_hash(" question   3")  # the prompt key's whitespace
     np.testing.assert_allclose(

@@ -188,7 +188,7 @@ def test_an_uncertifiable_target_exits_2_naming_the_alternative(env) -> None:
         env,
     )
     assert done.returncode == 2, done.stderr
-    assert "quality ratio ≥ 0.99 cannot be certified with 90 outcomes at delta 0.01" in (
+    assert "quality ratio ≥ 0.99 cannot be certified with 360 outcomes at delta 0.01" in (
         " ".join(done.stderr.split())
     )
     assert "Traceback" not in done.stderr
