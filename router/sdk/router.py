@@ -30,6 +30,7 @@ from router.errors import ConfigurationError, NotFittedError
 from router.model import CascadeModel
 from router.opinions import AgreementScorer, OpinionSource
 from router.policy import Operating, Target, first_called, verdict
+from router.policy.certify import Certificate
 from router.registry import open_default_router, open_router_folder
 from router.sdk.results import Decision, RouteResult, TierStep, cascade_path, tier_roles
 from router.sdk.walk import CascadeWalk, arun_walk, finished, run_walk, started
@@ -235,6 +236,16 @@ class Router:
         """The fitted operating point for a step kind and target (None: the router's own)."""
         return self.model.policy_.operating(step, target)
 
+    def certified_point(
+        self, step: str, target: Target | None = None
+    ) -> tuple[Operating, Certificate | None]:
+        """The operating point for a step kind and target with its certificate (None for a
+        router saved before certification, which runs its uncertified point)."""
+        cert = self.model.policy_.certificate(step, target)
+        if cert is None:
+            return self.operating_point(step, target), None
+        return cert.point, cert
+
     def opinion_source_for(self, point: Operating, p_pre: float) -> OpinionSource | None:
         """The source whose opinions the operating point buys at this pre-answer probability."""
         sources = self.model.opinion_sources
@@ -304,8 +315,7 @@ class Router:
             source_name = opinion_source or self.model.opinion_sources[0].name
         decisions = []
         for j, step in enumerate(steps):
-            cert = self.model.policy_.certificate(str(step), tgt)
-            point = cert.point if cert is not None else self.operating_point(str(step), tgt)
+            point, cert = self.certified_point(str(step), tgt)
             certificate = None if cert is None else cert.to_dict()
             p0, p1 = float(signals.pre[j, 0]), float(signals.pre[j, 1])
             trail: list[TierStep] = []

@@ -86,12 +86,7 @@ class CascadeWalk:
             raise ConfigurationError("the request holds no text for the router to read")
         self.inputs = router.input_signals([step], [self.text])
         self.pre = self.inputs.pre[0]
-        self.certificate = router.model.policy_.certificate(step, self.target)
-        self.point = (
-            self.certificate.point
-            if self.certificate is not None
-            else router.operating_point(step, self.target)
-        )
+        self.point, self.certificate = router.certified_point(step, self.target)
         self.source = router.opinion_source_for(self.point, float(self.pre[0]))
         self.trail: list[TierStep] = []
         self.probabilities: dict[str, float] = {

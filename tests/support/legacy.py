@@ -225,23 +225,25 @@ def _make(out: Path, repo: Path) -> None:  # pragma: no cover - run once, agains
         print(f"format {version}: {folder}")
     saved = {}
     for name in SAVED_ROUTERS:
-        model = CascadeModel.load(repo / name)
-        width = model.pre_models_[0].n_features_in_ - 3
-        for key, value in saved_decisions(model, width).items():
-            saved[f"{name}|{key}"] = value
+        saved |= _saved_entries(repo, name)
     np.savez_compressed(out / "expected_saved.npz", **saved)
+
+
+def _saved_entries(repo: Path, name: str) -> dict[str, np.ndarray]:  # pragma: no cover
+    """The ``expected_saved.npz`` entries of one saved router, as the code on the path decides."""
+    from router.model import CascadeModel
+
+    model = CascadeModel.load(repo / name)
+    width = model.pre_models_[0].n_features_in_ - 3
+    return {f"{name}|{k}": v for k, v in saved_decisions(model, width).items()}
 
 
 def _refresh(name: str) -> None:  # pragma: no cover - run after rebuilding a saved router
     """Record anew the decisions of one router of :data:`SAVED_ROUTERS` (rebuilt on purpose)."""
-    from router.model import CascadeModel
-
     path = Path(__file__).resolve().parents[1] / "router/model/data/legacy/expected_saved.npz"
     with np.load(path, allow_pickle=False) as stored:
         arrays = {k: v for k, v in stored.items() if not k.startswith(f"{name}|")}
-    model = CascadeModel.load(Path(__file__).resolve().parents[2] / name)
-    width = model.pre_models_[0].n_features_in_ - 3
-    arrays |= {f"{name}|{k}": v for k, v in saved_decisions(model, width).items()}
+    arrays |= _saved_entries(Path(__file__).resolve().parents[2], name)
     np.savez_compressed(path, **arrays)
 
 
