@@ -131,7 +131,7 @@ cp "$here/haproxy.cfg" "$dir/haproxy.cfg"
 for ((i = 1; i <= replicas; i++)); do
   echo "    server r$i 127.0.0.1:${ports[i - 1]}" >>"$dir/haproxy.cfg"
 done
-export CASCADE_LB_BIND=127.0.0.1:$lb_port CASCADE_LB_SOCKET=$dir/haproxy.sock
+export CASCADE_LB_BIND=127.0.0.1:$lb_port CASCADE_LB_SOCKET=$dir/haproxy.sock CASCADE_LB_REPLICAS=$replicas
 "$haproxy" -c -q -f "$dir/haproxy.cfg"
 "$haproxy" -W -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
 pids+=($!)
@@ -140,7 +140,7 @@ haproxy_pid=$!
 for ((i = 1; i <= replicas; i++)); do
   wait_http "http://127.0.0.1:${ports[i - 1]}/readyz" 600 "replica $i"
 done
-wait_http "http://127.0.0.1:$lb_port/lb-health" 30 "HAProxy"
+wait_http "http://127.0.0.1:$lb_port/lb-ready" 60 "HAProxy (every replica up)"
 
 cat >"$dir/state.env" <<STATE
 LB_URL=http://127.0.0.1:$lb_port

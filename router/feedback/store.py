@@ -492,19 +492,23 @@ class FeedbackStore:
     def _create_schema(self) -> None:
         """Create the missing tables.  Replicas that open a fresh PostgreSQL database at the
         same moment would race between "does the table exist?" and ``CREATE TABLE`` (a unique
-        violation on ``pg_type``, or "relation already exists"): on PostgreSQL the check and
-        the creation run under a transaction-scoped advisory lock, one process at a time."""
+        violation on ``pg_type``, or "relation already exists"): the check and the creation run
+        one process at a time, under a transaction-scoped advisory lock on PostgreSQL and under
+        SQLite's write lock (``BEGIN IMMEDIATE``; Python's driver sends no ``BEGIN`` before
+        DDL, so each statement would otherwise commit on its own)."""
         with self._engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(
                     sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
                 )
+            elif conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             _metadata.create_all(conn)
             self._add_missing_columns(conn)
 
     def _add_missing_columns(self, conn: Any) -> None:
         """Add the columns of :data:`_ADDED_COLUMNS` to a ``requests`` table created before
-        them (on PostgreSQL under the schema lock; SQLite serialises writers itself)."""
+        them (under the schema lock)."""
         present = {c["name"] for c in sa.inspect(conn).get_columns("requests")}
         for name, kind in _ADDED_COLUMNS.items():
             if name not in present:

@@ -7,6 +7,7 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -161,8 +162,9 @@ def test_concurrent_processes_lose_nothing(url: str) -> None:
         assert int(frame["accepted"].sum()) == 120
 
 
-def _open_write_relabel(url: str, prefix: str, n: int) -> int:
+def _open_write_relabel(url: str, prefix: str, n: int, barrier: Any) -> int:
     """A replica's life: open the store (creating the schema), record twice, label twice."""
+    barrier.wait()  # all open at once: the schema race is in the first milliseconds
     store = FeedbackStore(url)
     try:
         for i in range(n):
@@ -181,8 +183,10 @@ def test_processes_opening_a_fresh_store_together_lose_nothing(url: str) -> None
     PostgreSQL that raced before the advisory lock: a unique violation in about half the
     runs), then write, relabel and deliver twice."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=4, mp_context=context) as pool:
-        done = list(pool.map(_open_write_relabel, [url] * 4, [f"p{k}" for k in range(4)], [30] * 4))
+    with context.Manager() as manager, ProcessPoolExecutor(4, mp_context=context) as pool:
+        barrier = manager.Barrier(4)
+        prefixes = [f"p{k}" for k in range(4)]
+        done = list(pool.map(_open_write_relabel, [url] * 4, prefixes, [30] * 4, [barrier] * 4))
     assert done == [30] * 4
     with FeedbackStore(url) as store:
         assert store.counts() == {"requests": 120, "labelled": 120}
