@@ -23,6 +23,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
+#: the reported capital is capped here (about 1e300; a float ends near 1.8e308)
+_LOG_EVIDENCE_CAP = 300 * math.log(10)
+
 
 class BettingConfidenceSequence:
     """Online hedged-capital confidence sequence for the mean of values in [0, 1]."""
@@ -122,5 +125,6 @@ class BettingTest:
 
     @property
     def evidence(self) -> float:
-        """The current capital (an e-value against the null)."""
-        return math.exp(self.log_capital)
+        """The current capital (an e-value against the null), at most 1e300: a promise broken
+        over a million requests grows it past what a float holds, and far past any alarm level."""
+        return math.exp(min(self.log_capital, _LOG_EVIDENCE_CAP))

@@ -315,6 +315,15 @@ def test_betting_test_alarms_rarely_under_the_null_and_soon_after_a_shift() -> N
     assert not BettingTest(0.3, "below").extend((rng.random(400) < 0.2) * 1.0).alarm
 
 
+def test_a_promise_broken_for_long_reports_a_finite_capital() -> None:
+    """The capital's logarithm passes 709 (where a float overflows) on a long store of labels
+    that all break the promise (a retrain over a million requests met it): the e-value is
+    capped, the alarm stays raised."""
+    test = BettingTest(0.9, "above", alpha=0.05).extend(np.zeros(10_000))
+    assert test.log_capital > 709 and test.alarm
+    assert test.evidence == pytest.approx(1e300)
+
+
 def test_the_table_order_of_the_outcomes_cannot_fool_the_test() -> None:
     """The betting test reads outcomes in sequence: rows sorted so that every request the small
     tier gets right comes first (as a table sorted by prompt id can group them by task) would let
