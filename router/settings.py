@@ -39,6 +39,12 @@ class RouterSettings(BaseSettings):
         4096, ge=0, description="in-memory LRU of embeddings per Router (0: off)"
     )
     seed: int = 0
+    capacity_cv_below: int = Field(
+        5000,
+        ge=0,
+        description="train, retrain and simulate choose the boosters' capacity by cross-validation "
+        "below this many training prompts (about 3x the fit time); 0: never",
+    )
     test_size: float = Field(0.2, gt=0.0, lt=1.0)
     prices_path: Path | None = Field(None, description="prices JSON; default: the bundled one")
     backend_timeout_s: float = Field(30.0, gt=0.0)

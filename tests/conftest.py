@@ -29,11 +29,16 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _session_cache_dir(cache_dir: Path) -> Iterator[None]:
+def _session_environment(cache_dir: Path) -> Iterator[None]:
     """Every router this session loads, in this process or in a sidecar it starts, looks for
-    embedder artefacts (built once, on first use) in the session's cache folder."""
+    embedder artefacts (built once, on first use) in the session's cache folder.  Training
+    through settings (train, retrain, simulate, notebooks) skips the boosters' capacity
+    cross-validation, which triples a fit: it is tested where it is the subject
+    (tests/router/model/test_crossfit.py), in the rebuild of the shipped router and in the
+    README's main job, which keep the default."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CASCADE_CACHE_DIR", str(cache_dir))
+        patch.setenv("CASCADE_CAPACITY_CV_BELOW", "0")
         yield
 
 
@@ -65,7 +70,9 @@ def fitted_model(split_tables, embedder) -> CascadeModel:
     """A real router (LightGBM + isotonic calibration + policy) trained on the sample."""
     train, _ = split_tables
     return CascadeModel(
-        list(TIERS), acceptance_params={"n_estimators": 200, "early_stopping_rounds": 30}
+        list(TIERS),
+        acceptance_params={"n_estimators": 200, "early_stopping_rounds": 30},
+        capacity_cv_below=0,
     ).fit(train, embedder)
 
 

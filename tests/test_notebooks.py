@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from router.embedders.build import ensure_static
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -26,6 +28,10 @@ def test_notebook_executes(path: Path, tmp_path: Path, cache_dir: Path, monkeypa
     # the kernel is a fresh process: it imports this checkout and writes under tmp_path
     monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     monkeypatch.setenv("CASCADE_CACHE_DIR", str(cache_dir))
+    # the shipped router's embedder (5-10x MiniLM's speed here); what the notebooks show does
+    # not depend on which one embeds
+    ensure_static(cache_dir)
+    monkeypatch.setenv("CASCADE_EMBEDDER", "static")
     monkeypatch.setenv("CASCADE_NOTEBOOK_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("CASCADE_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("MPLBACKEND", "Agg")

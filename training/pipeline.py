@@ -132,6 +132,7 @@ def train_and_evaluate(
         answer_aware=config.answer_aware,
         acceptance_params={"n_estimators": config.n_estimators},
         seed=settings.seed,
+        capacity_cv_below=settings.capacity_cv_below,
         peers={0: list(config.peers)} if config.peers else None,
         answer_kinds=config.answer_kinds,
         samples=config.samples,

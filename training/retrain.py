@@ -442,6 +442,7 @@ def retrain(
             answer_aware=config.answer_aware,
             acceptance_params={"n_estimators": config.n_estimators},
             seed=settings.seed,
+            capacity_cv_below=settings.capacity_cv_below,
         )
         try:
             challenger.fit(train, embedder, progress=settings.progress)

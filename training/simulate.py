@@ -254,7 +254,11 @@ def simulate(config: SimulateConfig, settings: RouterSettings, log: Log = print)
 
     def fresh() -> CascadeModel:
         return CascadeModel(
-            list(config.tiers), target=config.target, acceptance_params=params, seed=settings.seed
+            list(config.tiers),
+            target=config.target,
+            acceptance_params=params,
+            seed=settings.seed,
+            capacity_cv_below=settings.capacity_cv_below,
         )
 
     log(

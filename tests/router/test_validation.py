@@ -151,7 +151,9 @@ def test_validity_is_an_answer_feature_of_models_trained_with_it(
     validity = np.column_stack([verdicts, np.full(len(table), np.nan)])
     recorded = dataclasses.replace(table, validity=validity)
     params = {"n_estimators": 40, "early_stopping_rounds": 10}
-    model = CascadeModel(list(table.tiers), acceptance_params=params).fit(recorded, embedder)
+    model = CascadeModel(list(table.tiers), acceptance_params=params, capacity_cv_below=0).fit(
+        recorded, embedder
+    )
     assert model.answer_validity_
     folder = model.save(tmp_path / "with-validity")
     saved = json.loads((folder / "router.json").read_text())

@@ -47,6 +47,7 @@ def router_dir(table: OutcomeTable, embedder, tmp_path_factory: pytest.TempPathF
         answer_kinds={"arc-challenge": "choice", "winogrande": "choice"},
         acceptance_params={"n_estimators": 100, "early_stopping_rounds": 20},
         skip_tolerance=None,
+        capacity_cv_below=0,
     ).fit(table, embedder)
     policy = model.policy_
     band = ((0.0, math.inf),)

@@ -48,6 +48,7 @@ def test_shipped_router_is_what_train_writes_now(cache_dir: Path, tmp_path: Path
         cache_dir=cache_dir,
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         progress=False,
+        capacity_cv_below=RouterSettings.model_fields["capacity_cv_below"].default,
     )
     result = build_default_router(tmp_path / "router", settings, sample=1500, log=lambda _: None)
     fresh = json.loads((result.model_dir / "router.json").read_text())
@@ -60,7 +61,8 @@ def test_shipped_router_is_what_train_writes_now(cache_dir: Path, tmp_path: Path
 
 def test_shipped_router_loads_and_decides(cache_dir: Path) -> None:
     """The bundled router's embedder artefact is built on first use (into the cache folder) and
-    must hash to what the router recorded."""
+    must hash to what the router recorded: the distillation reproduces, byte for byte, on a
+    machine other than the one that built the shipped router."""
     router = Router.load(bundled_router_path(), settings=RouterSettings(cache_dir=cache_dir))
     built = json.loads((artefact_root(cache_dir) / STATIC_ARTEFACT / "artefact.json").read_text())
     assert built["sha256"] == router.model.embedder_ref_["sha256"]

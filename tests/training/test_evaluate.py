@@ -22,7 +22,10 @@ def three_tier(embedder):
     train, test = table.split_by_prompt(0.25, seed=0)
     # 150 calibration outcomes certify a quality ratio of 0.9, not the default 0.95
     model = CascadeModel(
-        list(TIERS3), target=Target(quality_ratio=0.9), acceptance_params={"n_estimators": 200}
+        list(TIERS3),
+        target=Target(quality_ratio=0.9),
+        acceptance_params={"n_estimators": 200},
+        capacity_cv_below=0,
     )
     train_f = model.featurize(train, embedder)
     model.fit(train, embedder, features=train_f)

@@ -70,9 +70,9 @@ def fitted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     )
     cached = CachedEmbedder(embedder, EmbeddingCache(cache_dir))
     # one LightGBM thread: OpenMP threads crawl on a busy machine
-    model = CascadeModel(TIERS, acceptance_params={"n_estimators": 200, "num_threads": 1}).fit(
-        table, cached
-    )
+    model = CascadeModel(
+        TIERS, acceptance_params={"n_estimators": 200, "num_threads": 1}, capacity_cv_below=0
+    ).fit(table, cached)
     # not called "router": the logged artifact must still be artifacts/router
     folder = model.save(tmp_path_factory.mktemp("fitted") / "saved-model")
     return Fitted(model, embedder, table, folder)

@@ -64,7 +64,9 @@ def shuffled_model(split_tables, embedder) -> CascadeModel:
     """A router trained on permuted labels: no better than random."""
     train, _ = split_tables
     return CascadeModel(
-        list(TIERS), acceptance_params={"n_estimators": 200, "early_stopping_rounds": 30}
+        list(TIERS),
+        acceptance_params={"n_estimators": 200, "early_stopping_rounds": 30},
+        capacity_cv_below=0,
     ).fit(shuffled(train), embedder)
 
 
@@ -381,6 +383,7 @@ def test_a_champion_that_buys_second_opinions_is_retrained_without_them(
         target=Target(quality_ratio=0.9),  # what ~110 calibration outcomes certify
         peers={0: peer},
         acceptance_params={"n_estimators": 100, "early_stopping_rounds": 20},
+        capacity_cv_below=0,
     ).fit(table, embedder)
     champion = register(with_peer, settings, tmp_path)
     promote_version(settings.registered_model, champion, client=reg(settings))

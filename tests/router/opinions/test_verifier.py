@@ -41,6 +41,7 @@ def peer_model(tables, embedder) -> CascadeModel:
         list(TIERS),
         peers={0: PEER},
         acceptance_params={"n_estimators": 200, "early_stopping_rounds": 30},
+        capacity_cv_below=0,
     ).fit(train, embedder)
 
 
@@ -170,17 +171,21 @@ def test_format_1_routers_still_load_and_unknown_formats_are_refused(
 def test_bad_peer_configuration(tables, embedder) -> None:
     train = tables[0]
     with pytest.raises(ConfigurationError, match="first tier"):
-        CascadeModel(list(TIERS), peers={1: PEER}).fit(train, embedder)
+        CascadeModel(list(TIERS), peers={1: PEER}, capacity_cv_below=0).fit(train, embedder)
     with pytest.raises(ConfigurationError, match="are tiers"):
-        CascadeModel(list(TIERS), peers={0: TIERS[1]}).fit(train, embedder)
+        CascadeModel(list(TIERS), peers={0: TIERS[1]}, capacity_cv_below=0).fit(train, embedder)
     with pytest.raises(ConfigurationError, match="answer-aware"):
-        CascadeModel(list(TIERS), peers={0: PEER}, answer_aware=False).fit(train, embedder)
+        CascadeModel(list(TIERS), peers={0: PEER}, answer_aware=False, capacity_cv_below=0).fit(
+            train, embedder
+        )
     with pytest.raises(ConfigurationError, match="unknown answer kind"):
-        CascadeModel(list(TIERS), answer_kinds={"math": "regex"}).fit(train, embedder)
+        CascadeModel(list(TIERS), answer_kinds={"math": "regex"}, capacity_cv_below=0).fit(
+            train, embedder
+        )
     plain = tables[0].subset(np.arange(len(tables[0])))
     object.__setattr__(plain, "peers", None)
     with pytest.raises(ConfigurationError, match="recorded answers"):
-        CascadeModel(list(TIERS), peers={0: PEER}).featurize(plain, embedder)
+        CascadeModel(list(TIERS), peers={0: PEER}, capacity_cv_below=0).featurize(plain, embedder)
 
 
 @pytest.fixture(scope="module")
@@ -435,7 +440,11 @@ def test_three_tiers_with_a_peer_at_the_first(embedder) -> None:
     table = load_table([bundled_dataset("mmlu_pro")], tiers, peers=[peer]).sample(900, seed=2)
     train, test = table.split_by_prompt(0.25, seed=0)
     model = CascadeModel(
-        tiers, peers={0: [peer]}, acceptance_params={"n_estimators": 100}, min_step_samples=10**6
+        tiers,
+        peers={0: [peer]},
+        acceptance_params={"n_estimators": 100},
+        min_step_samples=10**6,
+        capacity_cv_below=0,
     )
     train_f = model.featurize(train, embedder)
     model.fit(train, embedder, features=train_f)

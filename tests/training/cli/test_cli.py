@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from router.settings import RouterSettings
 from tests.conftest import SAMPLE
 from training.cli.app import app
 
@@ -266,6 +267,7 @@ def test_demo_main_job(tmp_path, cache_dir: Path) -> None:
         "CASCADE_ARTIFACT_LOCATION": str(tmp_path / "mlruns"),
         "CASCADE_CACHE_DIR": str(cache_dir),
         "CASCADE_PROGRESS": "false",
+        "CASCADE_CAPACITY_CV_BELOW": str(RouterSettings.model_fields["capacity_cv_below"].default),
     }
     result = runner.invoke(
         app, ["demo", "--sample", str(SAMPLE), "--output-dir", str(tmp_path / "out")], env=env
