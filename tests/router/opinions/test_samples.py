@@ -102,16 +102,12 @@ def test_sources_signals_and_costs(model, signals, tables) -> None:
 def test_samples_need_recorded_samples_and_sane_settings(frame, embedder) -> None:
     no_samples = OutcomeTable.from_long(frame, TIERS, peers=[PEER])
     with pytest.raises(ConfigurationError, match="reads samples from"):
-        CascadeModel(list(TIERS), samples=3, acceptance_params=FAST, capacity_cv_below=0).fit(
-            no_samples, embedder
-        )
+        CascadeModel(list(TIERS), samples=3, acceptance_params=FAST).fit(no_samples, embedder)
     for bad in ({"samples": -1}, {"samples": 17}, {"samples": 2, "sample_temperature": 0.0}):
         with pytest.raises(ConfigurationError):
-            CascadeModel(list(TIERS), **bad, capacity_cv_below=0).fit(no_samples, embedder)
+            CascadeModel(list(TIERS), **bad).fit(no_samples, embedder)
     with pytest.raises(ConfigurationError, match="answer-aware"):
-        CascadeModel(list(TIERS), samples=2, answer_aware=False, capacity_cv_below=0).fit(
-            no_samples, embedder
-        )
+        CascadeModel(list(TIERS), samples=2, answer_aware=False).fit(no_samples, embedder)
 
 
 def test_saved_and_loaded_the_same(model, tables, embedder, signals, tmp_path) -> None:

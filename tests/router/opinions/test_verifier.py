@@ -171,21 +171,17 @@ def test_format_1_routers_still_load_and_unknown_formats_are_refused(
 def test_bad_peer_configuration(tables, embedder) -> None:
     train = tables[0]
     with pytest.raises(ConfigurationError, match="first tier"):
-        CascadeModel(list(TIERS), peers={1: PEER}, capacity_cv_below=0).fit(train, embedder)
+        CascadeModel(list(TIERS), peers={1: PEER}).fit(train, embedder)
     with pytest.raises(ConfigurationError, match="are tiers"):
-        CascadeModel(list(TIERS), peers={0: TIERS[1]}, capacity_cv_below=0).fit(train, embedder)
+        CascadeModel(list(TIERS), peers={0: TIERS[1]}).fit(train, embedder)
     with pytest.raises(ConfigurationError, match="answer-aware"):
-        CascadeModel(list(TIERS), peers={0: PEER}, answer_aware=False, capacity_cv_below=0).fit(
-            train, embedder
-        )
+        CascadeModel(list(TIERS), peers={0: PEER}, answer_aware=False).fit(train, embedder)
     with pytest.raises(ConfigurationError, match="unknown answer kind"):
-        CascadeModel(list(TIERS), answer_kinds={"math": "regex"}, capacity_cv_below=0).fit(
-            train, embedder
-        )
+        CascadeModel(list(TIERS), answer_kinds={"math": "regex"}).fit(train, embedder)
     plain = tables[0].subset(np.arange(len(tables[0])))
     object.__setattr__(plain, "peers", None)
     with pytest.raises(ConfigurationError, match="recorded answers"):
-        CascadeModel(list(TIERS), peers={0: PEER}, capacity_cv_below=0).featurize(plain, embedder)
+        CascadeModel(list(TIERS), peers={0: PEER}).featurize(plain, embedder)
 
 
 @pytest.fixture(scope="module")
