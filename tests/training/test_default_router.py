@@ -61,8 +61,8 @@ def test_shipped_router_is_what_train_writes_now(cache_dir: Path, tmp_path: Path
 
 def test_shipped_router_loads_and_decides(cache_dir: Path) -> None:
     """The bundled router's embedder artefact is built on first use (into the cache folder) and
-    must hash to what the router recorded: the distillation reproduces, byte for byte, on a
-    machine other than the one that built the shipped router."""
+    must hash to what the router recorded: a fresh distillation, in the session's empty cache,
+    reproduces the artefact the shipped router was trained with byte for byte."""
     router = Router.load(bundled_router_path(), settings=RouterSettings(cache_dir=cache_dir))
     built = json.loads((artefact_root(cache_dir) / STATIC_ARTEFACT / "artefact.json").read_text())
     assert built["sha256"] == router.model.embedder_ref_["sha256"]
