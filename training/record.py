@@ -204,16 +204,23 @@ def record_answers(
     )
 
 
-def _resume(output: Path, names: Sequence[str]) -> pd.DataFrame:
-    """The rows of ``names`` an earlier run wrote to ``output`` (complete prompts only)."""
+def _earlier_outcomes(output: Path) -> pd.DataFrame | None:
+    """What an earlier recording wrote to ``output`` (None when there is no such file)."""
     if not output.exists():
-        return pd.DataFrame(columns=list(SCHEMA_COLUMNS))
+        return None
     try:
-        earlier = load_outcomes([output])
+        return load_outcomes([output])
     except DataValidationError as exc:
         raise ConfigurationError(
             f"{output} exists but is not outcome data ({exc}): remove it or pick another output"
         ) from exc
+
+
+def _resume(output: Path, names: Sequence[str]) -> pd.DataFrame:
+    """The rows of ``names`` an earlier run wrote to ``output`` (complete prompts only)."""
+    earlier = _earlier_outcomes(output)
+    if earlier is None:
+        return pd.DataFrame(columns=list(SCHEMA_COLUMNS))
     models = set(earlier["model"])
     ours = earlier[earlier["model"].isin(names)]
     if ours.empty:
@@ -404,14 +411,9 @@ def _resume_tools(output: Path, model: str) -> pd.DataFrame:
     the validator's verdicts kept)."""
     from router.data.schema import OUTPUT_COLUMNS
 
-    if not output.exists():
+    earlier = _earlier_outcomes(output)
+    if earlier is None:
         return pd.DataFrame()
-    try:
-        earlier = load_outcomes([output])
-    except DataValidationError as exc:
-        raise ConfigurationError(
-            f"{output} exists but is not outcome data ({exc}): remove it or pick another output"
-        ) from exc
     ours = earlier[earlier["model"] == model]
     if ours.empty:
         raise ConfigurationError(
