@@ -302,9 +302,12 @@ def record_tool_answers(
     log_path = grades_path(output)
     from tqdm.auto import tqdm
 
-    def flush() -> None:
+    def rows_so_far() -> pd.DataFrame:
         frames = [f for f in (done_rows, pd.DataFrame(new_rows)) if len(f)]
-        write_outcomes(pd.concat(frames, ignore_index=True), output)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def flush() -> None:
+        write_outcomes(rows_so_far(), output)
 
     try:
         with log_path.open("a", encoding="utf-8") as log:
@@ -386,8 +389,7 @@ def record_tool_answers(
     finally:
         if new_rows:
             flush()
-    recorded = load_outcomes([output]) if output.exists() else pd.DataFrame()
-    ours = recorded[recorded["model"] == model] if len(recorded) else recorded
+    ours = rows_so_far()  # what the output now holds: this model's rows only
     per_category = (
         {
             str(task): (len(group), float(group["score"].mean()))
