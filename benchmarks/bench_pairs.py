@@ -86,6 +86,7 @@ def list_pairs(data: Path, datasets: Sequence[str]) -> list[tuple[str, str, str]
 def run_pair(dataset: str, cheap: str, better: str, data: Path, seed: int, resamples: int) -> dict:
     """Fit and evaluate one pair; the headline figures as a JSON-able dict."""
     from router.data import load_prices, load_table
+    from router.errors import TargetNotCertifiableError
     from router.model import CascadeModel
     from router.settings import RouterSettings
     from training.evaluate import evaluate
@@ -100,7 +101,13 @@ def run_pair(dataset: str, cheap: str, better: str, data: Path, seed: int, resam
     model = CascadeModel([cheap, better], seed=seed)
     train_f = model.featurize(train, embedder)
     t_fit = time.perf_counter()
-    model.fit(train, embedder, features=train_f)
+    refused = None
+    try:
+        model.fit(train, embedder, features=train_f)
+    except TargetNotCertifiableError as exc:
+        # the ranking does not depend on the target: run the policy at what can be certified
+        refused = {"message": str(exc), "alternative": exc.alternative}
+        model.set_params(target=exc.alternative or "share=1").fit_policy()
     fit_s = time.perf_counter() - t_fit
     test_f = model.featurize(test, embedder)
     report, _ = evaluate(
@@ -134,6 +141,7 @@ def run_pair(dataset: str, cheap: str, better: str, data: Path, seed: int, resam
             k: report["policy"][k]
             for k in ("target", "quality_ratio", "frontier_share", "cost_saved", "skip_share")
         },
+        "target_refused": refused,
         "answer_aware_models": bool(model.post_models_),
         "choices": {
             "pre_members": choices.get("pre_members", {}).get("chosen"),
@@ -175,6 +183,9 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
             for r in results["pairs"].values()
             if not r["answer_aware_models"] or r["choices"]["post_blend"] == 1.0
         ),
+        "quality_0.95_refused": sorted(
+            r["pair"] for r in results["pairs"].values() if r.get("target_refused")
+        ),
         "wall_s_total": round(sum(r["wall_s"] for r in results["pairs"].values()), 1),
         "cpu_s_total": round(sum(r["cpu_s"] for r in results["pairs"].values()), 1),
     }
@@ -188,6 +199,15 @@ def _short(model: str) -> str:
     for cut in ("-instruct", "-2024", "-1106", "-chat", "-V1.2"):
         model = model.split(cut)[0]
     return model
+
+
+def _saved(record: dict[str, Any]) -> str:
+    """Cost saved by the certified policy; where 95% was refused, what was certified instead."""
+    saved = _n(record["policy"]["cost_saved"])
+    refused = record.get("target_refused")
+    if not refused:
+        return saved
+    return f"refused; at {record['policy']['target']}: {saved}"
 
 
 def table(results: dict[str, Any]) -> str:
@@ -206,7 +226,7 @@ def table(results: dict[str, Any]) -> str:
             f"{_n(r['router_apgr'])} | {_n(r['cascade_apgr'])} | "
             f"{m['baseline'].replace('_logreg', '')} {_n(m['baseline_apgr'])} | "
             f"{m['margin']:+.3f} [{_n(ci[0])}, {_n(ci[1])}] | "
-            f"{_n(r['share_at_95pct_quality'])} | {_n(r['policy']['cost_saved'])} | "
+            f"{_n(r['share_at_95pct_quality'])} | {_saved(r)} | "
             f"{'+'.join(r['choices']['pre_members'] or ['lgbm'])}"
             f"{'' if blend is None else f', {blend:g}'} |"
         )

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
-from router.errors import ConfigurationError, NotFittedError, RouterLoadError
+from router.errors import (
+    ConfigurationError,
+    NotFittedError,
+    RouterLoadError,
+    TargetNotCertifiableError,
+)
 from router.metrics import roc_auc
 from router.model import FORMAT_VERSION, CascadeModel, Folds
 from tests.conftest import TIERS
@@ -177,3 +184,19 @@ def test_a_model_reading_bare_answers_saves_and_loads_so(fitted_model, tmp_path)
     assert CascadeModel.load(folder).answer_option_text is False
     assert model.answer_windows(["C"], ["Q?\nA) yes\nC) no"]) == ["C"]
     assert fitted_model.answer_windows(["C"], ["Q?\nA) yes\nC) no"]) == ["C\nno"]
+
+
+def test_fit_policy_refits_only_the_policy_and_a_refusal_changes_nothing(
+    fitted_model, saved_model_dir
+) -> None:
+    model = copy.deepcopy(fitted_model)
+    boosters = model.pre_models_
+    before = model.policy_
+    with pytest.raises(TargetNotCertifiableError) as refused:
+        model.set_params(target="quality=0.9999").fit_policy()
+    assert model.policy_ is before and str(model.target_) == str(fitted_model.target_)
+    model.set_params(target=refused.value.alternative or "share=1").fit_policy()
+    assert model.policy_ is not before and model.pre_models_ is boosters
+    assert str(model.policy_.target) == str(model.target_) != str(fitted_model.target_)
+    with pytest.raises(NotFittedError, match="call fit"):
+        CascadeModel.load(saved_model_dir).fit_policy()
