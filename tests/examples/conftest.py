@@ -2,6 +2,7 @@
 
 from tests.serving.conftest import (  # noqa: F401
     frontier_frame,
+    functions_standin,
     llama,
     llama_functions,
     prompts,

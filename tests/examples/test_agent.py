@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.serving.conftest import API_KEYS, FRONTIER, SMALL, sidecar_settings
+from tests.serving.conftest import API_KEYS, FRONTIER, SMALL, agent_sidecar_settings
 from tests.support.processes import ROOT, LlamaServer, Sidecar, Standin
 
 
@@ -27,33 +27,22 @@ def load_agent():
 
 
 @pytest.fixture(scope="module")
-def standin(serving_dir: Path, llama_functions: LlamaServer) -> Iterator[Standin]:
-    server = Standin(serving_dir, llama_functions).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def agent_sidecar(
-    serving_dir: Path, llama_functions: LlamaServer, standin: Standin
+    serving_dir: Path, llama_functions: LlamaServer, functions_standin: Standin
 ) -> Iterator[Sidecar]:
     workdir = serving_dir / "agent"
     workdir.mkdir()
-    settings = sidecar_settings(
-        workdir,
-        llama_functions.base_url,
-        standin.base_url,
-        small_timeout_s=120,
-        request_timeout_s=600,  # a busy 2-core machine: each model call may take a minute
-    )
-    settings["upstreams"][FRONTIER]["timeout_s"] = 300
+    settings = agent_sidecar_settings(workdir, llama_functions, functions_standin)
     settings["upstreams"][SMALL]["max_tokens"] = 128  # as examples/sidecar.local.toml
     server = Sidecar(workdir, settings).start()
     yield server
     server.stop()
 
 
-def test_standin_answers_recorded_prompts_and_falls_back(standin: Standin, prompts) -> None:
+def test_standin_answers_recorded_prompts_and_falls_back(
+    functions_standin: Standin, prompts
+) -> None:
+    standin = functions_standin
     _, recorded = prompts[0]
     body = {"model": FRONTIER, "messages": [{"role": "user", "content": recorded}]}
     answer = httpx.post(f"{standin.base_url}/chat/completions", json=body, timeout=60).json()

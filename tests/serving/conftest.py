@@ -10,7 +10,7 @@ import pytest
 
 from router.data import bundled_dataset, load_outcomes
 from tests.support.openai_server import OpenAIStubServer
-from tests.support.processes import LlamaServer, LocalModelError, Sidecar
+from tests.support.processes import LlamaServer, LocalModelError, Sidecar, Standin
 
 SMALL, FRONTIER = "llama-3.1-8b-instruct", "gpt-4o-2024-05-13"
 API_KEYS = ["test-key-one", "test-key-two"]
@@ -85,6 +85,25 @@ def sidecar_settings(workdir: Path, small_url: str, frontier_url: str, **extra: 
         },
         **extra,
     }
+
+
+@pytest.fixture(scope="session")
+def functions_standin(serving_dir: Path, llama_functions: LlamaServer) -> Iterator[Standin]:
+    """`cascade-router standin` as the agent tests' frontier: recorded GPT-4o answers, and
+    SmolLM2 with function calling for the rest (it answers tool requests in shape)."""
+    server = Standin(serving_dir, llama_functions).start()
+    yield server
+    server.stop()
+
+
+def agent_sidecar_settings(workdir: Path, small: LlamaServer, frontier: Standin) -> dict:
+    """Settings of a sidecar that agent loops drive over the local models: on a busy 2-core
+    machine each model call may take a minute."""
+    settings = sidecar_settings(
+        workdir, small.base_url, frontier.base_url, small_timeout_s=120, request_timeout_s=600
+    )
+    settings["upstreams"][FRONTIER]["timeout_s"] = 300
+    return settings
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ agents = pytest.importorskip("agents")  # the `dev` extra installs openai-agents
 
 from openai import AsyncOpenAI  # noqa: E402
 
-from tests.serving.conftest import API_KEYS, FRONTIER, SMALL, sidecar_settings  # noqa: E402
+from tests.serving.conftest import API_KEYS, SMALL, agent_sidecar_settings  # noqa: E402
 from tests.support.processes import LlamaServer, Sidecar, Standin  # noqa: E402
 
 MODEL = "cascade:tool_selection:share=0"  # a valid small answer is kept; an invalid one escalates
@@ -34,29 +34,14 @@ INSTRUCTIONS = "You are a helpful assistant."
 
 
 @pytest.fixture(scope="module")
-def standin(serving_dir: Path, llama_functions: LlamaServer) -> Iterator[Standin]:
-    workdir = serving_dir / "framework-standin"
-    workdir.mkdir()
-    server = Standin(workdir, llama_functions).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def framework_sidecar(
-    serving_dir: Path, llama_functions: LlamaServer, standin: Standin
+    serving_dir: Path, llama_functions: LlamaServer, functions_standin: Standin
 ) -> Iterator[Sidecar]:
     workdir = serving_dir / "framework"
     workdir.mkdir()
-    settings = sidecar_settings(
-        workdir,
-        llama_functions.base_url,
-        standin.base_url,
-        small_timeout_s=120,
-        request_timeout_s=600,  # a busy 2-core machine: each model call may take a minute
-    )
-    settings["upstreams"][FRONTIER]["timeout_s"] = 300
-    server = Sidecar(workdir, settings).start()
+    server = Sidecar(
+        workdir, agent_sidecar_settings(workdir, llama_functions, functions_standin)
+    ).start()
     yield server
     server.stop()
 
