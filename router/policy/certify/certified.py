@@ -56,6 +56,8 @@ from router.policy.target import Target
 GLOBAL = "global"
 #: certificates of other targets kept per policy (a cell of the table or a direct one each)
 CACHE_SIZE = 4096
+#: what the certificate cache holds for a target that is not certifiable
+_REFUSED: Any = object()
 _SHORT = {QUALITY: "quality", SHARE: "share", COST: "cost"}
 
 
@@ -132,7 +134,7 @@ class CertifiedPoints:
         self.groups = step_groups(rows.steps, min_step_samples)
         self._outcomes: PathOutcomes | None = None
         self._lock = threading.Lock()
-        self._cache: dict[Any, Certificate] = {}
+        self._cache: dict[Any, Any] = {}  # Certificate or _REFUSED
         self.means = (
             means
             if means is not None
@@ -267,27 +269,37 @@ class CertifiedPoints:
         return {g: self._certify(g, target) for g in self.groups}
 
     def _certify(self, group: str, target: Target) -> Certificate:
+        cert = self._certified(group, target)
+        if cert is None:
+            delta = self.delta_of(target)
+            raise self._not_certifiable(group, target, delta, len(self.groups[group]))
+        return cert
+
+    def _certified(self, group: str, target: Target) -> Certificate | None:
+        """The certificate of ``target`` on ``group``, or None when it is not certifiable
+        (both cached)."""
         delta = self.delta_of(target)
         rounded = self.table.round(target, delta) if self.table is not None else None
+        # a quality target below 1 asks for a saving: the same cells, judged differently
+        saving = target.quality_ratio is not None and target.quality_ratio < 1.0
         key: Any = (
-            (group, tuple(rounded.cells.items()), rounded.delta_column)
+            (group, tuple(rounded.cells.items()), rounded.delta_column, saving)
             if rounded is not None
             else (group, str(target.with_delta(delta)))
         )
         with self._lock:
             cached = self._cache.get(key)
-        if cached is not None:
-            return _as_asked(cached, target)
-        cert = self._compute(group, target, delta, rounded)
-        with self._lock:
-            if len(self._cache) >= CACHE_SIZE:
-                self._cache.clear()
-            self._cache[key] = cert
-        return _as_asked(cert, target)
+        if cached is None:
+            cached = self._compute(group, target, delta, rounded) or _REFUSED
+            with self._lock:
+                if len(self._cache) >= CACHE_SIZE:
+                    self._cache.clear()
+                self._cache[key] = cached
+        return None if cached is _REFUSED else _as_asked(cached, target)
 
     def _compute(
         self, group: str, target: Target, delta: float, rounded: RoundedTarget | None
-    ) -> Certificate:
+    ) -> Certificate | None:
         means = self.means[group]
         if rounded is not None:
             assert self.table is not None
@@ -307,7 +319,7 @@ class CertifiedPoints:
         # a saving, which always calling the top tier does not give
         global_ok = choice.feasible(target) if group == GLOBAL else choice.index is not None
         if not global_ok:
-            raise self._not_certifiable(group, target, delta, n)
+            return None
         assert choice.index is not None
         index = choice.index
         return Certificate(
@@ -368,11 +380,8 @@ class CertifiedPoints:
             return None
         for value in grid:
             candidate = Target(**(constraints | {kind: float(value)}), delta=target.delta)
-            try:
-                self._certify(group, candidate)
-            except TargetNotCertifiableError:
-                continue
-            return short(candidate)
+            if self._certified(group, candidate) is not None:
+                return short(candidate)
         return None
 
     # ------------------------------------------------------------------ persistence

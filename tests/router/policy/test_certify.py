@@ -214,6 +214,31 @@ def test_infeasible_target_names_the_best_certifiable_alternative() -> None:
     assert frontier.trivial and frontier.index == 0 and frontier.point.lam == -np.inf
 
 
+def test_a_refusal_certifies_each_alternative_once_and_a_saving_is_judged_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = synthetic_policy_data(300, seed=7)
+    policy = CascadePolicy(("s", "f"), np.array([1.0]), target=Target(quality_ratio=0.9))
+    certified = policy.fit(*data).certified_
+    assert certified is not None
+    computed: list[tuple[str, str]] = []
+    compute = certified._compute
+
+    def counted(group, target, *rest):  # type: ignore[no-untyped-def]
+        computed.append((group, str(target)))
+        return compute(group, target, *rest)
+
+    monkeypatch.setattr(certified, "_compute", counted)
+    assert policy.certificate(None, Target(quality_ratio=1.0)).index == 0
+    # 0.9999 rounds to the same cells as 1, but asks for a saving always-frontier cannot give
+    with pytest.raises(TargetNotCertifiableError, match="certifiable: quality="):
+        policy.certificate(None, Target(quality_ratio=0.9999))
+    with pytest.raises(TargetNotCertifiableError):
+        policy.certificate(None, Target(quality_ratio=0.9999))
+    # the search for the alternative walks down the grid once: no target is certified twice
+    assert len(computed) == len(set(computed)) and len(computed) > 2
+
+
 def test_per_request_targets_match_direct_certification(fitted) -> None:
     policy, _ = fitted
     certified = policy.certified_
