@@ -19,6 +19,7 @@ pair as it finishes (a rerun skips the pairs already there unless ``--rerun``).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -163,6 +164,24 @@ def load_results(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"pairs": {}}
 
 
+def add_result(path: Path, name: str, record: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Add one pair's record to the results file, under a lock: sweeps of other datasets may
+    run in parallel processes on the same file (a read-then-write without it loses pairs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = load_results(path)
+        results["pairs"][name] = record
+        results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
+        results["embedder"] = "static"
+        results["seed"] = seed
+        results["summary"] = summary(results)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(results, indent=1))
+        partial.replace(path)  # a reader never sees half a file
+    return results
+
+
 def summary(results: dict[str, Any]) -> dict[str, Any]:
     """The bars of the sweep over every finished pair."""
     margins = np.array([r["margin"]["margin"] for r in results["pairs"].values()], dtype=float)
@@ -262,14 +281,7 @@ def main() -> None:
                 continue
             print(f"[{k}/{len(pairs)}] {name}", flush=True)
             record = run_pair(dataset, cheap, better, args.data_dir, args.seed, args.resamples)
-            results = load_results(args.out)  # another process may have added pairs
-            results["pairs"][name] = record
-            results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
-            results["embedder"] = "static"
-            results["seed"] = args.seed
-            results["summary"] = summary(results)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=1))
+            results = add_result(args.out, name, record, args.seed)
             m = record["margin"]
             print(
                 f"  router {record['router_apgr']} cascade {record['cascade_apgr']} "
