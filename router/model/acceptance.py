@@ -194,8 +194,9 @@ class AcceptanceModel:
     def fit_folds(
         self, X: np.ndarray, y: np.ndarray, folds: Folds, inner_val: float = 0.15
     ) -> np.ndarray:
-        """Cross-fit: out-of-fold calibrated probabilities of every row; the final booster is
-        refit on all rows and calibrated on the out-of-fold scores."""
+        """Cross-fit: out-of-fold calibrated probabilities of every row (booster and calibrator
+        fitted without the row); the final booster is refit on all rows and calibrated on every
+        out-of-fold score."""
         import lightgbm as lgb
 
         if self.linear_stack:
@@ -251,7 +252,7 @@ class AcceptanceModel:
         self.best_iteration_ = max(1, round(float(np.mean(rounds or [1])) * scale))
         self.booster_ = lgb.train(params, data, num_boost_round=self.best_iteration_)
         self.calibrator_ = ProbabilityCalibrator(self.calibration).fit(raw, y)
-        return self.calibrator_.transform(raw)
+        return cross_calibrated(raw, y, folds, self.calibration)
 
     def _dense_columns(self, n_columns: int) -> np.ndarray:
         return np.array([i for i in range(n_columns) if i not in self.categorical_features])
@@ -363,3 +364,20 @@ class AcceptanceModel:
             ProbabilityCalibrator.from_dict(data["calibrator"]) if data["calibrator"] else None
         )
         return model
+
+
+def cross_calibrated(raw: np.ndarray, y: np.ndarray, folds: Folds, method: str) -> np.ndarray:
+    """Out-of-fold probabilities from out-of-fold scores: each fold's rows calibrated by a map
+    fitted on the other folds' rows.  A calibrator fitted on all rows and applied to them would
+    carry every row's own label back into its probability (isotonic steps are label means): the
+    estimates every choice and the certificate are made from would look better than new
+    traffic will."""
+    out = np.empty(len(raw), dtype=np.float64)
+    for k in range(folds.k):
+        train, held = folds.train(k), folds.held(k)
+        if len(np.unique(y[train])) < 2:  # nothing to map: the other folds' rate
+            out[held] = float(np.clip(np.mean(y[train]), 1e-6, 1 - 1e-6))
+            continue
+        calibrator = ProbabilityCalibrator(method).fit(raw[train], y[train])
+        out[held] = calibrator.transform(raw[held])
+    return out

@@ -20,8 +20,10 @@
   :class:`~router.errors.TargetNotCertifiableError`).
 
 Every acceptance model is cross-fitted (:meth:`AcceptanceModel.fit_folds`): ``folds`` boosters,
-each early-stopped inside its fold's training part, score the rows they did not see; the
-calibrator is fitted on those out-of-fold scores and the final booster is refit on every row.
+each early-stopped inside its fold's training part, score the rows they did not see; each
+fold's scores are calibrated by a map fitted on the other folds' scores (a map fitted on a row's
+own score would carry its label back); the served calibrator is fitted on every out-of-fold
+score and the final booster is refit on every row.
 With fewer than ``capacity_cv_below`` training prompts each booster's capacity is chosen by the
 same cross-validation (:data:`~router.model.crossfit.CAPACITY_GRID`).
 

@@ -11,6 +11,7 @@ import pytest
 from router.data import OutcomeTable
 from router.metrics import roc_auc
 from router.model import AcceptanceModel, CascadeModel, Folds
+from router.model.crossfit import escalation_apgr
 from router.model.members import NeighbourAcceptance, neighbour_oof
 from tests.support.synthetic import LookupEmbedder, synthetic_table
 
@@ -41,6 +42,28 @@ def test_a_memorising_booster_is_perfect_in_sample_and_blind_out_of_fold() -> No
     folds = Folds.make(np.arange(n).astype(str), y, 5, seed=0)
     oof = AcceptanceModel(**MEMORISER).fit_folds(X, y, folds)
     assert abs(roc_auc(oof, y) - 0.5) < 0.07
+
+
+def test_out_of_fold_probabilities_are_calibrated_out_of_fold_too() -> None:
+    """Isotonic steps are label means: a calibrator fitted on every row's out-of-fold score and
+    applied to the same rows carries each row's label back into its probability, so two noise
+    scores rank escalation better than chance (APGR 0.546 on these seeds with such a calibrator).
+    Each fold's rows are calibrated by a map fitted on the other folds: chance."""
+    apgr = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        n = 2000
+        X = rng.normal(size=(n, 8)).astype(np.float32)
+        y = (rng.uniform(size=(n, 2)) < [0.5, 0.7]).astype(int)
+        folds = Folds.make(np.arange(n).astype(str), 2 * y[:, 0] + y[:, 1], 5, seed=seed)
+        p = np.column_stack(
+            [
+                AcceptanceModel(seed=seed, categorical_features=()).fit_folds(X, y[:, t], folds)
+                for t in range(2)
+            ]
+        )
+        apgr.append(escalation_apgr(p[:, 1] - p[:, 0], y[:, 0], y[:, 1]))
+    assert abs(float(np.mean(apgr)) - 0.5) < 0.025, apgr
 
 
 def test_nearest_neighbours_are_perfect_in_sample_and_blind_out_of_fold() -> None:
@@ -120,8 +143,6 @@ def thresholded(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     ids=["knn-world", "booster-world"],
 )
 def test_the_choice_picks_the_estimator_that_is_right(make, right, wrong) -> None:
-    from router.model.crossfit import escalation_apgr
-
     emb, scores = make(3000, seed=3)
     table, embedder = synthetic_table(emb, scores)
     model = CascadeModel(
@@ -131,7 +152,9 @@ def test_the_choice_picks_the_estimator_that_is_right(make, right, wrong) -> Non
     ).fit(table, embedder)
     record = model.cv_results_["pre_members"]
     assert right in model.pre_members_.members, record
-    assert wrong not in model.pre_members_.members or wrong == "lgbm", record
+    members = model.pre_members_.members
+    if wrong in members and wrong != "lgbm":  # averaged in only where it ties out of fold
+        assert record["oof_apgr"]["+".join(members)] - record["oof_apgr"][right] < 0.005, record
     # out of fold, the right estimator alone ranks escalation clearly better than the wrong one
     assert record["oof_apgr"][right] > record["oof_apgr"][wrong] + 0.05, record
     # and the choice holds on fresh data from the same world
