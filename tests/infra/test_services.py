@@ -249,15 +249,18 @@ def _is_post(request_id: str) -> bool:
 
 
 def _kill_when_busy(
-    upstream: Upstream, event: str, which: Callable[[str], bool] = lambda _: True
+    upstream: Upstream,
+    event: str,
+    until: str,
+    which: Callable[[str], bool] = lambda _: True,
 ) -> tuple[set[str], float]:
     """SIGKILL ``upstream`` as soon as it holds a request (one of ``which``) that reached
-    ``event`` and not its end.  Returns the requests its journal shows it held (started, not
+    ``event`` and not ``until``.  Returns the requests its journal shows it held (started, not
     ended) and the moment of the kill."""
     deadline = time.monotonic() + 20.0
     while time.monotonic() < deadline:
         events = upstream.events()
-        if any(event in e and "end" not in e and which(r) for r, e in events.items()):
+        if any(event in e and until not in e and which(r) for r, e in events.items()):
             killed_at = time.monotonic()
             upstream.kill()
             return upstream.open_requests(), killed_at
@@ -284,8 +287,12 @@ def upstreams(tmp_path: Path):
         upstream.process.stop()
 
 
-def test_killed_upstream_loses_no_request(upstreams) -> None:
-    """GET and POST under steady load; one upstream SIGKILLed: HAProxy re-sends what it held."""
+def test_killed_upstream_loses_no_request_it_had_not_begun_answering(upstreams) -> None:
+    """GET and POST under steady load; one upstream SIGKILLed: HAProxy re-sends what it held.
+
+    The one thing no proxy can re-send is a response whose first bytes already left: the
+    server writes headers and body apart, so a kill can fall between them.  Only requests the
+    journal shows answered and not ended may break that way."""
     a, b = upstreams("A"), upstreams("B")
     with LoadBalancer([a.address, b.address]) as lb:
         lb.wait_states({"u0": "UP", "u1": "UP"})
@@ -293,10 +300,13 @@ def test_killed_upstream_loses_no_request(upstreams) -> None:
             lb.url, clients=6, path="/work?ms=40", post_every=2, post_bytes=40_000
         ) as load:
             time.sleep(0.5)
-            held, _ = _kill_when_busy(a, "start", which=_is_post)
+            held, _ = _kill_when_busy(a, "start", until="answer", which=_is_post)
             time.sleep(1.0)
+        events = a.events()
         outcomes = {o.request_id: o for o in load.outcomes}
         kinds = Counter(o.kind for o in outcomes.values())
+        broken = {r for r, o in outcomes.items() if o.kind != "ok"}
+        unanswered = {r for r in held if "answer" not in events[r]}
         lb.wait_states({"u0": "DOWN"}, timeout_s=5)
         _report(
             "kill-nonstreaming",
@@ -305,6 +315,7 @@ def test_killed_upstream_loses_no_request(upstreams) -> None:
                 "kinds": dict(kinds),
                 "held_by_killed": len(held),
                 "held_posts": sum(outcomes[r].method == "POST" for r in held),
+                "broken_mid_answer": len(broken),
                 "retried_latency_s": sorted(round(outcomes[r].latency_s, 3) for r in held),
                 "max_latency_s": round(max(o.latency_s for o in outcomes.values()), 3),
                 "p50_latency_s": round(
@@ -312,9 +323,11 @@ def test_killed_upstream_loses_no_request(upstreams) -> None:
                 ),
             },
         )
-        assert any(outcomes[r].method == "POST" for r in held), "the kill must catch a POST"
-        assert kinds == {"ok": len(outcomes)}, [o for o in outcomes.values() if o.kind != "ok"]
-        assert all(outcomes[r].upstream == "B" for r in held)  # re-sent to the survivor
+        assert any(outcomes[r].method == "POST" for r in unanswered), "must catch a POST"
+        assert kinds["failed"] == 0  # never an error without a started response
+        assert broken <= held - unanswered, [outcomes[r] for r in broken]
+        # everything it had not begun to answer was re-sent to the survivor
+        assert all(outcomes[r].kind == "ok" and outcomes[r].upstream == "B" for r in unanswered)
 
         # the replica comes back on its port: the health check puts it back in rotation
         a2 = upstreams("A", port=a.port)
@@ -330,13 +343,13 @@ def test_started_stream_is_the_only_loss(upstreams) -> None:
         lb.wait_states({"u0": "UP", "u1": "UP"})
         with SteadyClients(lb.url, clients=4, path="/stream?chunks=8&ms=25") as load:
             time.sleep(0.6)
-            held, _ = _kill_when_busy(a, "head")
+            held, _ = _kill_when_busy(a, "head", until="last")
             time.sleep(1.0)
         events = a.events()
         outcomes = {o.request_id: o for o in load.outcomes}
         kinds = Counter(o.kind for o in outcomes.values())
         broken = {r for r, o in outcomes.items() if o.kind != "ok"}
-        streaming = {r for r in held if "head" in events[r]}
+        streaming = {r for r in held if "head" in events[r] and "last" not in events[r]}
         _report(
             "kill-streaming",
             {
@@ -349,7 +362,8 @@ def test_started_stream_is_the_only_loss(upstreams) -> None:
         assert kinds["failed"] == 0  # never an error without a started response
         assert streaming and streaming <= broken  # every stream cut mid-way is truncated ...
         assert broken <= held  # ... and nothing else broke but requests the dead upstream held
-        assert all(outcomes[r].upstream == "B" for r in held - broken)  # the rest re-sent
+        # what it held unbroken and had not finished answering was re-sent to the survivor
+        assert all(outcomes[r].upstream == "B" for r in held - broken if "last" not in events[r])
 
 
 def test_without_non_idempotent_retries_only_in_flight_posts_fail(upstreams) -> None:
@@ -358,11 +372,13 @@ def test_without_non_idempotent_retries_only_in_flight_posts_fail(upstreams) -> 
         lb.wait_states({"u0": "UP", "u1": "UP"})
         with SteadyClients(lb.url, clients=6, path="/work?ms=40", post_every=2) as load:
             time.sleep(0.5)
-            held, killed_at = _kill_when_busy(a, "start", which=_is_post)
+            held, killed_at = _kill_when_busy(a, "start", until="answer", which=_is_post)
             time.sleep(0.8)
+        events = a.events()
         outcomes = {o.request_id: o for o in load.outcomes}
         failed = {r for r, o in outcomes.items() if o.kind != "ok"}
-        held_posts = {r for r in held if outcomes[r].method == "POST"}
+        answered = {r for r in held if "answer" in events[r]}
+        held_posts = {r for r in held - answered if outcomes[r].method == "POST"}
         posts = {r for r, o in outcomes.items() if o.method == "POST"}
         late = {r for r in failed if outcomes[r].started_at > killed_at}
         _report(
@@ -371,11 +387,12 @@ def test_without_non_idempotent_retries_only_in_flight_posts_fail(upstreams) -> 
              "failed": len(failed), "failed_sent_after_kill": len(late),
              "errors": sorted({str(outcomes[r].error)[:60] for r in failed})},
         )  # fmt: skip
-        # Every POST the dead upstream was handling fails, and nothing but POSTs fails.  The
+        # Every POST the dead upstream was handling fails, and nothing but POSTs fails (or a
+        # response it had begun writing, which no proxy can re-send).  The
         # journal only sees requests that reached the handler: a POST still in the dead
         # upstream's socket buffer, or sent just after the kill over a kept-alive connection
         # HAProxy had not yet seen closed, fails the same way (reported as failed_sent_after_kill).
-        assert held_posts and held_posts <= failed <= posts
+        assert held_posts and held_posts <= failed <= posts | answered
 
 
 def test_reload_adds_an_upstream_without_dropping_requests(upstreams) -> None:
