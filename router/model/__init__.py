@@ -14,11 +14,13 @@ from router.model.cascade import CascadeModel, has_answers
 from router.model.crossfit import CAPACITY_GRID, POST_BLEND_GRID, CrossFit, cross_fit
 from router.model.folds import Folds
 from router.model.members import (
+    CrossFitMembers,
     LinearAcceptance,
     MemberChoice,
     NeighbourAcceptance,
     PreAnswerMembers,
     choose_members,
+    cross_fit_members,
     fit_members,
 )
 from router.model.oof import OutOfFold
@@ -35,6 +37,7 @@ __all__ = [
     "AcceptanceModel",
     "CascadeModel",
     "CrossFit",
+    "CrossFitMembers",
     "Folds",
     "LinearAcceptance",
     "LinearScore",
@@ -48,6 +51,7 @@ __all__ = [
     "TableFeatures",
     "choose_members",
     "cross_fit",
+    "cross_fit_members",
     "fit_members",
     "has_answers",
     "subset_features",

@@ -391,10 +391,10 @@ class CascadeModel(EstimatorParams):
             record["pre_members"] = {
                 "chosen": list(choice.members.members),
                 "oof_apgr": choice.scores,
-                "knn_k": choice.knn_k,
-                "knn_oof_apgr": {str(k): v for k, v in choice.knn_scores.items()},
-                "linear_C": choice.linear_C,
-                "linear_oof_apgr": {f"{c:g}": v for c, v in choice.linear_scores.items()},
+                "knn_k": choice.cross_fit.knn_k,
+                "knn_oof_apgr": {str(k): v for k, v in choice.cross_fit.knn_scores.items()},
+                "linear_C": choice.cross_fit.linear_C,
+                "linear_oof_apgr": {f"{c:g}": v for c, v in choice.cross_fit.linear_scores.items()},
             }
 
         mean_cost = table.costs.mean(axis=0)

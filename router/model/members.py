@@ -298,21 +298,68 @@ def linear_oof(
 
 
 @dataclass
-class MemberChoice:
-    """The chosen pre-answer members, refit on every row, with their out-of-fold estimate.
+class CrossFitMembers:
+    """Every member's out-of-fold probabilities (``oof``: name → n × tiers; the boosters' as
+    given), with kNN's k and the regression's C chosen out of fold (``knn_scores`` /
+    ``linear_scores``: each k's / C's out-of-fold score of the member alone)."""
 
-    ``oof``: the averaged out-of-fold probabilities of the chosen members (n × tiers);
-    ``scores``: each candidate subset's out-of-fold score; ``knn_scores`` /
-    ``linear_scores``: each k's / C's out-of-fold score of the member alone.
-    """
-
-    members: PreAnswerMembers
-    oof: FloatArray
-    scores: dict[str, float]
+    oof: dict[str, FloatArray]
     knn_k: int
     linear_C: float
     knn_scores: dict[int, float] = field(default_factory=dict)
     linear_scores: dict[float, float] = field(default_factory=dict)
+
+    def refit(
+        self, names: Sequence[str], embeddings: FloatArray, labels: FloatArray, seed: int = 0
+    ) -> PreAnswerMembers:
+        """The members ``names`` (with the chosen k and C) fitted on every row."""
+        Y = np.asarray(labels, dtype=np.float32).reshape(len(embeddings), -1)
+        linear = {}
+        if "linear" in names:
+            linear["linear"] = [
+                LinearAcceptance(C=self.linear_C, seed=seed, tol=1e-3).fit(embeddings, Y[:, t])
+                for t in range(Y.shape[1])
+            ]
+        neighbours = None
+        if "knn" in names:
+            neighbours = NeighbourAcceptance(k=self.knn_k).fit(embeddings, Y)
+        return PreAnswerMembers(names, linear, neighbours)
+
+
+def cross_fit_members(
+    embeddings: FloatArray,
+    labels: FloatArray,
+    folds: Folds,
+    lgbm_oof: FloatArray,
+    score: Callable[[FloatArray], float],
+    seed: int = 0,
+    ks: Sequence[int] = NEIGHBOUR_KS,
+    Cs: Sequence[float] = LINEAR_CS,
+) -> CrossFitMembers:
+    """Cross-fit the extra members beside the boosters (whose out-of-fold probabilities are
+    ``lgbm_oof``) and choose kNN's k and the regression's C by ``score`` out of fold."""
+    Y = np.asarray(labels, dtype=np.float32).reshape(len(embeddings), -1)
+    knn = neighbour_oof(embeddings, Y, folds, ks)
+    knn_scores = {k: float(score(p)) for k, p in knn.items()}
+    best_k = max(knn_scores, key=lambda k: (knn_scores[k], k))
+    lin = linear_oof(embeddings, Y, folds, Cs, seed)
+    linear_scores = {C: float(score(p)) for C, p in lin.items()}
+    best_C = max(linear_scores, key=lambda C: (linear_scores[C], -C))
+    oof = {"lgbm": np.asarray(lgbm_oof, dtype=np.float64), "linear": lin[best_C]}
+    oof["knn"] = knn[best_k]
+    return CrossFitMembers(oof, best_k, best_C, knn_scores, linear_scores)
+
+
+@dataclass
+class MemberChoice:
+    """The chosen members refit on every row (``members``), their averaged out-of-fold
+    probabilities (``oof``, n × tiers), every candidate subset's out-of-fold score (``scores``)
+    and what the choice was made from (``cross_fit``)."""
+
+    members: PreAnswerMembers
+    oof: FloatArray
+    scores: dict[str, float]
+    cross_fit: CrossFitMembers
 
 
 def fit_members(
@@ -329,29 +376,11 @@ def fit_members(
     """Cross-fit the extra members, choose kNN's k, the regression's C and the subset to
     average with the boosters (whose out-of-fold probabilities are ``lgbm_oof``) by ``score``
     of the out-of-fold probabilities; refit the chosen members on every row."""
-    Y = np.asarray(labels, dtype=np.float32).reshape(len(embeddings), -1)
-    knn = neighbour_oof(embeddings, Y, folds, ks)
-    knn_scores = {k: float(score(p)) for k, p in knn.items()}
-    best_k = max(knn_scores, key=lambda k: (knn_scores[k], k))
-    lin = linear_oof(embeddings, Y, folds, Cs, seed)
-    linear_scores = {C: float(score(p)) for C, p in lin.items()}
-    best_C = max(linear_scores, key=lambda C: (linear_scores[C], -C))
-    oof = {"lgbm": np.asarray(lgbm_oof, dtype=np.float64), "linear": lin[best_C]}
-    oof["knn"] = knn[best_k]
-    choice, scores = choose_members(oof, score, candidates)
-    linear = {}
-    if "linear" in choice:
-        linear["linear"] = [
-            LinearAcceptance(C=best_C, seed=seed, tol=1e-3).fit(embeddings, Y[:, t])
-            for t in range(Y.shape[1])
-        ]
-    neighbours = NeighbourAcceptance(k=best_k).fit(embeddings, Y) if "knn" in choice else None
+    members = cross_fit_members(embeddings, labels, folds, lgbm_oof, score, seed, ks, Cs)
+    choice, scores = choose_members(members.oof, score, candidates)
     return MemberChoice(
-        PreAnswerMembers(choice, linear, neighbours),
-        np.mean([oof[n] for n in choice], axis=0),
+        members.refit(choice, embeddings, labels, seed),
+        np.mean([members.oof[n] for n in choice], axis=0),
         scores,
-        best_k,
-        best_C,
-        knn_scores,
-        linear_scores,
+        members,
     )

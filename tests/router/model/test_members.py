@@ -97,3 +97,27 @@ def test_out_of_fold_members_never_see_the_row_they_score() -> None:
         np.testing.assert_array_equal(knn[held], expected)
     lin = linear_oof(X, y[:, None], folds, Cs=(1.0,))[1.0][:, 0]
     assert ((lin > 0.5) == y).mean() > 0.9
+
+
+def test_cross_fit_members_choose_k_and_c_out_of_fold_and_refit_what_was_chosen() -> None:
+    from router.model import Folds, cross_fit_members
+    from router.model.crossfit import router_score
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(20, 6))
+    cluster = rng.integers(0, 20, 600)
+    X = centres[cluster] + 0.1 * rng.normal(size=(600, 6))
+    rates = rng.uniform(size=(20, 2))
+    scores = (rng.uniform(size=(600, 2)) < rates[cluster]).astype(float)
+    folds = Folds.make(np.arange(600).astype(str), None, 5, seed=0)
+    members = cross_fit_members(X, scores, folds, np.full((600, 2), 0.5), router_score(scores))
+    assert set(members.oof) == {"lgbm", "linear", "knn"}
+    assert members.knn_scores[members.knn_k] == max(members.knn_scores.values())
+    assert members.linear_scores[members.linear_C] == max(members.linear_scores.values())
+    # clusters of ~30 rows: a vote among the few nearest beats one over most of the data
+    assert members.knn_k <= 50, members.knn_scores
+    refit = members.refit(("knn",), X, scores)
+    assert refit.members == ("knn",) and not refit.linear
+    assert refit.neighbours is not None and refit.neighbours.k == members.knn_k
+    both = members.refit(("lgbm", "linear"), X, scores)
+    assert both.neighbours is None and members.linear_C == both.linear["linear"][0].C
