@@ -26,7 +26,6 @@ split (kNN, logistic regression, small-fail).  Results: benchmarks/results/membe
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import json
 import os
@@ -40,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_pairs import DATA, list_pairs, pair_name  # noqa: E402
+from benchmarks.bench_pairs import pair_arguments, pair_name, selected_pairs  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "member_choice.json"
 RULES = ("argmax", "all", "1se_all", "1se_first", "1se_knn", "bagged")
@@ -206,19 +205,14 @@ def summary(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=DATA)
-    parser.add_argument("--datasets", nargs="*", default=["routerbench"])
-    parser.add_argument("--only", nargs="*", default=None, help="pairs whose name contains one")
+    parser = pair_arguments(__doc__.splitlines()[0], ["routerbench"])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
     parser.add_argument("--resamples", type=int, default=100)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--summary", action="store_true", help="print the table and stop")
     args = parser.parse_args()
     if not args.summary:
-        pairs = list_pairs(args.data_dir, args.datasets)
-        if args.only:
-            pairs = [p for p in pairs if any(o in pair_name(*p) for o in args.only)]
+        pairs = selected_pairs(args)
         for seed in args.seeds:
             for k, (dataset, cheap, better) in enumerate(pairs, 1):
                 done = json.loads(args.out.read_text())["runs"] if args.out.exists() else {}

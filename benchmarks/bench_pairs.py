@@ -252,11 +252,25 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def pair_arguments(description: str, datasets: Sequence[str]) -> argparse.ArgumentParser:
+    """A parser with the options that select pairs (``--data-dir``, ``--datasets``, ``--only``)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data-dir", type=Path, default=DATA)
-    parser.add_argument("--datasets", nargs="*", default=[*SWEPT, *FIXED_PAIRS])
+    parser.add_argument("--datasets", nargs="*", default=list(datasets))
     parser.add_argument("--only", nargs="*", default=None, help="pairs whose name contains one")
+    return parser
+
+
+def selected_pairs(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """The pairs :func:`pair_arguments`' options select."""
+    pairs = list_pairs(args.data_dir, args.datasets)
+    if args.only:
+        pairs = [p for p in pairs if any(o in pair_name(*p) for o in args.only)]
+    return pairs
+
+
+def main() -> None:
+    parser = pair_arguments(__doc__.splitlines()[0], [*SWEPT, *FIXED_PAIRS])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resamples", type=int, default=200)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -264,9 +278,7 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the pairs and stop")
     parser.add_argument("--summary", action="store_true", help="print the table and the bars")
     args = parser.parse_args()
-    pairs = list_pairs(args.data_dir, args.datasets)
-    if args.only:
-        pairs = [p for p in pairs if any(o in pair_name(*p) for o in args.only)]
+    pairs = selected_pairs(args)
     results = load_results(args.out)
     if args.list:
         for p in pairs:

@@ -21,7 +21,6 @@ from router.model.members import (
     PreAnswerMembers,
     choose_members,
     cross_fit_members,
-    fit_members,
 )
 from router.model.oof import OutOfFold
 from router.model.persistence import FORMAT_VERSION, NEIGHBOURS_FILE, READABLE_FORMATS
@@ -52,7 +51,6 @@ __all__ = [
     "choose_members",
     "cross_fit",
     "cross_fit_members",
-    "fit_members",
     "has_answers",
     "subset_features",
 ]

@@ -61,7 +61,7 @@ from router.model.crossfit import (
     router_score,
 )
 from router.model.folds import Folds
-from router.model.members import PreAnswerMembers, fit_members
+from router.model.members import PreAnswerMembers, cross_fit_members
 from router.model.oof import OutOfFold
 from router.model.params import EstimatorParams
 from router.model.table_features import OpinionInputs, TableFeatures
@@ -379,14 +379,9 @@ class CascadeModel(EstimatorParams):
         self.pre_members_ = PreAnswerMembers()
         if self.pre_ensemble:
             Y = np.column_stack(labels)
-            choice = fit_members(
-                feats.inputs[:, N_INPUT_EXTRA:],
-                Y,
-                folds,
-                pre_oof,
-                router_score(table.scores),
-                seed=self.seed,
-            )
+            embeddings, score = feats.inputs[:, N_INPUT_EXTRA:], router_score(table.scores)
+            members = cross_fit_members(embeddings, Y, folds, pre_oof, score, seed=self.seed)
+            choice = members.choose(embeddings, Y, score, seed=self.seed)
             self.pre_members_, pre_oof = choice.members, choice.oof
             record["pre_members"] = {
                 "chosen": list(choice.members.members),

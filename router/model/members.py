@@ -325,6 +325,24 @@ class CrossFitMembers:
             neighbours = NeighbourAcceptance(k=self.knn_k).fit(embeddings, Y)
         return PreAnswerMembers(names, linear, neighbours)
 
+    def choose(
+        self,
+        embeddings: FloatArray,
+        labels: FloatArray,
+        score: Callable[[FloatArray], float],
+        seed: int = 0,
+        candidates: Sequence[tuple[str, ...]] = CANDIDATES,
+    ) -> MemberChoice:
+        """The candidate subset whose averaged out-of-fold probabilities ``score`` best,
+        refit on every row."""
+        names, scores = choose_members(self.oof, score, candidates)
+        return MemberChoice(
+            self.refit(names, embeddings, labels, seed),
+            np.mean([self.oof[n] for n in names], axis=0),
+            scores,
+            self,
+        )
+
 
 def cross_fit_members(
     embeddings: FloatArray,
@@ -360,27 +378,3 @@ class MemberChoice:
     oof: FloatArray
     scores: dict[str, float]
     cross_fit: CrossFitMembers
-
-
-def fit_members(
-    embeddings: FloatArray,
-    labels: FloatArray,
-    folds: Folds,
-    lgbm_oof: FloatArray,
-    score: Callable[[FloatArray], float],
-    seed: int = 0,
-    ks: Sequence[int] = NEIGHBOUR_KS,
-    Cs: Sequence[float] = LINEAR_CS,
-    candidates: Sequence[tuple[str, ...]] = CANDIDATES,
-) -> MemberChoice:
-    """Cross-fit the extra members, choose kNN's k, the regression's C and the subset to
-    average with the boosters (whose out-of-fold probabilities are ``lgbm_oof``) by ``score``
-    of the out-of-fold probabilities; refit the chosen members on every row."""
-    members = cross_fit_members(embeddings, labels, folds, lgbm_oof, score, seed, ks, Cs)
-    choice, scores = choose_members(members.oof, score, candidates)
-    return MemberChoice(
-        members.refit(choice, embeddings, labels, seed),
-        np.mean([members.oof[n] for n in choice], axis=0),
-        scores,
-        members,
-    )
