@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +45,19 @@ SWEPT = ("mmlu_pro", "routerbench")
 
 def pair_name(dataset: str, cheap: str, better: str) -> str:
     return f"{dataset}:{cheap}->{better}"
+
+
+def measured_with() -> str | None:
+    """The commit of the code being measured (None outside a git checkout)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:  # no git on this machine
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
 
 
 def model_costs(frame: pd.DataFrame, prices: dict[str, Any]) -> pd.Series:
@@ -156,6 +170,7 @@ def run_pair(dataset: str, cheap: str, better: str, data: Path, seed: int, resam
         "fit_s": round(fit_s, 1),
         "wall_s": round(time.perf_counter() - t0, 1),
         "cpu_s": round(time.process_time() - c0, 1),
+        "measured_with": measured_with(),
     }
     return record
 
