@@ -54,7 +54,7 @@ def run_pair(
     from router.features import N_INPUT_EXTRA
     from router.model import CascadeModel, Folds, cross_fit_members
     from router.model.crossfit import router_score
-    from router.model.members import CANDIDATES
+    from router.model.members import CANDIDATES, choose_members
     from router.settings import RouterSettings
     from training.evaluate import evaluate_baselines
     from training.pipeline import make_embedder
@@ -87,7 +87,8 @@ def run_pair(
     }
     subsets = {"+".join(c): c for c in CANDIDATES}
     test_score = router_score(test.scores)
-    picks = pick(members.oof, train.scores, subsets, resamples, seed)
+    best, oof_apgr = choose_members(members.oof, score)  # what ships
+    picks = pick(members.oof, train.scores, subsets, "+".join(best), oof_apgr, resamples, seed)
     test_apgr = {n: test_score(_mean(test_p, c)) for n, c in subsets.items()}
     rules = {}
     for rule, weights in picks.items():
@@ -101,7 +102,7 @@ def run_pair(
         "n_test": len(test),
         "knn_k": members.knn_k,
         "linear_C": members.linear_C,
-        "oof_apgr": {n: round(float(score(_mean(members.oof, c))), 6) for n, c in subsets.items()},
+        "oof_apgr": {n: round(v, 6) for n, v in oof_apgr.items()},
         "test_apgr": {n: round(float(v), 6) for n, v in test_apgr.items()},
         "rules": rules,
         "baselines": {b: base[b]["apgr"] for b in BASELINES},
@@ -118,25 +119,25 @@ def pick(
     oof: dict[str, np.ndarray],
     scores: np.ndarray,
     subsets: dict[str, tuple[str, ...]],
+    best: str,
+    apgr: dict[str, float],
     resamples: int,
     seed: int,
 ) -> dict[str, dict[str, float]]:
-    """Each rule's weights over the subsets, from out-of-fold probabilities and outcomes."""
+    """Each rule's weights over the subsets, from out-of-fold probabilities and outcomes, given
+    the shipped rule's pick ``best`` and every subset's out-of-fold ``apgr``."""
     from router.model.crossfit import escalation_apgr
-    from router.model.members import choose_members
 
     names = list(subsets)
-    gains = {n: _mean(oof, c)[:, -1] - _mean(oof, c)[:, 0] for n, c in subsets.items()}
+    means = {n: _mean(oof, c) for n, c in subsets.items()}
+    gains = {n: p[:, -1] - p[:, 0] for n, p in means.items()}
     small, large = scores[:, 0], scores[:, -1]
-    apgr = {n: escalation_apgr(g, small, large) for n, g in gains.items()}
     rng = np.random.default_rng(seed)
     rows = [rng.integers(0, len(small), len(small)) for _ in range(resamples)]
     boot = {
         n: np.array([escalation_apgr(g[r], small[r], large[r]) for r in rows])
         for n, g in gains.items()
     }
-    best_names, _ = choose_members(oof, lambda p: escalation_apgr(p[:, -1] - p[:, 0], *scores.T))
-    best = "+".join(best_names)
 
     def unless_beaten(anchor: str) -> str:
         """``anchor`` unless the best beats it by more than one paired standard error."""
