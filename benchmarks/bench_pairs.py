@@ -25,12 +25,15 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from router.data import OutcomeTable
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "pairs.json"
@@ -98,8 +101,18 @@ def list_pairs(data: Path, datasets: Sequence[str]) -> list[tuple[str, str, str]
     return pairs
 
 
-def run_pair(dataset: str, cheap: str, better: str, data: Path, seed: int, resamples: int) -> dict:
-    """Fit and evaluate one pair; the headline figures as a JSON-able dict."""
+def run_pair(
+    dataset: str,
+    cheap: str,
+    better: str,
+    data: Path,
+    seed: int,
+    resamples: int,
+    transform: Callable[[OutcomeTable, OutcomeTable], tuple[OutcomeTable, OutcomeTable]]
+    | None = None,
+) -> dict:
+    """Fit and evaluate one pair; the headline figures as a JSON-able dict (``transform``: what
+    an experiment changes in the (train, test) split, learning only from train)."""
     from router.data import load_prices, load_table
     from router.errors import TargetNotCertifiableError
     from router.model import CascadeModel
@@ -112,6 +125,8 @@ def run_pair(dataset: str, cheap: str, better: str, data: Path, seed: int, resam
     prices = load_prices(data / "prices.json")
     table = load_table([data / f"{dataset}.parquet"], [cheap, better], prices=prices)
     train, test = table.split_by_prompt(0.2, seed)
+    if transform is not None:
+        train, test = transform(train, test)
     embedder = make_embedder(settings)
     model = CascadeModel([cheap, better], seed=seed)
     train_f = model.featurize(train, embedder)
