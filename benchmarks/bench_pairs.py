@@ -240,6 +240,28 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def across_splits(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The bars on each pair's margin averaged over runs on different splits (seeds), for the
+    pairs measured in every run; and the pairs that miss on every split."""
+    names = [n for n in runs[0]["pairs"] if all(n in r["pairs"] for r in runs[1:])]
+    if not names:
+        return {"pairs": 0}
+    margins = np.array([[r["pairs"][n]["margin"]["margin"] for r in runs] for n in names])
+    mean = margins.mean(axis=1)
+    return {
+        "seeds": [r.get("seed") for r in runs],
+        "pairs": len(names),
+        "share_mean_margin_at_least_0": round(float((mean >= 0).mean()), 3),
+        "share_mean_margin_at_least_minus_0.01": round(float((mean >= -0.01).mean()), 3),
+        "mean_margin": round(float(mean.mean()), 4),
+        "worst_mean_margin": round(float(mean.min()), 4),
+        "below_0_on_every_split": [n for n, m in zip(names, margins, strict=True) if (m < 0).all()],
+        "below_minus_0.01_on_every_split": [
+            n for n, m in zip(names, margins, strict=True) if (m < -0.01).all()
+        ],
+    }
+
+
 def _n(x: Any, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
@@ -307,6 +329,13 @@ def main() -> None:
     parser.add_argument("--rerun", action="store_true", help="refit pairs already in --out")
     parser.add_argument("--list", action="store_true", help="print the pairs and stop")
     parser.add_argument("--summary", action="store_true", help="print the table and the bars")
+    parser.add_argument(
+        "--splits",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="runs of other seeds: also print the bars on each pair's margin averaged over them",
+    )
     args = parser.parse_args()
     pairs = selected_pairs(args)
     results = load_results(args.out)
@@ -333,6 +362,9 @@ def main() -> None:
             )
     print(table(results))
     print(json.dumps(summary(results), indent=1))
+    if args.splits:
+        runs = [results, *(load_results(p) for p in args.splits)]
+        print(json.dumps(across_splits(runs), indent=1))
 
 
 if __name__ == "__main__":
