@@ -4,6 +4,8 @@
     python benchmarks/bench_pairs.py                        # every pair (hours on 2 busy cores)
     python benchmarks/bench_pairs.py --only gsm8k mmlu_pro:llama-3.1-8b-instruct
     python benchmarks/bench_pairs.py --summary              # the README table from the results
+    python benchmarks/bench_pairs.py --summary --splits benchmarks/results/pairs_seed1.json
+                                                            # + the bars averaged over two splits
 
 Pairs: every (cheaper, better) pair of MMLU-Pro and RouterBench models whose better model's mean
 score exceeds the cheaper one's by at least 0.05, plus GSM8K and MMLU (mixtral-8x7b → gpt-4).
