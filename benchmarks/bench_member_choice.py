@@ -26,7 +26,6 @@ split (kNN, logistic regression, small-fail).  Results: benchmarks/results/membe
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
@@ -39,7 +38,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_pairs import pair_arguments, pair_name, selected_pairs  # noqa: E402
+from benchmarks.bench_pairs import (  # noqa: E402
+    pair_arguments,
+    pair_name,
+    selected_pairs,
+    update_results,
+)
 
 RESULTS = ROOT / "benchmarks" / "results" / "member_choice.json"
 RULES = ("argmax", "all", "1se_all", "1se_first", "1se_knn", "bagged")
@@ -157,16 +161,13 @@ def pick(
 
 
 def add_result(path: Path, record: dict[str, Any]) -> None:
-    """One pair-seed's record, under a lock (several processes may share the file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        results = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    """One pair-seed's record (several processes may share the file)."""
+
+    def add(results: dict[str, Any]) -> None:
         results["runs"][f"{record['pair']}#{record['seed']}"] = record
         results["machine"] = {"cpus": os.cpu_count()}
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(results, indent=1))
-        partial.replace(path)
+
+    update_results(path, add, {"runs": {}})
 
 
 def summary(results: dict[str, Any]) -> str:

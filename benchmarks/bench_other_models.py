@@ -19,9 +19,9 @@ benchmarks/results/other_models.json.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_pairs import pair_arguments, pair_name, selected_pairs  # noqa: E402
+from benchmarks.bench_pairs import (  # noqa: E402
+    pair_arguments,
+    pair_name,
+    selected_pairs,
+    update_results,
+)
 
 RESULTS = ROOT / "benchmarks" / "results" / "other_models.json"
 K = 50
@@ -107,6 +112,15 @@ def run_pair(dataset: str, cheap: str, better: str, data: Path, seed: int) -> di
     return record
 
 
+def _adding(key: str, record: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """A change to the results file that adds ``record`` under ``key``."""
+
+    def add(results: dict[str, Any]) -> None:
+        results["pairs"][key] = record
+
+    return add
+
+
 def summary(results: dict[str, Any]) -> str:
     """Per seed: the mean difference all_models − pair_only, its standard error, wins."""
     lines = []
@@ -134,14 +148,8 @@ def main() -> None:
             for dataset, cheap, better in selected_pairs(args):
                 record = run_pair(dataset, cheap, better, args.data_dir, seed)
                 print(json.dumps(record), flush=True)
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                with open(args.out.with_name(args.out.name + ".lock"), "w") as lock:
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-                    results = (
-                        json.loads(args.out.read_text()) if args.out.exists() else {"pairs": {}}
-                    )
-                    results["pairs"][f"{record['pair']}@{seed}"] = record
-                    args.out.write_text(json.dumps(results, indent=1))
+                key = f"{record['pair']}@{seed}"
+                update_results(args.out, _adding(key, record), {"pairs": {}})
     results = json.loads(args.out.read_text()) if args.out.exists() else {"pairs": {}}
     print(summary(results))
 

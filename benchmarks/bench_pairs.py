@@ -196,21 +196,63 @@ def load_results(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"pairs": {}}
 
 
-def add_result(path: Path, name: str, record: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Add one pair's record to the results file, under a lock: sweeps of other datasets may
-    run in parallel processes on the same file (a read-then-write without it loses pairs)."""
+def update_results(
+    path: Path, change: Callable[[dict[str, Any]], None], empty: dict[str, Any]
+) -> dict[str, Any]:
+    """Apply ``change`` to the JSON results file at ``path`` (``empty`` if there is none yet),
+    under a lock: other processes may add to the same file (a read-then-write without it loses
+    records), and a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        results = load_results(path)
+        results = json.loads(path.read_text()) if path.exists() else empty
+        change(results)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(results, indent=1))
+        partial.replace(path)
+    return results
+
+
+def add_result(path: Path, name: str, record: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Add one pair's record to the results file (sweeps of other datasets may run in parallel
+    processes on the same file)."""
+
+    def add(results: dict[str, Any]) -> None:
         results["pairs"][name] = record
         results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
         results["embedder"] = "static"
         results["seed"] = seed
         results["summary"] = summary(results)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(results, indent=1))
-        partial.replace(path)  # a reader never sees half a file
+
+    return update_results(path, add, {"pairs": {}})
+
+
+def sweep(
+    pairs: Sequence[tuple[str, str, str]],
+    args: argparse.Namespace,
+    transform: Callable[[OutcomeTable, OutcomeTable], tuple[OutcomeTable, OutcomeTable]]
+    | None = None,
+    rerun: bool = False,
+) -> dict[str, Any]:
+    """Fit and evaluate every pair not yet in ``args.out`` (all of them with ``rerun``),
+    adding each record as it finishes; the results file as it ends."""
+    results = load_results(args.out)
+    for k, (dataset, cheap, better) in enumerate(pairs, 1):
+        name = pair_name(dataset, cheap, better)
+        if name in results["pairs"] and not rerun:
+            continue
+        print(f"[{k}/{len(pairs)}] {name}", flush=True)
+        record = run_pair(
+            dataset, cheap, better, args.data_dir, args.seed, args.resamples, transform
+        )
+        results = add_result(args.out, name, record, args.seed)
+        m = record["margin"]
+        print(
+            f"  router {record['router_apgr']} cascade {record['cascade_apgr']} "
+            f"best {m['baseline']} {m['baseline_apgr']} margin {m['margin']} "
+            f"{m.get('margin_ci95')} ({record['wall_s']} s wall, {record['cpu_s']} s cpu)",
+            flush=True,
+        )
     return results
 
 
@@ -348,20 +390,7 @@ def main() -> None:
         print(f"{len(pairs)} pairs")
         return
     if not args.summary:
-        for k, (dataset, cheap, better) in enumerate(pairs, 1):
-            name = pair_name(dataset, cheap, better)
-            if name in results["pairs"] and not args.rerun:
-                continue
-            print(f"[{k}/{len(pairs)}] {name}", flush=True)
-            record = run_pair(dataset, cheap, better, args.data_dir, args.seed, args.resamples)
-            results = add_result(args.out, name, record, args.seed)
-            m = record["margin"]
-            print(
-                f"  router {record['router_apgr']} cascade {record['cascade_apgr']} "
-                f"best {m['baseline']} {m['baseline_apgr']} margin {m['margin']} "
-                f"{m.get('margin_ci95')} ({record['wall_s']} s wall, {record['cpu_s']} s cpu)",
-                flush=True,
-            )
+        results = sweep(pairs, args, rerun=args.rerun)
     print(table(results))
     print(json.dumps(summary(results), indent=1))
     if args.splits:

@@ -31,12 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_pairs import RESULTS as PLAIN  # noqa: E402
 from benchmarks.bench_pairs import (  # noqa: E402
-    add_result,
     load_results,
     pair_arguments,
-    pair_name,
-    run_pair,
     selected_pairs,
+    sweep,
 )
 
 if TYPE_CHECKING:
@@ -107,10 +105,11 @@ def compare(stripped: dict, plain: dict) -> str:
     d, m = np.array(diffs), np.array(margins)
     if not len(d):
         return "no pair measured both ways"
+    se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
     rows.append("")
     rows.append(
         f"{len(d)} pairs: cascade APGR stripped minus plain {d.mean():+.4f} "
-        f"(se {d.std(ddof=1) / np.sqrt(len(d)):.4f}, higher on {(d > 0).sum()}); "
+        f"(se {se:.4f}, higher on {(d > 0).sum()}); "
         f"margin ≥ 0 on {(m[:, 0] >= 0).sum()} → {(m[:, 1] >= 0).sum()}, "
         f"≥ −0.01 on {(m[:, 0] >= -0.01).sum()} → {(m[:, 1] >= -0.01).sum()}, "
         f"mean {m[:, 0].mean():+.4f} → {m[:, 1].mean():+.4f}"
@@ -126,18 +125,8 @@ def main() -> None:
     parser.add_argument("--plain", type=Path, default=PLAIN, help="the sweep to compare with")
     parser.add_argument("--summary", action="store_true", help="print the comparison only")
     args = parser.parse_args()
-    pairs = selected_pairs(args)
     if not args.summary:
-        done = load_results(args.out)["pairs"]
-        for k, (dataset, cheap, better) in enumerate(pairs, 1):
-            name = pair_name(dataset, cheap, better)
-            if name in done:
-                continue
-            print(f"[{k}/{len(pairs)}] {name}", flush=True)
-            record = run_pair(
-                dataset, cheap, better, args.data_dir, args.seed, args.resamples, strip_templates
-            )
-            add_result(args.out, name, record, args.seed)
+        sweep(selected_pairs(args), args, strip_templates)
     print(compare(load_results(args.out), json.loads(args.plain.read_text())))
 
 
