@@ -284,26 +284,93 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def across_splits(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The bars on each pair's margin averaged over runs on different splits (seeds), for the
-    pairs measured in every run; and the pairs that miss on every split."""
-    names = [n for n in runs[0]["pairs"] if all(n in r["pairs"] for r in runs[1:])]
-    if not names:
-        return {"pairs": 0}
-    margins = np.array([[r["pairs"][n]["margin"]["margin"] for r in runs] for n in names])
-    mean = margins.mean(axis=1)
+#: the test share of every split (80/20): the resampled-t correction below needs it
+TEST_SHARE = 0.2
+
+
+def corrected_se(margins: np.ndarray) -> np.ndarray:
+    """Standard error of each row's mean over random 80/20 splits (one column a split).
+
+    The splits share most of their training prompts, so their margins are correlated and the
+    plain ``sd / sqrt(J)`` is too small; Nadeau & Bengio's corrected resampled t widens the
+    variance to ``(1/J + n_test/n_train) * sd**2``.
+    """
+    j = margins.shape[1]
+    if j < 2:
+        return np.full(margins.shape[0], np.nan)
+    var = margins.var(axis=1, ddof=1) * (1 / j + TEST_SHARE / (1 - TEST_SHARE))
+    return np.asarray(np.sqrt(var))
+
+
+def _mean_bars(mean: np.ndarray) -> dict[str, Any]:
     return {
-        "seeds": [r.get("seed") for r in runs],
-        "pairs": len(names),
+        "pairs": int(mean.size),
         "share_mean_margin_at_least_0": round(float((mean >= 0).mean()), 3),
         "share_mean_margin_at_least_minus_0.01": round(float((mean >= -0.01).mean()), 3),
         "mean_margin": round(float(mean.mean()), 4),
         "worst_mean_margin": round(float(mean.min()), 4),
+    }
+
+
+def split_margins(runs: Sequence[dict[str, Any]]) -> tuple[list[str], np.ndarray]:
+    """The pairs measured in every run and their margins (one row a pair, one column a run)."""
+    names = [n for n in runs[0]["pairs"] if all(n in r["pairs"] for r in runs[1:])]
+    margins = np.array(
+        [[r["pairs"][n]["margin"]["margin"] for r in runs] for n in names], dtype=float
+    ).reshape(len(names), len(runs))
+    return names, margins
+
+
+def across_splits(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The bars on each pair's margin averaged over runs on different splits (seeds), for the
+    pairs measured in every run, overall and by dataset; the flagship pair's APGR on each split;
+    the pairs below zero on average (with the corrected standard error) and on every split."""
+    names, margins = split_margins(runs)
+    if not names:
+        return {"pairs": 0}
+    mean, se = margins.mean(axis=1), corrected_se(margins)
+    datasets = np.array([runs[0]["pairs"][n]["dataset"] for n in names])
+    flagship = pair_name("mmlu_pro", "llama-3.1-8b-instruct", "gpt-4o-2024-05-13")
+    flagship_apgr = [r["pairs"].get(flagship, {}).get("cascade_apgr") for r in runs]
+    measured = [a for a in flagship_apgr if a is not None]
+    return {
+        "seeds": [r.get("seed") for r in runs],
+        **_mean_bars(mean),
+        "by_dataset": {d: _mean_bars(mean[datasets == d]) for d in dict.fromkeys(datasets)},
+        "mmlu_pro_llama8b_gpt4o_cascade_apgr": {
+            "per_split": flagship_apgr,
+            "mean": round(float(np.mean(measured)), 4) if measured else None,
+        },
+        "mean_margin_below_0": {
+            n: [round(float(m), 4), round(float(e), 4)]
+            for n, m, e in zip(names, mean, se, strict=True)
+            if m < 0
+        },
         "below_0_on_every_split": [n for n, m in zip(names, margins, strict=True) if (m < 0).all()],
         "below_minus_0.01_on_every_split": [
             n for n, m in zip(names, margins, strict=True) if (m < -0.01).all()
         ],
     }
+
+
+def splits_table(runs: Sequence[dict[str, Any]]) -> str:
+    """Markdown: each pair's margin on every split, their mean and its corrected standard
+    error."""
+    names, margins = split_margins(runs)
+    mean, se = margins.mean(axis=1), corrected_se(margins)
+    seeds = " | ".join(f"seed {r.get('seed')}" for r in runs)
+    rows = [
+        f"| pair | {seeds} | mean ± SE |",
+        "| --- |" + " ---: |" * (len(runs) + 1),
+    ]
+    for n, m, mu, e in zip(names, margins, mean, se, strict=True):
+        r = runs[0]["pairs"][n]
+        cells = " | ".join(f"{x:+.3f}" for x in m)
+        rows.append(
+            f"| {r['dataset']}: {_short(r['cheap'])} → {_short(r['better'])} | {cells} | "
+            f"{mu:+.3f} ± {e:.3f} |"
+        )
+    return "\n".join(rows)
 
 
 def _n(x: Any, digits: int = 3) -> str:
@@ -395,6 +462,7 @@ def main() -> None:
     print(json.dumps(summary(results), indent=1))
     if args.splits:
         runs = [results, *(load_results(p) for p in args.splits)]
+        print(splits_table(runs))
         print(json.dumps(across_splits(runs), indent=1))
 
 
