@@ -257,20 +257,29 @@ def sweep(
     return results
 
 
+#: the pair whose cascade APGR has a bar of its own
+FLAGSHIP = pair_name("mmlu_pro", "llama-3.1-8b-instruct", "gpt-4o-2024-05-13")
+
+
+def _bars(margins: np.ndarray, what: str) -> dict[str, Any]:
+    """The sweep's bars on one margin per pair (``what`` names it in the keys)."""
+    return {
+        "pairs": int(margins.size),
+        f"share_{what}_at_least_0": round(float((margins >= 0).mean()), 3),
+        f"share_{what}_at_least_minus_0.01": round(float((margins >= -0.01).mean()), 3),
+        "mean_margin": round(float(margins.mean()), 4),
+        f"worst_{what}": round(float(margins.min()), 4),
+    }
+
+
 def summary(results: dict[str, Any]) -> dict[str, Any]:
     """The bars of the sweep over every finished pair."""
     margins = np.array([r["margin"]["margin"] for r in results["pairs"].values()], dtype=float)
     if margins.size == 0:
         return {"pairs": 0}
-    flagship = results["pairs"].get(
-        pair_name("mmlu_pro", "llama-3.1-8b-instruct", "gpt-4o-2024-05-13"), {}
-    )
+    flagship = results["pairs"].get(FLAGSHIP, {})
     return {
-        "pairs": int(margins.size),
-        "share_margin_at_least_0": round(float((margins >= 0).mean()), 3),
-        "share_margin_at_least_minus_0.01": round(float((margins >= -0.01).mean()), 3),
-        "mean_margin": round(float(margins.mean()), 4),
-        "worst_margin": round(float(margins.min()), 4),
+        **_bars(margins, "margin"),
         "mmlu_pro_llama8b_gpt4o_cascade_apgr": flagship.get("cascade_apgr"),
         "answer_aware_stage_unused": sorted(
             r["pair"]
@@ -303,16 +312,6 @@ def corrected_se(margins: np.ndarray) -> np.ndarray:
     return np.asarray(np.sqrt(var))
 
 
-def _mean_bars(mean: np.ndarray) -> dict[str, Any]:
-    return {
-        "pairs": int(mean.size),
-        "share_mean_margin_at_least_0": round(float((mean >= 0).mean()), 3),
-        "share_mean_margin_at_least_minus_0.01": round(float((mean >= -0.01).mean()), 3),
-        "mean_margin": round(float(mean.mean()), 4),
-        "worst_mean_margin": round(float(mean.min()), 4),
-    }
-
-
 def split_margins(runs: Sequence[dict[str, Any]]) -> tuple[list[str], np.ndarray]:
     """The pairs measured in every run and their margins (one row a pair, one column a run)."""
     names = [n for n in runs[0]["pairs"] if all(n in r["pairs"] for r in runs[1:])]
@@ -331,13 +330,14 @@ def across_splits(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return {"pairs": 0}
     mean, se = margins.mean(axis=1), corrected_se(margins)
     datasets = np.array([runs[0]["pairs"][n]["dataset"] for n in names])
-    flagship = pair_name("mmlu_pro", "llama-3.1-8b-instruct", "gpt-4o-2024-05-13")
-    flagship_apgr = [r["pairs"].get(flagship, {}).get("cascade_apgr") for r in runs]
+    flagship_apgr = [r["pairs"].get(FLAGSHIP, {}).get("cascade_apgr") for r in runs]
     measured = [a for a in flagship_apgr if a is not None]
     return {
         "seeds": [r.get("seed") for r in runs],
-        **_mean_bars(mean),
-        "by_dataset": {d: _mean_bars(mean[datasets == d]) for d in dict.fromkeys(datasets)},
+        **_bars(mean, "mean_margin"),
+        "by_dataset": {
+            d: _bars(mean[datasets == d], "mean_margin") for d in dict.fromkeys(datasets)
+        },
         "mmlu_pro_llama8b_gpt4o_cascade_apgr": {
             "per_split": flagship_apgr,
             "mean": round(float(np.mean(measured)), 4) if measured else None,
@@ -398,7 +398,7 @@ def against_each_baseline(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
             }
     return {
         "baselines": baselines,
-        **_mean_bars(worst),
+        **_bars(worst, "mean_margin"),
         "worst_mean_margin_below_0": below,
         "recorded_below_minus_0.01": chance,
     }
