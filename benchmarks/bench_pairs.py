@@ -354,8 +354,9 @@ def across_splits(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _main_apgr(record: dict[str, Any]) -> float:
-    """The APGR the margin is taken on: the cascade's where it has an answer-aware stage."""
+def main_apgr(record: dict[str, Any]) -> float:
+    """The APGR a pair's margin is taken on: the cascade's where it has an answer-aware stage,
+    else the pre-answer router's."""
     cascade = record["cascade_apgr"]
     return float(record["router_apgr"] if cascade is None else cascade)
 
@@ -381,7 +382,7 @@ def against_each_baseline(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     chance: dict[str, Any] = {}
     for i, n in enumerate(names):
         records = [r["pairs"][n] for r in runs]
-        main = np.array([_main_apgr(r) for r in records])
+        main = np.array([main_apgr(r) for r in records])
         base = np.array([[r["baselines"][b] for r in records] for b in baselines], dtype=float)
         diff = main[None, :] - base
         mean, se = diff.mean(axis=1), corrected_se(diff)

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.bench_pairs import RESULTS as PLAIN  # noqa: E402
 from benchmarks.bench_pairs import (  # noqa: E402
     load_results,
+    main_apgr,
     pair_arguments,
     selected_pairs,
     sweep,
@@ -93,8 +94,7 @@ def compare(stripped: dict, plain: dict) -> str:
         old = plain["pairs"].get(name)
         if old is None:
             continue
-        main_old = old["cascade_apgr"] or old["router_apgr"]
-        main_new = new["cascade_apgr"] or new["router_apgr"]
+        main_old, main_new = main_apgr(old), main_apgr(new)
         diffs.append(main_new - main_old)
         margins.append((old["margin"]["margin"], new["margin"]["margin"]))
         rows.append(
