@@ -539,6 +539,10 @@ defaults
     # to the dying server is not retried; on a reused client connection HAProxy then closes
     # that connection without an answer and without a log line (the client is to retry).
     option http-buffer-request
+    # On a reload the old worker would close its idle client connections at once, racing a
+    # request a client is sending on one (it gets no answer); instead answer that request
+    # with "Connection: close" (bounded by hard-stop-after).
+    option idle-close-on-response
 
 frontend cascade
     bind 127.0.0.1:{port}
