@@ -398,9 +398,9 @@ def test_without_non_idempotent_retries_only_in_flight_posts_fail(upstreams) -> 
 def test_reloads_add_and_remove_an_upstream_without_dropping_requests(upstreams) -> None:
     """Twenty-one reloads under steady keep-alive traffic: no client sees an error.
 
-    Without it a reloaded worker closes its idle client connections at once, racing any request
-    a client was sending on one (the client got a closed connection and no answer: 4-8 failed
-    requests in 40 reloads here); ``idle-close-on-response`` makes it answer that request."""
+    Without ``idle-close-on-response`` a reloaded worker closes its idle client connections at
+    once, racing any request a client is sending on one (the client gets a closed connection
+    and no answer: 4-8 failed requests in 40 reloads here); with it the worker answers it."""
     a, b = upstreams("A"), upstreams("B")
     with LoadBalancer([a.address]) as lb:
         lb.wait_states({"u0": "UP"})
