@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "pairs.json"
 DATA = Path(os.environ.get("CASCADE_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
 MIN_GAP = 0.05
+#: the share of prompts every split tests on (80/20); the split standard error depends on it
+TEST_SHARE = 0.2
 FIXED_PAIRS = {
     "gsm8k": ("mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"),
     "mmlu": ("mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"),
@@ -127,7 +129,7 @@ def run_pair(
     settings = RouterSettings(embedder="static")
     prices = load_prices(data / "prices.json")
     table = load_table([data / f"{dataset}.parquet"], [cheap, better], prices=prices)
-    train, test = table.split_by_prompt(0.2, seed)
+    train, test = table.split_by_prompt(TEST_SHARE, seed)
     if transform is not None:
         train, test = transform(train, test)
     embedder = make_embedder(settings)
@@ -292,10 +294,6 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
         "wall_s_total": round(sum(r["wall_s"] for r in results["pairs"].values()), 1),
         "cpu_s_total": round(sum(r["cpu_s"] for r in results["pairs"].values()), 1),
     }
-
-
-#: the test share of every split (80/20): the resampled-t correction below needs it
-TEST_SHARE = 0.2
 
 
 def corrected_se(margins: np.ndarray) -> np.ndarray:
